@@ -1,0 +1,29 @@
+"""numxent: fused cross-entropy loss-and-gradient kernels for CPUs.
+
+>>> import numpy as np, numxent as nx
+>>> logits = np.array([[3.0, 1.0, 0.2], [0.5, 2.0, 0.3]])
+>>> loss, grad = nx.cross_entropy(logits, np.array([0, 1]), return_grad=True)
+>>> round(float(loss), 7)
+0.2598603
+"""
+
+from ._config import threading_layer
+from .functional import (
+    binary_cross_entropy_with_logits,
+    cross_entropy,
+    log_softmax,
+    logsumexp,
+    softmax,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "binary_cross_entropy_with_logits",
+    "cross_entropy",
+    "log_softmax",
+    "logsumexp",
+    "softmax",
+    "threading_layer",
+    "__version__",
+]

@@ -1,0 +1,230 @@
+"""Input checks and coercions: every error numxent raises comes from here.
+
+All checks run before anything is written, so a call that raises leaves
+``out`` (and in-place logits) untouched. Nothing here modifies an input:
+coercions copy when they must and otherwise hand back read-only views, which
+also keeps the kernels' compiled signatures to one per logits dtype.
+"""
+
+from __future__ import annotations
+
+import numbers
+import operator
+
+import numpy as np
+
+_COMPUTE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_FLOAT_DTYPES = (np.dtype(np.float16),) + _COMPUTE_DTYPES
+_REDUCTIONS = ("mean", "sum", "none")
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+def readonly(a: np.ndarray) -> np.ndarray:
+    """A read-only view of ``a`` (the caller's array keeps its own flags)."""
+    v = a.view()
+    v.flags.writeable = False
+    return v
+
+
+def as_compute(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``a`` as a C-contiguous native array of ``dtype``, read-only.
+
+    Copies only when the dtype, byte order or layout requires it.
+    """
+    return readonly(np.ascontiguousarray(a, dtype=dtype))
+
+
+def check_logits(logits, name: str = "logits", *, min_ndim: int = 1) -> np.ndarray:
+    x = np.asarray(logits)
+    if x.dtype.kind != "f" or x.dtype.newbyteorder("=") not in _FLOAT_DTYPES:
+        raise TypeError(
+            f"{name} must be a floating array (float16, float32 or float64), "
+            f"got dtype {x.dtype}; cast it, e.g. {name}.astype(np.float32)"
+        )
+    if x.ndim < min_ndim:
+        raise ValueError(
+            f"{name} must have at least {min_ndim} dimension(s) with classes on "
+            f"the last axis, got a {x.ndim}-d array of shape {x.shape}"
+        )
+    if x.ndim >= 1 and x.shape[-1] == 0:
+        raise ValueError(
+            f"{name} has 0 classes (shape {x.shape}); the last axis must be "
+            "non-empty"
+        )
+    return x
+
+
+def result_dtype(x: np.ndarray) -> np.dtype:
+    """The dtype results come back in: the logits' dtype, native byte order."""
+    return x.dtype.newbyteorder("=")
+
+
+def compute_dtype(x: np.ndarray) -> np.dtype:
+    """float16 is computed in float32; float32 and float64 as they are."""
+    dt = result_dtype(x)
+    return np.dtype(np.float32) if dt == np.float16 else dt
+
+
+def check_reduction(reduction) -> str:
+    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
+        raise ValueError(
+            f"reduction must be one of 'mean', 'sum', 'none', got {reduction!r}"
+        )
+    return reduction
+
+
+def check_label_smoothing(label_smoothing) -> float:
+    try:
+        eps = float(label_smoothing)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"label_smoothing must be a float in [0, 1], got {label_smoothing!r}"
+        ) from None
+    if not 0.0 <= eps <= 1.0:  # also rejects NaN
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
+    return eps
+
+
+def check_ignore_index(ignore_index) -> int:
+    try:
+        return operator.index(ignore_index)
+    except TypeError:
+        raise TypeError(
+            f"ignore_index must be an integer, got {ignore_index!r}"
+        ) from None
+
+
+def check_nonneg_weights(w, name: str, shape: tuple | None) -> np.ndarray:
+    """A float64 copy-or-view of ``w``, checked finite and >= 0.
+
+    With ``shape`` given, ``w`` must have exactly that shape; without it the
+    caller checks broadcasting.
+    """
+    a = np.asarray(w)
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a real numeric array, got dtype {a.dtype}")
+    if shape is not None and a.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {a.shape}")
+    a = np.asarray(a, dtype=np.float64)
+    if a.size and not np.all(np.isfinite(a)):
+        bad = np.flatnonzero(~np.isfinite(a.ravel()))[0]
+        raise ValueError(
+            f"{name} must be finite, found {a.ravel()[bad]} at flat position {bad}"
+        )
+    if a.size and np.any(a < 0):
+        bad = np.flatnonzero(a.ravel() < 0)[0]
+        raise ValueError(
+            f"{name} must be non-negative, found {a.ravel()[bad]} at flat "
+            f"position {bad}"
+        )
+    return a
+
+
+def check_out(out, shape: tuple, dtype: np.dtype, return_grad: bool) -> np.ndarray | None:
+    if out is None:
+        return None
+    if not return_grad:
+        raise ValueError(
+            "out receives the gradient: pass return_grad=True with out=, or drop out="
+        )
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"out must have the logits' shape {tuple(shape)}, got {out.shape}")
+    if out.dtype != dtype:
+        raise TypeError(
+            f"out must have the logits' dtype {dtype} (native byte order), got "
+            f"{out.dtype}"
+        )
+    if not out.flags.c_contiguous:
+        raise ValueError("out must be C-contiguous; allocate it with np.empty_like")
+    if not out.flags.writeable:
+        raise ValueError("out must be writeable, got a read-only array")
+    return out
+
+
+def check_hard_labels(
+    target: np.ndarray, n_classes: int, ignore_index: int, lead_shape: tuple
+) -> np.ndarray:
+    """Flat int64 labels, with every label checked against [0, n_classes)."""
+    if target.shape != lead_shape:
+        raise ValueError(
+            f"target of integer class indices must have the logits' leading shape "
+            f"{lead_shape} (logits.shape[:-1]), got {target.shape}"
+        )
+    flat = target.reshape(-1)
+    if flat.dtype.kind == "u" and flat.dtype.itemsize == 8 and flat.size:
+        # uint64 above int64's range would wrap to negative on conversion.
+        too_big = flat > np.uint64(_INT64_MAX)
+        if np.any(too_big):
+            _raise_bad_label(flat, np.flatnonzero(too_big)[0], n_classes, lead_shape)
+    y = np.ascontiguousarray(flat, dtype=np.int64)
+    bad = ((y < 0) | (y >= n_classes)) & (y != ignore_index)
+    if np.any(bad):
+        _raise_bad_label(flat, np.flatnonzero(bad)[0], n_classes, lead_shape)
+    return readonly(y)
+
+
+def _raise_bad_label(flat, pos: int, n_classes: int, lead_shape: tuple):
+    where = np.unravel_index(pos, lead_shape) if lead_shape else ()
+    where = tuple(int(p) for p in where)
+    loc = f"position {where}" if len(where) != 1 else f"position {where[0]}"
+    raise IndexError(
+        f"target holds class index {flat[pos]} at {loc}, outside [0, {n_classes}) "
+        f"and not ignore_index; labels must be in [0, {n_classes}) for logits with "
+        f"{n_classes} classes"
+    )
+
+
+def classify_target(target, x: np.ndarray) -> tuple[np.ndarray, bool]:
+    """The target array and whether it holds hard labels (integer indices)."""
+    t = np.asarray(target)
+    kind = t.dtype.kind
+    if kind in "iu":
+        return t, True
+    if kind == "f":
+        if t.shape == x.shape:
+            return t, False
+        if t.shape == x.shape[:-1]:
+            raise TypeError(
+                f"target of shape {t.shape} looks like class indices but has "
+                f"floating dtype {t.dtype}; cast it with target.astype(np.int64), "
+                f"or pass class probabilities of the logits' shape {x.shape}"
+            )
+        raise ValueError(
+            f"target must be integer class indices of shape {x.shape[:-1]} or "
+            f"class probabilities of shape {x.shape}, got shape {t.shape}"
+        )
+    raise TypeError(
+        f"target must be integer class indices or floating class probabilities, "
+        f"got dtype {t.dtype}"
+    )
+
+
+def check_bce_target(target, x: np.ndarray) -> np.ndarray:
+    t = np.asarray(target)
+    if t.dtype.kind not in "biuf":
+        raise TypeError(f"target must be a real numeric array, got dtype {t.dtype}")
+    if t.shape != x.shape:
+        raise ValueError(
+            f"target must have the logits' shape {x.shape}, got {t.shape}"
+        )
+    return t
+
+
+def broadcast_weight(w: np.ndarray, name: str, shape: tuple, rows: int, cols: int):
+    """``w`` broadcast to ``shape`` and viewed as (rows, cols), read-only."""
+    try:
+        b = np.broadcast_to(w, shape)
+    except ValueError:
+        raise ValueError(
+            f"{name} of shape {w.shape} cannot be broadcast to the logits' shape "
+            f"{shape}"
+        ) from None
+    # A broadcast view usually reshapes without a copy (zero strides stay
+    # zero); the rare layouts that cannot are materialised.
+    return readonly(b.reshape(rows, cols))
+
+
+def is_integral(v) -> bool:
+    return isinstance(v, numbers.Integral)

@@ -1,0 +1,390 @@
+"""The NumPy functional API: validate, coerce, allocate, launch, reduce."""
+
+from __future__ import annotations
+
+import math
+import operator
+
+import numpy as np
+
+from . import _kernels as K
+from . import _validation as V
+from ._config import launch
+
+__all__ = [
+    "cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "logsumexp",
+    "log_softmax",
+    "softmax",
+]
+
+_EMPTY_F64 = V.readonly(np.zeros(0, dtype=np.float64))
+
+
+def _detach_from_out(a: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    """A private copy of ``a`` if writing ``out`` could change it mid-call."""
+    if out is not None and np.may_share_memory(a, out):
+        return V.readonly(a.copy())
+    return a
+
+
+def _logits_for_kernel(x: np.ndarray, out: np.ndarray | None, cdtype) -> np.ndarray:
+    xc = V.as_compute(x, cdtype)
+    if out is None or not np.may_share_memory(xc, out):
+        return xc
+    same = (
+        out.dtype == xc.dtype
+        and out.__array_interface__["data"][0] == xc.__array_interface__["data"][0]
+    )
+    # out=logits exactly: the kernels read each element before overwriting it.
+    # Any other overlap would let one row's gradient clobber another's logits.
+    return xc if same else V.readonly(xc.copy())
+
+
+def _finish_loss(per_row: np.ndarray, reduction: str, denom: float, dtype, shape):
+    if reduction == "none":
+        return per_row.reshape(shape).astype(dtype)
+    total = float(np.sum(per_row))  # float64, pairwise: a fixed order
+    if reduction == "sum":
+        return dtype.type(total)
+    return dtype.type(total / denom if denom != 0.0 else math.nan)
+
+
+def _alloc_grad(out, shape, dtype, cdtype):
+    """(grad returned to the user, array the kernel writes)."""
+    grad = out if out is not None else np.empty(shape, dtype=dtype)
+    if dtype == cdtype:
+        return grad, grad
+    return grad, np.empty(shape, dtype=cdtype)  # float16: computed in float32
+
+
+def cross_entropy(
+    logits,
+    target,
+    *,
+    weight=None,
+    sample_weight=None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    return_grad: bool = False,
+    out: np.ndarray | None = None,
+):
+    r"""Softmax cross-entropy of ``logits`` against ``target``, with its gradient.
+
+    PyTorch's ``torch.nn.functional.cross_entropy`` with the class axis last,
+    computed in one fused pass (loss and gradient together) by a parallel
+    Numba kernel.
+
+    Parameters
+    ----------
+    logits : array of shape (..., n_classes)
+        Unnormalised scores, float16/32/64. Leading axes are samples; a 1-D
+        array is one unbatched sample.
+    target : int array of shape logits.shape[:-1], or float array of shape logits.shape
+        Class indices (any integer dtype, "hard" labels) or class
+        probabilities ("soft" labels).
+    weight : array of shape (n_classes,), optional
+        Class weights ``w`` (finite, >= 0).
+    sample_weight : array of shape logits.shape[:-1], optional
+        Per-sample weights ``v`` (finite, >= 0), scikit-learn's meaning: each
+        sample's loss is multiplied by ``v_i`` and so is its term in the mean's
+        denominator.
+    ignore_index : int, default -100
+        Hard labels equal to it give exactly 0 loss and 0 gradient (whatever
+        that row's logits hold) and leave the mean's denominator. With soft
+        labels it must be negative (it is then unused).
+    reduction : {"mean", "sum", "none"}, default "mean"
+    label_smoothing : float in [0, 1], default 0.0
+        Mixes the target with the uniform distribution: ``q = (1-eps) t + eps/C``.
+    return_grad : bool, default False
+        Also return the gradient of the returned loss w.r.t. ``logits``.
+    out : array of shape logits.shape, optional
+        C-contiguous array of the logits' dtype that receives the gradient;
+        may be ``logits`` itself (in place). Needs ``return_grad=True``.
+
+    Returns
+    -------
+    loss : scalar of the logits' dtype, or array of shape logits.shape[:-1]
+        With ``a_ik = w_k q_ik`` (soft) or ``a_ik = (1-eps) w_y [k=y_i] +
+        (eps/C) w_k`` (hard), ``loss_i = -v_i sum_k a_ik log softmax(x_i)_k``.
+        "none" returns ``loss_i``; "sum" returns ``sum_i loss_i``; "mean"
+        divides that by ``sum_i v_i w_{y_i}`` over kept rows (hard) or by
+        ``sum_i v_i`` (soft). A zero denominator (empty or all-ignored batch,
+        all-zero weights) gives NaN and a zero gradient.
+    grad : array of logits' shape and dtype (only with ``return_grad=True``)
+        ``v_i (A_i softmax(x_i) - a_i)`` with ``A_i = sum_k a_ik``, divided by
+        the denominator for "mean"; for "none", row ``i`` is the gradient of
+        ``loss_i`` alone.
+
+    Notes
+    -----
+    Arithmetic is float64 internally (float16 goes through float32 storage);
+    sums across samples are float64 in a fixed order, so the result is
+    bitwise identical for any number of threads. Where PyTorch gives NaN,
+    numxent gives the limit in two cases: ignored rows (0 whatever their
+    logits) and a zero target weight meeting a ``-inf`` logit (``0 log 0 = 0``).
+
+    Examples
+    --------
+    >>> import numpy as np, numxent as nx
+    >>> logits = np.array([[3.0, 1.0, 0.2], [0.5, 2.0, 0.3]])
+    >>> float(nx.cross_entropy(logits, np.array([0, 1])))  # doctest: +ELLIPSIS
+    0.25986...
+    >>> loss, grad = nx.cross_entropy(logits, np.array([0, 1]), return_grad=True)
+    >>> grad.sum(axis=-1)  # doctest: +SKIP
+    array([0., 0.])
+    """
+    x = V.check_logits(logits)
+    red = V.check_reduction(reduction)
+    eps = V.check_label_smoothing(label_smoothing)
+    ignore = V.check_ignore_index(ignore_index)
+    t, hard = V.classify_target(target, x)
+    dtype, cdtype = V.result_dtype(x), V.compute_dtype(x)
+    n_classes = x.shape[-1]
+    lead = x.shape[:-1]
+    n_rows = math.prod(lead)
+    out = V.check_out(out, x.shape, dtype, return_grad)
+
+    w = V.check_nonneg_weights(
+        np.ones(n_classes) if weight is None else weight, "weight", (n_classes,)
+    )
+    sw = None
+    if sample_weight is not None:
+        sw = V.check_nonneg_weights(sample_weight, "sample_weight", lead).reshape(-1)
+
+    if hard:
+        y = V.check_hard_labels(t, n_classes, ignore, lead)
+        if red == "mean":
+            kept = y != ignore
+            rows_w = w[y[kept]] if sw is None else w[y[kept]] * sw[kept]
+            denom = float(np.sum(rows_w))
+    else:
+        if ignore >= 0:
+            raise ValueError(
+                f"ignore_index={ignore} applies to class-index targets only; with "
+                "class-probability targets leave it at its default (-100)"
+            )
+        tc = V.as_compute(t, cdtype).reshape(n_rows, n_classes)
+        tc = _detach_from_out(tc, out)
+        if red == "mean":
+            denom = float(n_rows if sw is None else np.sum(sw))
+    # -- every check has passed: nothing below raises on user input --
+
+    w = _detach_from_out(V.as_compute(w, np.float64), out)
+    sw = _EMPTY_F64 if sw is None else _detach_from_out(V.as_compute(sw, np.float64), out)
+    if return_grad:
+        grad, kgrad = _alloc_grad(out, x.shape, dtype, cdtype)
+        kgrad2 = kgrad.reshape(n_rows, n_classes)
+    else:
+        kgrad2 = np.empty((0, n_classes), dtype=cdtype)
+    per_row = np.empty(n_rows, dtype=np.float64)
+
+    if red == "mean" and denom == 0.0:
+        # 0/0: PyTorch's NaN loss; the gradient of a constant NaN is taken as 0.
+        if return_grad:
+            grad[...] = 0
+            return dtype.type(math.nan), grad
+        return dtype.type(math.nan)
+
+    xk = _logits_for_kernel(x, out, cdtype).reshape(n_rows, n_classes)
+    gscale = 1.0 / denom if red == "mean" else 1.0
+    n_el = n_rows * n_classes
+    if hard:
+        args = (xk, y, w, float(np.sum(w)), sw, ignore, eps, gscale, per_row, kgrad2)
+        launch(K.ce_hard_par, K.ce_hard_ser, n_el, *args)
+    else:
+        args = (xk, tc, w, sw, eps, gscale, per_row, kgrad2)
+        launch(K.ce_soft_par, K.ce_soft_ser, n_el, *args)
+
+    loss = _finish_loss(per_row, red, denom if red == "mean" else 1.0, dtype, lead)
+    if not return_grad:
+        return loss
+    if kgrad is not grad:
+        np.copyto(grad, kgrad, casting="same_kind")
+    return loss, grad
+
+
+def binary_cross_entropy_with_logits(
+    logits,
+    target,
+    *,
+    weight=None,
+    pos_weight=None,
+    sample_weight=None,
+    reduction: str = "mean",
+    return_grad: bool = False,
+    out: np.ndarray | None = None,
+):
+    r"""Binary cross-entropy of sigmoid(``logits``) against ``target``.
+
+    PyTorch's ``torch.nn.functional.binary_cross_entropy_with_logits``,
+    elementwise, computed in the overflow-free form in one fused pass.
+
+    Parameters
+    ----------
+    logits : array of any shape
+        Float16/32/64 scores. Every element is its own binary problem.
+    target : array of logits.shape
+        Probabilities of the positive class (integer and bool are cast).
+    weight : array broadcastable to logits.shape, optional
+        Rescales each element's loss (finite, >= 0).
+    pos_weight : array broadcastable to logits.shape, optional
+        Weight of the positive term, usually of shape (n_classes,) so it runs
+        along the last axis (finite, >= 0).
+    sample_weight : array, optional
+        One weight per sample, shape logits.shape[:-1] (broadcast over the
+        last axis) when logits have 2 or more dimensions, logits.shape for
+        1-D logits. "mean" becomes ``np.average(loss, weights=sample_weight)``.
+    reduction : {"mean", "sum", "none"}, default "mean"
+    return_grad : bool, default False
+    out : array of logits.shape, optional
+        C-contiguous gradient buffer of the logits' dtype; may be ``logits``.
+
+    Returns
+    -------
+    loss : scalar of the logits' dtype, or array of logits.shape for "none"
+        ``l = v w [(1-t) x + (1 + (p-1) t) log(1 + exp(-x))]`` elementwise
+        (``p`` = pos_weight, ``v`` = sample_weight), reduced by sum or by
+        ``np.average`` with weights ``v``.
+    grad : array of logits' shape and dtype (only with ``return_grad=True``)
+        ``v w [(1-t) sigmoid(x) - p t sigmoid(-x)]``, divided by the mean's
+        denominator for "mean"; for "none" each element's own derivative.
+
+    Notes
+    -----
+    Exact in the tails where the naive form is not (float32 ``x = -20``,
+    ``t = 0`` gives 2.06e-9, not 0), and infinite logits give the limit (0 or
+    +inf) rather than NaN.
+
+    Examples
+    --------
+    >>> import numpy as np, numxent as nx
+    >>> x = np.array([[2.0], [0.5], [-1.0]]); t = np.array([[1.0], [1.0], [0.0]])
+    >>> float(nx.binary_cross_entropy_with_logits(x, t))  # doctest: +ELLIPSIS
+    0.30475...
+    """
+    x = V.check_logits(logits, min_ndim=0)
+    red = V.check_reduction(reduction)
+    t = V.check_bce_target(target, x)
+    dtype, cdtype = V.result_dtype(x), V.compute_dtype(x)
+    shape = x.shape
+    n_cols = shape[-1] if x.ndim >= 2 else math.prod(shape)
+    n_rows = math.prod(shape[:-1]) if x.ndim >= 2 else 1
+    n_el = math.prod(shape)
+    out = V.check_out(out, shape, dtype, return_grad)
+
+    w = V.check_nonneg_weights(1.0 if weight is None else weight, "weight", None)
+    pw = V.check_nonneg_weights(
+        1.0 if pos_weight is None else pos_weight, "pos_weight", None
+    )
+    sw_shape = shape[:-1] if x.ndim >= 2 else shape
+    has_sw = sample_weight is not None
+    sw = V.check_nonneg_weights(
+        sample_weight if has_sw else 1.0, "sample_weight", sw_shape if has_sw else None
+    )
+    if has_sw and x.ndim >= 2:
+        sw = sw[..., np.newaxis]
+    w2 = V.broadcast_weight(w, "weight", shape, n_rows, n_cols)
+    pw2 = V.broadcast_weight(pw, "pos_weight", shape, n_rows, n_cols)
+    sw2 = V.broadcast_weight(sw, "sample_weight", shape, n_rows, n_cols)
+    if red == "mean":
+        denom = float(np.sum(sw2)) if has_sw else float(n_el)
+    # -- every check has passed: nothing below raises on user input --
+
+    w2, pw2, sw2 = (_detach_from_out(a, out) for a in (w2, pw2, sw2))
+    tk = _detach_from_out(V.as_compute(t, cdtype).reshape(-1), out)
+    if return_grad:
+        grad, kgrad = _alloc_grad(out, shape, dtype, cdtype)
+        kgrad1 = kgrad.reshape(-1)
+    else:
+        kgrad1 = np.empty(0, dtype=cdtype)
+    if red == "mean" and denom == 0.0:
+        if return_grad:
+            grad[...] = 0
+            return dtype.type(math.nan), grad
+        return dtype.type(math.nan)
+
+    xk = _logits_for_kernel(x, out, cdtype).reshape(-1)
+    elem = np.empty(n_el if red == "none" else 0, dtype=np.float64)
+    block_sums = np.empty(-(-n_el // K.BCE_BLOCK), dtype=np.float64)
+    gscale = 1.0 / denom if red == "mean" else 1.0
+    args = (xk, tk, w2, pw2, sw2, gscale, block_sums, elem, kgrad1)
+    launch(K.bce_par, K.bce_ser, n_el, *args)
+
+    if red == "none":
+        loss = elem.reshape(shape).astype(dtype)
+    else:
+        loss = _finish_loss(block_sums, red, denom if red == "mean" else 1.0, dtype, ())
+    if not return_grad:
+        return loss
+    if kgrad is not grad:
+        np.copyto(grad, kgrad, casting="same_kind")
+    return loss, grad
+
+
+def _rowwise(x, axis, mode: int):
+    a = V.check_logits(x, "x")
+    dtype, cdtype = V.result_dtype(a), V.compute_dtype(a)
+    try:
+        axis = int(operator.index(axis))
+    except TypeError:
+        raise TypeError(f"axis must be an integer, got {axis!r}") from None
+    if not -a.ndim <= axis < a.ndim:
+        raise ValueError(f"axis={axis} is out of range for x with {a.ndim} dims")
+    moved = np.moveaxis(a, axis, -1)
+    lead = moved.shape[:-1]
+    n = moved.shape[-1]
+    rows = math.prod(lead)
+    xk = V.as_compute(moved, cdtype).reshape(rows, n)
+    if mode == K.MODE_LOGSUMEXP:
+        lse = np.empty(rows, dtype=np.float64)
+        res = np.empty((0, n), dtype=cdtype)
+    else:
+        lse = np.empty(0, dtype=np.float64)
+        res = np.empty((rows, n), dtype=cdtype)
+    launch(K.softmax_par, K.softmax_ser, rows * n, xk, mode, lse, res)
+    if mode == K.MODE_LOGSUMEXP:
+        return lse.reshape(lead).astype(dtype)[()]
+    return np.moveaxis(res.reshape(moved.shape).astype(dtype, copy=False), -1, axis)
+
+
+def logsumexp(x, axis: int = -1):
+    """``log(sum(exp(x), axis))``, stable (max-shifted), in x's dtype.
+
+    Parameters
+    ----------
+    x : float array of shape (..., n, ...)
+    axis : int, default -1
+
+    Returns
+    -------
+    array of x's shape without ``axis`` (a NumPy scalar for 1-D ``x``).
+    A row of all ``-inf`` gives ``-inf``; one holding ``+inf`` gives ``+inf``.
+
+    >>> import numpy as np, numxent as nx
+    >>> float(nx.logsumexp(np.array([0.0, np.log(3.0)])))  # doctest: +ELLIPSIS
+    1.386...
+    """
+    return _rowwise(x, axis, K.MODE_LOGSUMEXP)
+
+
+def log_softmax(x, axis: int = -1):
+    """``x - logsumexp(x, axis)``, stable, in x's dtype and shape.
+
+    >>> import numpy as np, numxent as nx
+    >>> nx.log_softmax(np.array([0.0, 0.0]))
+    array([-0.69314718, -0.69314718])
+    """
+    return _rowwise(x, axis, K.MODE_LOG_SOFTMAX)
+
+
+def softmax(x, axis: int = -1):
+    """``exp(x - logsumexp(x, axis))``, stable, in x's dtype and shape.
+
+    >>> import numpy as np, numxent as nx
+    >>> nx.softmax(np.array([0.0, 0.0]))
+    array([0.5, 0.5])
+    """
+    return _rowwise(x, axis, K.MODE_SOFTMAX)

@@ -48,8 +48,7 @@ def check_logits(logits, name: str = "logits", *, min_ndim: int = 1) -> np.ndarr
         )
     if x.ndim >= 1 and x.shape[-1] == 0:
         raise ValueError(
-            f"{name} has 0 classes (shape {x.shape}); the last axis must be "
-            "non-empty"
+            f"{name} has 0 classes (shape {x.shape}); the last axis must be non-empty"
         )
     return x
 
@@ -120,7 +119,9 @@ def check_nonneg_weights(w, name: str, shape: tuple | None) -> np.ndarray:
     return a
 
 
-def check_out(out, shape: tuple, dtype: np.dtype, return_grad: bool) -> np.ndarray | None:
+def check_out(
+    out, shape: tuple, dtype: np.dtype, return_grad: bool
+) -> np.ndarray | None:
     if out is None:
         return None
     if not return_grad:
@@ -130,7 +131,9 @@ def check_out(out, shape: tuple, dtype: np.dtype, return_grad: bool) -> np.ndarr
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
     if out.shape != tuple(shape):
-        raise ValueError(f"out must have the logits' shape {tuple(shape)}, got {out.shape}")
+        raise ValueError(
+            f"out must have the logits' shape {tuple(shape)}, got {out.shape}"
+        )
     if out.dtype != dtype:
         raise TypeError(
             f"out must have the logits' dtype {dtype} (native byte order), got "
@@ -206,9 +209,7 @@ def check_bce_target(target, x: np.ndarray) -> np.ndarray:
     if t.dtype.kind not in "biuf":
         raise TypeError(f"target must be a real numeric array, got dtype {t.dtype}")
     if t.shape != x.shape:
-        raise ValueError(
-            f"target must have the logits' shape {x.shape}, got {t.shape}"
-        )
+        raise ValueError(f"target must have the logits' shape {x.shape}, got {t.shape}")
     return t
 
 

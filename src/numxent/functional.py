@@ -173,7 +173,11 @@ def cross_entropy(
     # -- every check has passed: nothing below raises on user input --
 
     w = _detach_from_out(V.as_compute(w, np.float64), out)
-    sw = _EMPTY_F64 if sw is None else _detach_from_out(V.as_compute(sw, np.float64), out)
+    sw = (
+        _EMPTY_F64
+        if sw is None
+        else _detach_from_out(V.as_compute(sw, np.float64), out)
+    )
     if return_grad:
         grad, kgrad = _alloc_grad(out, x.shape, dtype, cdtype)
         kgrad2 = kgrad.reshape(n_rows, n_classes)

@@ -129,7 +129,10 @@ def launch(parallel_kernel, serial_kernel, n_elements: int, *args) -> None:
         # The first launch starts Numba's pool; only then is the layer known.
         with _lock:
             parallel_kernel(*args)
-            _layer = numba.threading_layer()
+            try:
+                _layer = numba.threading_layer()
+            except ValueError:  # NUMBA_DISABLE_JIT=1: no pool was started
+                pass
         return
     if layer == "workqueue":
         with _lock:

@@ -16,7 +16,6 @@ import numpy as np
 _COMPUTE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _FLOAT_DTYPES = (np.dtype(np.float16),) + _COMPUTE_DTYPES
 _REDUCTIONS = ("mean", "sum", "none")
-_INT64_MAX = np.iinfo(np.int64).max
 
 
 def readonly(a: np.ndarray) -> np.ndarray:
@@ -34,7 +33,9 @@ def as_compute(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return readonly(np.ascontiguousarray(a, dtype=dtype))
 
 
-def check_logits(logits, name: str = "logits", *, min_ndim: int = 1) -> np.ndarray:
+def check_logits(
+    logits, name: str = "logits", *, min_ndim: int = 1, need_classes: bool = True
+) -> np.ndarray:
     x = np.asarray(logits)
     if x.dtype.kind != "f" or x.dtype.newbyteorder("=") not in _FLOAT_DTYPES:
         raise TypeError(
@@ -46,7 +47,7 @@ def check_logits(logits, name: str = "logits", *, min_ndim: int = 1) -> np.ndarr
             f"{name} must have at least {min_ndim} dimension(s) with classes on "
             f"the last axis, got a {x.ndim}-d array of shape {x.shape}"
         )
-    if x.ndim >= 1 and x.shape[-1] == 0:
+    if need_classes and x.shape[-1] == 0:
         raise ValueError(
             f"{name} has 0 classes (shape {x.shape}); the last axis must be non-empty"
         )
@@ -86,7 +87,7 @@ def check_label_smoothing(label_smoothing) -> float:
 
 def check_ignore_index(ignore_index) -> int:
     try:
-        return operator.index(ignore_index)
+        return int(operator.index(ignore_index))
     except TypeError:
         raise TypeError(
             f"ignore_index must be an integer, got {ignore_index!r}"
@@ -146,26 +147,32 @@ def check_out(
     return out
 
 
+# Ignored rows are marked with this value in the int64 labels the kernels
+# read; it can never be a valid class index.
+IGNORED_LABEL = np.iinfo(np.int64).min
+
+
 def check_hard_labels(
     target: np.ndarray, n_classes: int, ignore_index: int, lead_shape: tuple
 ) -> np.ndarray:
-    """Flat int64 labels, with every label checked against [0, n_classes)."""
+    """Flat int64 labels checked against [0, n_classes), ignored rows marked.
+
+    ``ignore_index`` is compared with the labels in their own dtype, so any
+    Python integer works (255 for uint8 masks, 2**64 - 1 for uint64).
+    """
     if target.shape != lead_shape:
         raise ValueError(
             f"target of integer class indices must have the logits' leading shape "
             f"{lead_shape} (logits.shape[:-1]), got {target.shape}"
         )
     flat = target.reshape(-1)
-    if flat.dtype.kind == "u" and flat.dtype.itemsize == 8 and flat.size:
-        # uint64 above int64's range would wrap to negative on conversion.
-        too_big = flat > np.uint64(_INT64_MAX)
-        if np.any(too_big):
-            _raise_bad_label(flat, np.flatnonzero(too_big)[0], n_classes, lead_shape)
-    y = np.ascontiguousarray(flat, dtype=np.int64)
-    bad = ((y < 0) | (y >= n_classes)) & (y != ignore_index)
+    ignored = flat == ignore_index  # NumPy compares out-of-range ints exactly
+    valid = (flat >= 0) & (flat < n_classes)
+    bad = ~(valid | ignored)
     if np.any(bad):
         _raise_bad_label(flat, np.flatnonzero(bad)[0], n_classes, lead_shape)
-    return readonly(y)
+    y = np.where(ignored, IGNORED_LABEL, flat.astype(np.int64, copy=False))
+    return readonly(np.ascontiguousarray(y, dtype=np.int64))
 
 
 def _raise_bad_label(flat, pos: int, n_classes: int, lead_shape: tuple):

@@ -157,7 +157,7 @@ def cross_entropy(
     if hard:
         y = V.check_hard_labels(t, n_classes, ignore, lead)
         if red == "mean":
-            kept = y != ignore
+            kept = y != V.IGNORED_LABEL
             rows_w = w[y[kept]] if sw is None else w[y[kept]] * sw[kept]
             denom = float(np.sum(rows_w))
     else:
@@ -196,7 +196,18 @@ def cross_entropy(
     gscale = 1.0 / denom if red == "mean" else 1.0
     n_el = n_rows * n_classes
     if hard:
-        args = (xk, y, w, float(np.sum(w)), sw, ignore, eps, gscale, per_row, kgrad2)
+        args = (
+            xk,
+            y,
+            w,
+            float(np.sum(w)),
+            sw,
+            V.IGNORED_LABEL,
+            eps,
+            gscale,
+            per_row,
+            kgrad2,
+        )
         launch(K.ce_hard_par, K.ce_hard_ser, n_el, *args)
     else:
         args = (xk, tc, w, sw, eps, gscale, per_row, kgrad2)
@@ -269,7 +280,7 @@ def binary_cross_entropy_with_logits(
     >>> float(nx.binary_cross_entropy_with_logits(x, t))  # doctest: +ELLIPSIS
     0.30475...
     """
-    x = V.check_logits(logits, min_ndim=0)
+    x = V.check_logits(logits, min_ndim=0, need_classes=False)
     red = V.check_reduction(reduction)
     t = V.check_bce_target(target, x)
     dtype, cdtype = V.result_dtype(x), V.compute_dtype(x)

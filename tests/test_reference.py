@@ -1,0 +1,377 @@
+"""The references in naive.py agree with PyTorch, and gradients agree with
+4th-order central finite differences (numxent's and the references')."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import numxent as nx
+from naive import (
+    bce_with_logits_ref,
+    cross_entropy_ref,
+    log_softmax_ref,
+    logsumexp_ref,
+    softmax_ref,
+)
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+REDUCTIONS = ["none", "mean", "sum"]
+
+
+# --------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------
+def _to_torch_layout(a: np.ndarray) -> np.ndarray:
+    """Class axis last (numxent) -> class axis 1 (PyTorch)."""
+    return np.moveaxis(a, -1, 1) if a.ndim >= 2 else a
+
+
+def _from_torch_layout(a: np.ndarray) -> np.ndarray:
+    return np.moveaxis(a, 1, -1) if a.ndim >= 2 else a
+
+
+def torch_ce(logits, target, upstream=None, **kwargs):
+    """PyTorch float64 cross-entropy loss and input gradient, class axis last."""
+    x = torch.tensor(_to_torch_layout(np.asarray(logits, np.float64)))
+    x.requires_grad_(True)
+    target = np.asarray(target)
+    if np.issubdtype(target.dtype, np.integer):
+        t = torch.tensor(target.astype(np.int64))
+    else:
+        t = torch.tensor(_to_torch_layout(target.astype(np.float64)))
+    if kwargs.get("weight") is not None:
+        kwargs["weight"] = torch.tensor(np.asarray(kwargs["weight"], np.float64))
+    loss = F.cross_entropy(x, t, **kwargs)
+    if upstream is None:
+        loss.backward(torch.ones_like(loss))
+    else:
+        loss.backward(torch.tensor(np.asarray(upstream, np.float64)))
+    return loss.detach().numpy(), _from_torch_layout(x.grad.numpy())
+
+
+def torch_bce(logits, target, upstream=None, weight=None, pos_weight=None, **kw):
+    x = torch.tensor(np.asarray(logits, np.float64), requires_grad=True)
+    t = torch.tensor(np.asarray(target, np.float64))
+    if weight is not None:
+        weight = torch.tensor(np.asarray(weight, np.float64))
+    if pos_weight is not None:
+        pos_weight = torch.tensor(np.asarray(pos_weight, np.float64))
+    loss = F.binary_cross_entropy_with_logits(
+        x, t, weight=weight, pos_weight=pos_weight, **kw
+    )
+    if upstream is None:
+        loss.backward(torch.ones_like(loss))
+    else:
+        loss.backward(torch.tensor(np.asarray(upstream, np.float64)))
+    return loss.detach().numpy(), x.grad.numpy()
+
+
+def _soft_target(rng, shape):
+    t = rng.random(shape)
+    return t / t.sum(axis=-1, keepdims=True)
+
+
+def _hard_target(rng, lead, C, ignore_index=None, n_ignored=0):
+    y = rng.integers(0, C, size=lead)
+    if n_ignored:
+        flat = y.reshape(-1)
+        flat[rng.choice(flat.size, size=n_ignored, replace=False)] = ignore_index
+    return y
+
+
+def _close64(actual, expected, scale=1.0):
+    np.testing.assert_allclose(actual, expected, rtol=1e-12, atol=1e-14 * scale)
+
+
+# --------------------------------------------------------------------------
+# naive.py vs PyTorch float64
+# --------------------------------------------------------------------------
+CE_REF_CASES = [
+    dict(),
+    dict(weight=True),
+    dict(label_smoothing=0.3),
+    dict(ignore_index=2, n_ignored=2),
+    dict(weight=True, label_smoothing=0.1, ignore_index=0, n_ignored=1),
+    dict(weight=True, label_smoothing=1.0),
+]
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("case", CE_REF_CASES, ids=str)
+@pytest.mark.parametrize("lead", [(6,), (2, 3)], ids=str)
+def test_naive_cross_entropy_hard_matches_torch(reduction, case, lead):
+    rng = np.random.default_rng(0)
+    C = 5
+    x = rng.normal(scale=2.0, size=lead + (C,))
+    ignore_index = case.get("ignore_index", -100)
+    y = _hard_target(rng, lead, C, ignore_index, case.get("n_ignored", 0))
+    w = rng.random(C) + 0.1 if case.get("weight") else None
+    eps = case.get("label_smoothing", 0.0)
+    g = rng.normal(size=lead) if reduction == "none" else None
+
+    loss, grad = cross_entropy_ref(
+        x,
+        y,
+        weight=w,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=eps,
+    )
+    t_loss, t_grad = torch_ce(
+        x,
+        y,
+        upstream=g,
+        weight=w,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=eps,
+    )
+    _close64(loss, t_loss)
+    if reduction == "none":
+        grad = grad * g[..., None]
+    _close64(grad, t_grad)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("eps", [0.0, 0.2])
+def test_naive_cross_entropy_soft_matches_torch(reduction, weighted, eps):
+    rng = np.random.default_rng(1)
+    lead, C = (2, 3), 4
+    x = rng.normal(scale=2.0, size=lead + (C,))
+    t = _soft_target(rng, lead + (C,))
+    w = rng.random(C) + 0.1 if weighted else None
+    g = rng.normal(size=lead) if reduction == "none" else None
+    loss, grad = cross_entropy_ref(
+        x, t, weight=w, reduction=reduction, label_smoothing=eps
+    )
+    t_loss, t_grad = torch_ce(
+        x, t, upstream=g, weight=w, reduction=reduction, label_smoothing=eps
+    )
+    _close64(loss, t_loss)
+    if reduction == "none":
+        grad = grad * g[..., None]
+    _close64(grad, t_grad)
+
+
+@pytest.mark.parametrize("soft", [False, True])
+def test_naive_cross_entropy_sample_weight_from_torch_pieces(soft):
+    """sample_weight has no PyTorch counterpart: build it from the 'none' loss."""
+    rng = np.random.default_rng(2)
+    N, C = 7, 4
+    x = rng.normal(size=(N, C))
+    w = rng.random(C) + 0.1
+    s = rng.random(N) * 3
+    if soft:
+        t = _soft_target(rng, (N, C))
+        kept = np.ones(N, bool)
+        denom = s.sum()
+    else:
+        t = _hard_target(rng, (N,), C, ignore_index=1, n_ignored=2)
+        kept = t != 1
+        denom = np.sum(s[kept] * w[t[kept]])
+    kw = dict(weight=w, label_smoothing=0.1)
+    if not soft:
+        kw["ignore_index"] = 1
+    per_row, row_grad = torch_ce(x, t, upstream=s, reduction="none", **kw)
+
+    loss, grad = cross_entropy_ref(x, t, sample_weight=s, reduction="none", **kw)
+    _close64(loss, s * per_row)
+    _close64(grad, row_grad)
+    loss, grad = cross_entropy_ref(x, t, sample_weight=s, reduction="sum", **kw)
+    _close64(loss, np.sum(s * per_row), scale=10)
+    _close64(grad, row_grad)
+    loss, grad = cross_entropy_ref(x, t, sample_weight=s, reduction="mean", **kw)
+    _close64(loss, np.sum(s * per_row) / denom)
+    _close64(grad, row_grad / denom)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("pos_weighted", [False, True])
+@pytest.mark.parametrize("shape", [(5,), (3, 4), (2, 2, 3)], ids=str)
+def test_naive_bce_matches_torch(reduction, weighted, pos_weighted, shape):
+    rng = np.random.default_rng(3)
+    x = rng.normal(scale=3.0, size=shape)
+    t = rng.random(shape)
+    w = rng.random(shape[-1:]) + 0.1 if weighted else None
+    pw = rng.random(shape[-1:]) * 3 if pos_weighted else None
+    g = rng.normal(size=shape) if reduction == "none" else None
+    loss, grad = bce_with_logits_ref(x, t, weight=w, pos_weight=pw, reduction=reduction)
+    t_loss, t_grad = torch_bce(
+        x, t, upstream=g, weight=w, pos_weight=pw, reduction=reduction
+    )
+    _close64(loss, t_loss)
+    if reduction == "none":
+        grad = grad * g
+    _close64(grad, t_grad)
+
+
+def test_naive_bce_sample_weight_is_np_average():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(4, 3))
+    t = rng.random((4, 3))
+    s = rng.random(4)
+    per_elem = torch_bce(x, t, reduction="none")[0]
+    loss, _ = bce_with_logits_ref(x, t, sample_weight=s)
+    expected = np.average(per_elem, weights=np.broadcast_to(s[:, None], x.shape))
+    _close64(loss, expected)
+    # 1-D logits: one weight per element
+    s1 = rng.random(3)
+    per_elem = torch_bce(x[0], t[0], reduction="none")[0]
+    loss, _ = bce_with_logits_ref(x[0], t[0], sample_weight=s1)
+    _close64(loss, np.average(per_elem, weights=s1))
+
+
+@pytest.mark.parametrize("axis", [-1, 0, 1])
+def test_naive_logsumexp_family_matches_torch(axis):
+    rng = np.random.default_rng(5)
+    x = rng.normal(scale=5.0, size=(3, 4, 5))
+    x[0, 1, 2] = -np.inf
+    xt = torch.tensor(x)
+    _close64(logsumexp_ref(x, axis=axis), torch.logsumexp(xt, dim=axis).numpy())
+    _close64(log_softmax_ref(x, axis=axis), torch.log_softmax(xt, dim=axis).numpy())
+    _close64(softmax_ref(x, axis=axis), torch.softmax(xt, dim=axis).numpy())
+
+
+# --------------------------------------------------------------------------
+# 4th-order central finite differences
+# --------------------------------------------------------------------------
+H = 1e-3
+
+
+def fd_gradient(f, x: np.ndarray, h: float = H) -> np.ndarray:
+    """(-f(x+2h) + 8 f(x+h) - 8 f(x-h) + f(x-2h)) / 12h, one element at a time."""
+    grad = np.empty_like(x)
+    for idx in np.ndindex(x.shape):
+
+        def at(d, idx=idx):
+            xx = x.copy()
+            xx[idx] += d
+            return float(f(xx))
+
+        grad[idx] = (-at(2 * h) + 8 * at(h) - 8 * at(-h) + at(-2 * h)) / (12 * h)
+    return grad
+
+
+def _assert_fd_close(analytic, numeric):
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-7, atol=1e-9)
+
+
+def _nx_ce(x, t, **kw):
+    return nx.cross_entropy(x, t, return_grad=True, **kw)
+
+
+def _ref_ce(x, t, **kw):
+    return cross_entropy_ref(x, t, **kw)
+
+
+def _nx_bce(x, t, **kw):
+    return nx.binary_cross_entropy_with_logits(x, t, return_grad=True, **kw)
+
+
+def _ref_bce(x, t, **kw):
+    return bce_with_logits_ref(x, t, **kw)
+
+
+IMPLS_CE = {"numxent": _nx_ce, "naive": _ref_ce}
+IMPLS_BCE = {"numxent": _nx_bce, "naive": _ref_bce}
+
+CE_FD_CASES = [
+    dict(),
+    dict(weight=True),
+    dict(sample_weight=True),
+    dict(label_smoothing=0.2),
+    dict(ignore_index=2, n_ignored=2),
+    dict(
+        weight=True,
+        sample_weight=True,
+        label_smoothing=0.1,
+        ignore_index=0,
+        n_ignored=1,
+    ),
+    dict(soft=True),
+    dict(soft=True, weight=True, sample_weight=True, label_smoothing=0.3),
+    dict(lead=(2, 3), weight=True, label_smoothing=0.1),
+    dict(lead=(2, 3), soft=True, sample_weight=True),
+    dict(lead=(), weight=True, label_smoothing=0.2),
+]
+
+
+def _check_fd(call, x, t, reduction, kw, rng, per_element):
+    """Compare call's gradient with finite differences of its loss."""
+    loss, grad = call(x, t, reduction=reduction, **kw)
+    assert grad.shape == x.shape
+    if reduction == "none":
+        r = rng.normal(size=np.shape(loss))
+
+        def f(xx):
+            return np.sum(r * np.asarray(call(xx, t, reduction="none", **kw)[0]))
+
+        expected_grad = grad * (r if per_element else r[..., None])
+    else:
+
+        def f(xx):
+            return call(xx, t, reduction=reduction, **kw)[0]
+
+        expected_grad = grad
+    _assert_fd_close(expected_grad, fd_gradient(f, x))
+
+
+@pytest.mark.parametrize("impl", list(IMPLS_CE))
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("case", CE_FD_CASES, ids=str)
+def test_cross_entropy_gradient_finite_differences(impl, reduction, case):
+    rng = np.random.default_rng(10)
+    lead = case.get("lead", (4,))
+    C = 4
+    x = rng.normal(scale=2.0, size=lead + (C,))
+    kw = {}
+    if case.get("soft"):
+        t = _soft_target(rng, lead + (C,))
+    else:
+        ignore_index = case.get("ignore_index", -100)
+        t = _hard_target(rng, lead, C, ignore_index, case.get("n_ignored", 0))
+        kw["ignore_index"] = ignore_index
+    if case.get("weight"):
+        kw["weight"] = rng.random(C) + 0.1
+    if case.get("sample_weight"):
+        kw["sample_weight"] = rng.random(lead) * 2
+    kw["label_smoothing"] = case.get("label_smoothing", 0.0)
+    _check_fd(IMPLS_CE[impl], x, t, reduction, kw, rng, per_element=False)
+
+
+BCE_FD_CASES = [
+    dict(),
+    dict(weight="full"),
+    dict(weight="row"),
+    dict(pos_weight=True),
+    dict(sample_weight=True),
+    dict(weight="row", pos_weight=True, sample_weight=True),
+    dict(shape=(5,), sample_weight=True, pos_weight=True),
+    dict(shape=(2, 2, 3), weight="full", pos_weight=True, sample_weight=True),
+]
+
+
+@pytest.mark.parametrize("impl", list(IMPLS_BCE))
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("case", BCE_FD_CASES, ids=str)
+def test_bce_gradient_finite_differences(impl, reduction, case):
+    rng = np.random.default_rng(11)
+    shape = case.get("shape", (3, 4))
+    x = rng.normal(scale=3.0, size=shape)
+    t = rng.random(shape)
+    kw = {}
+    if case.get("weight") == "full":
+        kw["weight"] = rng.random(shape) + 0.1
+    elif case.get("weight") == "row":
+        kw["weight"] = rng.random(shape[-1:]) + 0.1
+    if case.get("pos_weight"):
+        kw["pos_weight"] = rng.random(shape[-1:]) * 3
+    if case.get("sample_weight"):
+        sw_shape = shape[:-1] if len(shape) >= 2 else shape
+        kw["sample_weight"] = rng.random(sw_shape) * 2
+    _check_fd(IMPLS_BCE[impl], x, t, reduction, kw, rng, per_element=True)

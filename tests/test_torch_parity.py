@@ -1,0 +1,859 @@
+"""numxent against PyTorch: loss and gradient for every option combination.
+
+PyTorch puts the class axis at dim 1; numxent puts it last. Every comparison
+moves the axis when building the torch input and moves it back on the
+gradient. For reduction="none" torch's gradient comes from
+``loss.backward(g)`` with a random upstream ``g``, and numxent's per-sample
+gradient times ``g`` must equal it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import numxent as nx
+from naive import (
+    bce_with_logits_ref,
+    cross_entropy_ref,
+    log_softmax_ref,
+    logsumexp_ref,
+    softmax_ref,
+)
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+REDUCTIONS = ["none", "mean", "sum"]
+FLOATS = [np.float32, np.float64]
+INT_DTYPES = [
+    np.int8,
+    np.int16,
+    np.int32,
+    np.int64,
+    np.uint8,
+    np.uint16,
+    np.uint32,
+    np.uint64,
+]
+TORCH_DTYPE = {np.float32: torch.float32, np.float64: torch.float64}
+INF = np.inf
+NAN = np.nan
+
+
+# --------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------
+def _to_torch_layout(a: np.ndarray) -> np.ndarray:
+    """Class axis last (numxent) -> class axis 1 (PyTorch)."""
+    return np.moveaxis(a, -1, 1) if a.ndim >= 2 else a
+
+
+def _from_torch_layout(a: np.ndarray) -> np.ndarray:
+    return np.moveaxis(a, 1, -1) if a.ndim >= 2 else a
+
+
+def _tensor(a, dtype):
+    return torch.tensor(np.asarray(a), dtype=TORCH_DTYPE[dtype])
+
+
+def torch_ce(logits, target, *, dtype, upstream=None, weight=None, **kw):
+    """torch.nn.functional.cross_entropy in ``dtype``; (loss, grad), class last."""
+    x = _tensor(_to_torch_layout(np.asarray(logits)), dtype).requires_grad_(True)
+    target = np.asarray(target)
+    if np.issubdtype(target.dtype, np.integer):
+        t = torch.tensor(target.astype(np.int64))
+    else:
+        t = _tensor(_to_torch_layout(target), dtype)
+    if weight is not None:
+        weight = _tensor(weight, dtype)
+    loss = F.cross_entropy(x, t, weight=weight, **kw)
+    g = torch.ones_like(loss) if upstream is None else _tensor(upstream, dtype)
+    loss.backward(g)
+    return loss.detach().numpy(), _from_torch_layout(x.grad.numpy())
+
+
+def torch_bce(
+    logits, target, *, dtype, upstream=None, weight=None, pos_weight=None, **kw
+):
+    x = _tensor(logits, dtype).requires_grad_(True)
+    t = _tensor(target, dtype)
+    if weight is not None:
+        weight = _tensor(weight, dtype)
+    if pos_weight is not None:
+        pos_weight = _tensor(pos_weight, dtype)
+    loss = F.binary_cross_entropy_with_logits(
+        x, t, weight=weight, pos_weight=pos_weight, **kw
+    )
+    g = torch.ones_like(loss) if upstream is None else _tensor(upstream, dtype)
+    loss.backward(g)
+    return loss.detach().numpy(), x.grad.numpy()
+
+
+def assert_close(actual, expected, dtype, *, rtol=None, atol=None):
+    """rtol 1e-12 (float64) / 1e-5 (float32); atol scaled by the magnitude.
+
+    NaN and inf must sit in the same places (``equal_nan``).
+    """
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    finite = expected[np.isfinite(expected)]
+    scale = max(1.0, float(np.max(np.abs(finite)))) if finite.size else 1.0
+    if dtype == np.float64:
+        rtol = 1e-12 if rtol is None else rtol
+        atol = 1e-14 * scale if atol is None else atol
+    else:
+        rtol = 1e-5 if rtol is None else rtol
+        atol = 1e-6 * scale if atol is None else atol
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol, equal_nan=True)
+
+
+def check_result(loss, grad, logits, reduction, lead):
+    """numxent's return types: a scalar / an array of ``lead`` in logits' dtype."""
+    dtype = np.asarray(logits).dtype
+    if reduction == "none":
+        assert isinstance(loss, np.ndarray)
+        assert loss.shape == lead
+    else:
+        assert np.ndim(loss) == 0
+    assert loss.dtype == dtype
+    assert isinstance(grad, np.ndarray)
+    assert grad.shape == np.shape(logits)
+    assert grad.dtype == dtype
+
+
+def _scale_none_grad(grad, g, reduction, per_element=False):
+    """numxent's per-sample 'none' gradient times torch's upstream gradient."""
+    if reduction != "none":
+        return grad
+    g = np.asarray(g, dtype=np.float64)
+    return grad * (g if per_element else g[..., None])
+
+
+def _hard_target(rng, lead, C, ignore_index=None, ignored=()):
+    y = rng.integers(0, C, size=lead)
+    flat = y.reshape(-1)
+    for i in ignored:
+        if i < flat.size:
+            flat[i] = ignore_index
+    return flat.reshape(lead)
+
+
+def _soft_target(rng, shape):
+    t = rng.random(shape)
+    t[t < 0.15] = 0.0  # some exact zeros
+    return t / np.maximum(t.sum(axis=-1, keepdims=True), 1e-300)
+
+
+# --------------------------------------------------------------------------
+# the issue's seed examples
+# --------------------------------------------------------------------------
+def test_seed_example_cross_entropy():
+    logits = np.array([[3.0, 1.0, 0.2], [0.5, 2.0, 0.3]])
+    target = np.array([0, 1])
+    loss = nx.cross_entropy(logits, target)
+    assert loss.dtype == np.float64
+    assert abs(float(loss) - 0.2598602) < 5e-8
+    t_loss, t_grad = torch_ce(logits, target, dtype=np.float64)
+    assert_close(loss, t_loss, np.float64)
+    loss2, grad = nx.cross_entropy(logits, target, return_grad=True)
+    assert loss2 == loss
+    assert_close(grad, t_grad, np.float64)
+
+
+def test_seed_example_bce():
+    logits = np.array([[2.0], [0.5], [-1.0]])
+    target = np.array([[1.0], [1.0], [0.0]])
+    loss = nx.binary_cross_entropy_with_logits(logits, target)
+    assert loss.dtype == np.float64
+    assert abs(float(loss) - 0.3047556) < 5e-8
+    t_loss, t_grad = torch_bce(logits, target, dtype=np.float64)
+    assert_close(loss, t_loss, np.float64)
+    _, grad = nx.binary_cross_entropy_with_logits(logits, target, return_grad=True)
+    assert_close(grad, t_grad, np.float64)
+
+
+# --------------------------------------------------------------------------
+# cross-entropy, hard labels
+# --------------------------------------------------------------------------
+C_HARD = 5
+LEADS = [(7,), (2, 3), ()]  # () = unbatched logits (C,) with a 0-d target
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("lead", LEADS, ids=str)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1, 1.0])
+@pytest.mark.parametrize("ignore_index", [-100, 3])
+@pytest.mark.parametrize("weighted", [False, True], ids=["w=None", "w=rand"])
+def test_cross_entropy_hard_matches_torch(
+    dtype, lead, reduction, label_smoothing, ignore_index, weighted
+):
+    rng = np.random.default_rng(100)
+    x = rng.normal(scale=3.0, size=lead + (C_HARD,)).astype(dtype)
+    y = _hard_target(rng, lead, C_HARD, ignore_index, ignored=(1, 4))
+    if lead == ():
+        y = np.array(1 if ignore_index == 3 else 3)  # a kept 0-d target
+    w = (rng.random(C_HARD) + 0.1).astype(dtype) if weighted else None
+    g = rng.normal(size=lead) if reduction == "none" else None
+    kw = dict(
+        ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing
+    )
+    loss, grad = nx.cross_entropy(x, y, weight=w, return_grad=True, **kw)
+    check_result(loss, grad, x, reduction, lead)
+    t_loss, t_grad = torch_ce(x, y, dtype=dtype, upstream=g, weight=w, **kw)
+    assert_close(loss, t_loss, dtype)
+    assert_close(_scale_none_grad(grad, g, reduction), t_grad, dtype)
+    # return_grad=False gives the same loss
+    loss_only = nx.cross_entropy(x, y, weight=w, **kw)
+    np.testing.assert_array_equal(loss_only, loss)
+
+
+LABEL_DTYPE_CASES = [
+    (d, ii)
+    for d in INT_DTYPES
+    for ii in (-100, 3, -1)
+    if not (ii == -1 and np.iinfo(d).min == 0)  # unsigned labels cannot hold -1
+]
+
+
+@pytest.mark.parametrize(
+    ("int_dtype", "ignore_index"),
+    LABEL_DTYPE_CASES,
+    ids=[f"{d.__name__}-{ii}" for d, ii in LABEL_DTYPE_CASES],
+)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_cross_entropy_label_dtypes_match_torch(int_dtype, ignore_index, reduction):
+    # -100 does not fit an unsigned label: then no row is ignored
+    fits = np.iinfo(int_dtype).min <= ignore_index
+    ignored = (0, 5) if fits else ()
+    rng = np.random.default_rng(101)
+    N = 8
+    x = rng.normal(size=(N, C_HARD))
+    y = _hard_target(rng, (N,), C_HARD, ignore_index, ignored).astype(int_dtype)
+    w = rng.random(C_HARD) + 0.1
+    g = rng.normal(size=N) if reduction == "none" else None
+    kw = dict(ignore_index=ignore_index, reduction=reduction, label_smoothing=0.1)
+    loss, grad = nx.cross_entropy(x, y, weight=w, return_grad=True, **kw)
+    check_result(loss, grad, x, reduction, (N,))
+    t_loss, t_grad = torch_ce(
+        x, y.astype(np.int64), dtype=np.float64, upstream=g, weight=w, **kw
+    )
+    assert_close(loss, t_loss, np.float64)
+    assert_close(_scale_none_grad(grad, g, reduction), t_grad, np.float64)
+
+
+@pytest.mark.parametrize("int_dtype", [np.uint8, np.int8, np.uint16, np.uint32])
+def test_cross_entropy_ignore_index_at_dtype_edge(int_dtype):
+    """ignore_index equal to the label dtype's max (e.g. 255 for uint8)."""
+    rng = np.random.default_rng(102)
+    big = int(np.iinfo(int_dtype).max)
+    x = rng.normal(size=(6, 4))
+    y = np.array([0, big, 3, big, 1, 2], dtype=int_dtype)
+    loss, grad = nx.cross_entropy(x, y, ignore_index=big, return_grad=True)
+    kept = y != big
+    t_loss, t_grad = torch_ce(x[kept], y[kept].astype(np.int64), dtype=np.float64)
+    assert_close(loss, t_loss, np.float64)
+    assert_close(grad[kept], t_grad, np.float64)
+    assert np.all(grad[~kept] == 0.0)
+
+
+def test_cross_entropy_uint64_max_label_equal_to_ignore_index_is_ignored():
+    """A uint64 label above int64's range is fine when it is the ignore_index."""
+    big = 2**64 - 1
+    x = np.array([[1.0, 2.0, 0.5], [3.0, -1.0, 0.0], [0.2, 0.1, 0.3]])
+    y = np.array([0, big, 2], dtype=np.uint64)
+    loss, grad = nx.cross_entropy(x, y, ignore_index=big, return_grad=True)
+    t_loss, t_grad = torch_ce(x[[0, 2]], np.array([0, 2]), dtype=np.float64)
+    assert_close(loss, t_loss, np.float64)
+    assert_close(grad[[0, 2]], t_grad, np.float64)
+    assert np.all(grad[1] == 0.0)
+
+
+# --------------------------------------------------------------------------
+# cross-entropy, soft labels
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("lead", LEADS, ids=str)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1, 1.0])
+@pytest.mark.parametrize("weighted", [False, True], ids=["w=None", "w=rand"])
+def test_cross_entropy_soft_matches_torch(
+    dtype, lead, reduction, label_smoothing, weighted
+):
+    rng = np.random.default_rng(200)
+    C = 4
+    x = rng.normal(scale=3.0, size=lead + (C,)).astype(dtype)
+    t = _soft_target(rng, lead + (C,)).astype(dtype)
+    w = (rng.random(C) + 0.1).astype(dtype) if weighted else None
+    g = rng.normal(size=lead) if reduction == "none" else None
+    kw = dict(reduction=reduction, label_smoothing=label_smoothing)
+    loss, grad = nx.cross_entropy(x, t, weight=w, return_grad=True, **kw)
+    check_result(loss, grad, x, reduction, lead)
+    t_loss, t_grad = torch_ce(x, t, dtype=dtype, upstream=g, weight=w, **kw)
+    assert_close(loss, t_loss, dtype)
+    assert_close(_scale_none_grad(grad, g, reduction), t_grad, dtype)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_cross_entropy_soft_negative_ignore_index_is_ignored(reduction):
+    rng = np.random.default_rng(201)
+    x = rng.normal(size=(5, 3))
+    t = _soft_target(rng, (5, 3))
+    g = rng.normal(size=5) if reduction == "none" else None
+    loss, grad = nx.cross_entropy(
+        x, t, ignore_index=-1, reduction=reduction, return_grad=True
+    )
+    t_loss, t_grad = torch_ce(
+        x, t, dtype=np.float64, upstream=g, ignore_index=-1, reduction=reduction
+    )
+    assert_close(loss, t_loss, np.float64)
+    assert_close(_scale_none_grad(grad, g, reduction), t_grad, np.float64)
+
+
+# --------------------------------------------------------------------------
+# binary cross-entropy with logits
+# --------------------------------------------------------------------------
+BCE_SHAPES = [(6,), (4, 3), (2, 3, 4)]
+
+
+def _bce_weight(rng, kind, shape, dtype):
+    if kind is None:
+        return None
+    wshape = {"full": shape, "last": shape[-1:], "lead": shape[:-1] + (1,)}[kind]
+    return (rng.random(wshape) + 0.1).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("shape", BCE_SHAPES, ids=str)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("weight", [None, "full", "last", "lead"])
+@pytest.mark.parametrize("pos_weighted", [False, True], ids=["pw=None", "pw=rand"])
+def test_bce_matches_torch(dtype, shape, reduction, weight, pos_weighted):
+    rng = np.random.default_rng(300)
+    x = rng.normal(scale=4.0, size=shape).astype(dtype)
+    t = rng.random(shape)
+    t.reshape(-1)[:3] = [0.0, 1.0, 1.0]  # exact labels too
+    t = t.astype(dtype)
+    w = _bce_weight(rng, weight, shape, dtype)
+    pw = (rng.random(shape[-1:]) * 3).astype(dtype) if pos_weighted else None
+    g = rng.normal(size=shape) if reduction == "none" else None
+    loss, grad = nx.binary_cross_entropy_with_logits(
+        x, t, weight=w, pos_weight=pw, reduction=reduction, return_grad=True
+    )
+    check_result(loss, grad, x, reduction, shape)
+    t_loss, t_grad = torch_bce(
+        x, t, dtype=dtype, upstream=g, weight=w, pos_weight=pw, reduction=reduction
+    )
+    assert_close(loss, t_loss, dtype)
+    assert_close(_scale_none_grad(grad, g, reduction, per_element=True), t_grad, dtype)
+    loss_only = nx.binary_cross_entropy_with_logits(
+        x, t, weight=w, pos_weight=pw, reduction=reduction
+    )
+    np.testing.assert_array_equal(loss_only, loss)
+
+
+@pytest.mark.parametrize("target_dtype", [np.bool_, np.int8, np.int64, np.uint8])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_bce_integer_and_bool_targets(target_dtype, reduction):
+    rng = np.random.default_rng(301)
+    x = rng.normal(size=(4, 3))
+    t = rng.integers(0, 2, size=(4, 3))
+    loss, grad = nx.binary_cross_entropy_with_logits(
+        x, t.astype(target_dtype), reduction=reduction, return_grad=True
+    )
+    t_loss, t_grad = torch_bce(x, t, dtype=np.float64, reduction=reduction)
+    assert_close(loss, t_loss, np.float64)
+    assert_close(grad, t_grad, np.float64)
+
+
+@pytest.mark.parametrize("x", [-20.0, -30.0, 20.0, 30.0])
+def test_bce_float32_tail_accuracy(x):
+    """PyTorch float32 returns 0.0 for x=-20, t=0; the true loss is ~2.06e-9."""
+    t = 0.0 if x < 0 else 1.0
+    expected = np.log1p(np.exp(-abs(x)))  # float64
+    logits = np.array([x], dtype=np.float32)
+    target = np.array([t], dtype=np.float32)
+    loss, grad = nx.binary_cross_entropy_with_logits(logits, target, return_grad=True)
+    assert loss.dtype == np.float32
+    assert expected > 0
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-6)
+    # d/dx = sigmoid(x) - t = +-sigmoid(-|x|)
+    expected_grad = np.exp(-abs(x)) / (1.0 + np.exp(-abs(x)))
+    np.testing.assert_allclose(abs(float(grad[0])), expected_grad, rtol=1e-6)
+    assert np.sign(grad[0]) == (1.0 if x < 0 else -1.0)
+
+
+# --------------------------------------------------------------------------
+# float32 accuracy: numxent float32 vs torch float64 on the same values
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("soft", [False, True], ids=["hard", "soft"])
+def test_cross_entropy_float32_close_to_float64_truth(reduction, soft):
+    rng = np.random.default_rng(400)
+    N, C = 9, 6
+    x = rng.normal(scale=5.0, size=(N, C)).astype(np.float32)
+    t = _soft_target(rng, (N, C)) if soft else rng.integers(0, C, size=N)
+    t = t.astype(np.float32) if soft else t
+    w = (rng.random(C) + 0.1).astype(np.float32)
+    g = rng.normal(size=N) if reduction == "none" else None
+    kw = dict(reduction=reduction, label_smoothing=0.05)
+    loss, grad = nx.cross_entropy(x, t, weight=w, return_grad=True, **kw)
+    t_loss, t_grad = torch_ce(
+        x.astype(np.float64),
+        t.astype(np.float64) if soft else t,
+        dtype=np.float64,
+        upstream=g,
+        weight=w.astype(np.float64),
+        **kw,
+    )
+    assert_close(loss, t_loss, np.float32, rtol=1e-6, atol=1e-12)
+    # The gradient's small entries come from cancellation (A p_k - a_k), so
+    # float32 accuracy is measured against the gradient's scale, not per entry.
+    g_scale = float(np.max(np.abs(t_grad)))
+    assert_close(
+        _scale_none_grad(grad, g, reduction),
+        t_grad,
+        np.float32,
+        rtol=1e-6,
+        atol=1e-6 * g_scale,
+    )
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_bce_float32_close_to_float64_truth(reduction):
+    rng = np.random.default_rng(401)
+    x = rng.normal(scale=8.0, size=(5, 4)).astype(np.float32)
+    t = rng.random((5, 4)).astype(np.float32)
+    pw = (rng.random(4) * 2).astype(np.float32)
+    g = rng.normal(size=(5, 4)) if reduction == "none" else None
+    loss, grad = nx.binary_cross_entropy_with_logits(
+        x, t, pos_weight=pw, reduction=reduction, return_grad=True
+    )
+    t_loss, t_grad = torch_bce(
+        x, t, dtype=np.float64, upstream=g, pos_weight=pw, reduction=reduction
+    )
+    assert_close(loss, t_loss, np.float32, rtol=1e-6, atol=1e-12)
+    grad = _scale_none_grad(grad, g, reduction, per_element=True)
+    assert_close(grad, t_grad, np.float32, rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_cross_entropy_float16_computed_in_float32(reduction):
+    rng = np.random.default_rng(402)
+    x = rng.normal(size=(6, 5)).astype(np.float16)
+    y = rng.integers(0, 5, size=6)
+    loss, grad = nx.cross_entropy(x, y, reduction=reduction, return_grad=True)
+    assert loss.dtype == np.float16
+    assert grad.dtype == np.float16
+    t_loss, t_grad = torch_ce(
+        x.astype(np.float64), y, dtype=np.float64, reduction=reduction
+    )
+    # one float16 rounding of an accurate value: within half an ulp (~4.9e-4)
+    assert_close(loss, t_loss, np.float32, rtol=1e-3, atol=1e-4)
+    assert_close(grad, t_grad, np.float32, rtol=1e-3, atol=1e-4)
+
+
+# --------------------------------------------------------------------------
+# sample_weight (no PyTorch counterpart: against naive.py)
+# --------------------------------------------------------------------------
+def _ce_case(rng, kind, dtype):
+    N, C = 8, 4
+    x = rng.normal(scale=2.0, size=(N, C)).astype(dtype)
+    kw = dict(weight=(rng.random(C) + 0.1).astype(dtype), label_smoothing=0.1)
+    if kind == "hard":
+        t = _hard_target(rng, (N,), C, ignore_index=2, ignored=(1, 6))
+        kw["ignore_index"] = 2
+    else:
+        t = _soft_target(rng, (N, C)).astype(dtype)
+    return x, t, kw
+
+
+def _bce_case(rng, kind, dtype):
+    shape = (6,) if kind == "bce1d" else (5, 3)
+    x = rng.normal(scale=3.0, size=shape).astype(dtype)
+    t = rng.random(shape).astype(dtype)
+    kw = dict(
+        weight=(rng.random(shape) + 0.1).astype(dtype),
+        pos_weight=(rng.random(shape[-1:]) * 2).astype(dtype),
+    )
+    return x, t, kw
+
+
+def _sw_shape(kind, x):
+    return x.shape if kind == "bce1d" else x.shape[:-1]
+
+
+def _make_case(rng, kind, dtype):
+    if kind in ("hard", "soft"):
+        x, t, kw = _ce_case(rng, kind, dtype)
+        return x, t, kw, nx.cross_entropy, cross_entropy_ref
+    x, t, kw = _bce_case(rng, kind, dtype)
+    return x, t, kw, nx.binary_cross_entropy_with_logits, bce_with_logits_ref
+
+
+SW_KINDS = ["hard", "soft", "bce1d", "bce2d"]
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("kind", SW_KINDS)
+def test_sample_weight_matches_naive(dtype, reduction, kind):
+    rng = np.random.default_rng(500)
+    x, t, kw, fn, ref = _make_case(rng, kind, dtype)
+    s = rng.random(_sw_shape(kind, x)) * 3
+    loss, grad = fn(x, t, sample_weight=s, reduction=reduction, return_grad=True, **kw)
+    check_result(loss, grad, x, reduction, s.shape if kind != "bce2d" else x.shape)
+    r_loss, r_grad = ref(x, t, sample_weight=s, reduction=reduction, **kw)
+    assert_close(loss, r_loss, dtype)
+    assert_close(grad, r_grad, dtype)
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("kind", SW_KINDS)
+def test_sample_weight_ones_is_no_sample_weight(dtype, reduction, kind):
+    rng = np.random.default_rng(501)
+    x, t, kw, fn, _ = _make_case(rng, kind, dtype)
+    ones = np.ones(_sw_shape(kind, x))
+    a = fn(x, t, reduction=reduction, return_grad=True, **kw)
+    b = fn(x, t, sample_weight=ones, reduction=reduction, return_grad=True, **kw)
+    np.testing.assert_array_equal(b[0], a[0])
+    np.testing.assert_array_equal(b[1], a[1])
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("kind", SW_KINDS)
+def test_integer_sample_weight_is_repeating_rows(reduction, kind):
+    """Weight 3 == the row three times; weight 0 == the row dropped."""
+    rng = np.random.default_rng(502)
+    x, t, kw, fn, _ = _make_case(rng, kind, np.float64)
+    n = x.shape[0]
+    s = rng.integers(0, 4, size=n)
+    s[0], s[1] = 0, 3
+    idx = np.repeat(np.arange(n), s)
+    kw_rep = dict(kw)
+    if kind in ("bce1d", "bce2d"):
+        kw_rep["weight"] = kw["weight"][idx]
+    if kind == "bce1d":  # 1-D: pos_weight runs along the samples too
+        kw_rep["pos_weight"] = kw["pos_weight"][idx]
+    loss, grad = fn(x, t, sample_weight=s, reduction=reduction, return_grad=True, **kw)
+    r_loss, r_grad = fn(x[idx], t[idx], reduction=reduction, return_grad=True, **kw_rep)
+    # gradient w.r.t. a repeated row = sum of its copies' gradients
+    acc_grad = np.zeros_like(grad)
+    np.add.at(acc_grad, idx, r_grad)
+    if reduction == "none":
+        acc_loss = np.zeros(loss.shape)
+        np.add.at(acc_loss, idx, r_loss)
+        r_loss = acc_loss
+    assert_close(loss, r_loss, np.float64)
+    assert_close(grad, acc_grad, np.float64)
+
+
+# --------------------------------------------------------------------------
+# mean with a zero denominator: NaN loss (like PyTorch), all-zero gradient
+# --------------------------------------------------------------------------
+ZERO_DENOM_CASES = ["empty", "all_ignored", "zero_class_weight", "zero_sw", "soft"]
+
+
+@pytest.mark.parametrize("case", ZERO_DENOM_CASES)
+def test_mean_with_zero_denominator(case):
+    rng = np.random.default_rng(600)
+    x = rng.normal(size=(4, 3))
+    y = np.array([0, 1, 1, 0])
+    kw = {}
+    if case == "empty":
+        x, y = x[:0], y[:0]
+    elif case == "all_ignored":
+        y = np.full(4, -100)
+    elif case == "zero_class_weight":
+        kw["weight"] = np.array([0.0, 0.0, 1.0])
+    elif case == "zero_sw":
+        kw["sample_weight"] = np.zeros(4)
+    else:  # soft labels, empty batch
+        x, y = x[:0], np.zeros((0, 3))
+    loss, grad = nx.cross_entropy(x, y, return_grad=True, **kw)
+    assert np.isnan(loss)
+    assert grad.shape == x.shape
+    assert np.all(grad == 0.0)
+    if "sample_weight" not in kw:
+        t_loss, _ = torch_ce(x, y, dtype=np.float64, **kw)
+        assert np.isnan(t_loss)
+
+
+@pytest.mark.parametrize("shape", [(0, 3), (2, 0, 3), (4, 3), (5,)], ids=str)
+def test_bce_mean_with_zero_denominator(shape):
+    x = np.ones(shape)
+    t = np.zeros(shape)
+    kw = {}
+    if x.size:  # all-zero sample_weight (1-D logits: one weight per element)
+        kw["sample_weight"] = np.zeros(shape if len(shape) == 1 else shape[:-1])
+    loss, grad = nx.binary_cross_entropy_with_logits(x, t, return_grad=True, **kw)
+    assert np.isnan(loss)
+    assert grad.shape == shape
+    assert np.all(grad == 0.0)
+
+
+# --------------------------------------------------------------------------
+# the three deliberate differences from PyTorch (SPEC section 2)
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("weighted", [False, True], ids=["w=None", "w=rand"])
+def test_ignored_rows_with_garbage_give_exact_zeros(
+    dtype, reduction, label_smoothing, weighted
+):
+    rng = np.random.default_rng(700)
+    N, C = 6, 4
+    clean = rng.normal(size=(N, C)).astype(dtype)
+    y = rng.integers(0, C, size=N)
+    ignored = np.array([1, 4])
+    y[ignored] = -100
+    x = clean.copy()
+    x[1] = [NAN, INF, -INF, 0.0]
+    x[4] = [INF, INF, NAN, -INF]
+    w = (rng.random(C) + 0.1).astype(dtype) if weighted else None
+    g = rng.normal(size=N) if reduction == "none" else None
+    kw = dict(reduction=reduction, label_smoothing=label_smoothing)
+    loss, grad = nx.cross_entropy(x, y, weight=w, return_grad=True, **kw)
+    # PyTorch on clean logits: ignored rows never count there either
+    t_loss, t_grad = torch_ce(clean, y, dtype=dtype, upstream=g, weight=w, **kw)
+    assert np.all(np.isfinite(loss))
+    assert_close(loss, t_loss, dtype)
+    assert_close(_scale_none_grad(grad, g, reduction), t_grad, dtype)
+    assert np.all(grad[ignored] == 0.0)
+    if reduction == "none":
+        assert np.all(loss[ignored] == 0.0)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("weighted", [False, True], ids=["w=None", "w=rand"])
+def test_soft_zero_probability_with_minus_inf_logit_contributes_nothing(
+    reduction, weighted
+):
+    """A class with q=0 and logit -inf is as if the class were not there."""
+    rng = np.random.default_rng(701)
+    N, C = 5, 4
+    x = rng.normal(size=(N, C))
+    t = _soft_target(rng, (N, C))
+    x[[0, 2, 3], 2] = -INF
+    t[[0, 2, 3], 2] = 0.0
+    t /= t.sum(axis=-1, keepdims=True)
+    w = rng.random(C) + 0.1 if weighted else None
+    loss, grad = nx.cross_entropy(x, t, weight=w, reduction=reduction, return_grad=True)
+    assert np.all(np.isfinite(loss))
+    assert np.all(np.isfinite(grad))
+    assert np.all(grad[[0, 2, 3], 2] == 0.0)
+    r_loss, r_grad = cross_entropy_ref(x, t, weight=w, reduction=reduction)
+    assert_close(loss, r_loss, np.float64)
+    assert_close(grad, r_grad, np.float64)
+    # PyTorch on those rows with class 2 removed gives the same rows
+    rows, keep = [0, 2, 3], [0, 1, 3]
+    row_loss, row_grad = nx.cross_entropy(
+        x, t, weight=w, reduction="none", return_grad=True
+    )
+    t_loss, t_grad = torch_ce(
+        x[rows][:, keep],
+        t[rows][:, keep],
+        dtype=np.float64,
+        weight=None if w is None else w[keep],
+        reduction="none",
+    )
+    assert_close(row_loss[rows], t_loss, np.float64)
+    assert_close(row_grad[rows][:, keep], t_grad, np.float64)
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("pos_weighted", [False, True], ids=["pw=None", "pw=rand"])
+def test_bce_infinite_logits_give_the_limit(dtype, pos_weighted):
+    x = np.array([INF, -INF, INF, -INF, INF, -INF], dtype=dtype)
+    t = np.array([1.0, 0.0, 0.0, 1.0, 0.5, 0.5], dtype=dtype)
+    w = np.array([0.5, 2.0, 1.5, 1.0, 0.7, 3.0], dtype=dtype)
+    pw = np.array([0.5, 2.0, 3.0, 1.5, 0.5, 2.5], dtype=dtype) if pos_weighted else None
+    loss, grad = nx.binary_cross_entropy_with_logits(
+        x, t, weight=w, pos_weight=pw, reduction="none", return_grad=True
+    )
+    np.testing.assert_array_equal(loss, [0.0, 0.0, INF, INF, INF, INF])
+    # gradient limits: w (1 - t) at +inf, -w pw t at -inf (also PyTorch's)
+    pw64 = np.ones(6) if pw is None else pw.astype(np.float64)
+    w64, t64 = w.astype(np.float64), t.astype(np.float64)
+    expected_grad = np.where(x > 0, w64 * (1 - t64), -w64 * pw64 * t64)
+    assert_close(grad, expected_grad, dtype)
+    _, t_grad = torch_bce(x, t, dtype=dtype, weight=w, pos_weight=pw, reduction="none")
+    assert_close(grad, t_grad, dtype)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: d.__name__)
+def test_bce_infinite_logits_with_zero_limit_in_reductions(reduction, dtype):
+    rng = np.random.default_rng(702)
+    x = rng.normal(size=(3, 4)).astype(dtype)
+    t = rng.random((3, 4)).astype(dtype)
+    x[0, 1], t[0, 1] = INF, 1.0
+    x[2, 3], t[2, 3] = -INF, 0.0
+    pw = (rng.random(4) + 0.5).astype(dtype)
+    loss, grad = nx.binary_cross_entropy_with_logits(
+        x, t, pos_weight=pw, reduction=reduction, return_grad=True
+    )
+    # +-1000 gives exactly the same loss (0) and gradient (0) in float64
+    x_big = np.where(np.isinf(x), np.sign(x) * 1000.0, x.astype(np.float64))
+    t_loss, t_grad = torch_bce(
+        x_big,
+        t.astype(np.float64),
+        dtype=np.float64,
+        pos_weight=pw,
+        reduction=reduction,
+    )
+    assert np.isfinite(loss)
+    rtol = 1e-12 if dtype == np.float64 else 1e-6
+    assert_close(loss, t_loss, dtype, rtol=rtol)
+    assert_close(grad, t_grad, dtype, rtol=rtol)
+    assert grad[0, 1] == 0.0 and grad[2, 3] == 0.0
+
+
+# --------------------------------------------------------------------------
+# otherwise, NaN/inf propagate exactly as in PyTorch
+# --------------------------------------------------------------------------
+def _ce_nonfinite_logits(C=4):
+    x = np.array(
+        [
+            [0.5, -1.0, 2.0, 0.1],  # finite
+            [NAN, 0.0, 1.0, 2.0],  # NaN elsewhere than the target
+            [0.0, 1.0, INF, 2.0],  # +inf elsewhere than the target
+            [0.0, INF, 1.0, 2.0],  # +inf at the target
+            [0.0, -INF, 1.0, 2.0],  # -inf at the target
+            [-INF, 1.0, 0.5, 2.0],  # -inf elsewhere
+            [-INF, -INF, -INF, -INF],  # all -inf
+            [1.0, 2.0, NAN, NAN],  # NaN at the target
+        ]
+    )
+    y = np.array([2, 2, 1, 1, 1, 2, 0, 3])
+    return x, y
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("rows", ["each", "finite+5", "finite+2"])
+def test_cross_entropy_hard_nonfinite_logits_match_torch(
+    dtype, reduction, label_smoothing, rows
+):
+    x, y = _ce_nonfinite_logits()
+    if rows == "finite+5":  # a single non-finite row in a reduction
+        x, y = x[[0, 5]], y[[0, 5]]
+    elif rows == "finite+2":
+        x, y = x[[0, 2]], y[[0, 2]]
+    x = x.astype(dtype)
+    rng = np.random.default_rng(800)
+    g = rng.normal(size=len(y)) if reduction == "none" else None
+    kw = dict(reduction=reduction, label_smoothing=label_smoothing)
+    if reduction != "none" and rows == "each":
+        # one row at a time, so a NaN row does not hide another row's pattern
+        for i in range(len(y)):
+            loss, grad = nx.cross_entropy(x[[i]], y[[i]], return_grad=True, **kw)
+            t_loss, t_grad = torch_ce(x[[i]], y[[i]], dtype=dtype, **kw)
+            assert_close(loss, t_loss, dtype)
+            assert_close(grad, t_grad, dtype)
+        return
+    loss, grad = nx.cross_entropy(x, y, return_grad=True, **kw)
+    t_loss, t_grad = torch_ce(x, y, dtype=dtype, upstream=g, **kw)
+    assert_close(loss, t_loss, dtype)
+    assert_close(_scale_none_grad(grad, g, reduction), t_grad, dtype)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_cross_entropy_soft_nonfinite_logits_match_torch(reduction, label_smoothing):
+    x = np.array(
+        [
+            [0.5, -1.0, 2.0],
+            [NAN, 0.0, 1.0],
+            [0.0, INF, 1.0],
+            [0.0, -INF, 1.0],  # -inf where q > 0: infinite loss, finite grad
+        ]
+    )
+    t = np.array([[0.2, 0.3, 0.5], [0.5, 0.5, 0.0], [0.1, 0.6, 0.3], [0.3, 0.4, 0.3]])
+    rng = np.random.default_rng(801)
+    kw = dict(reduction=reduction, label_smoothing=label_smoothing)
+    for i in range(len(x)):  # one row at a time (see the hard-label test)
+        g = rng.normal(size=1) if reduction == "none" else None
+        loss, grad = nx.cross_entropy(x[[i]], t[[i]], return_grad=True, **kw)
+        t_loss, t_grad = torch_ce(x[[i]], t[[i]], dtype=np.float64, upstream=g, **kw)
+        assert_close(loss, t_loss, np.float64)
+        assert_close(_scale_none_grad(grad, g, reduction), t_grad, np.float64)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_bce_nan_logits_match_torch(reduction):
+    x = np.array([[0.5, NAN, -2.0], [1.0, 2.0, 3.0]])
+    t = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.3]])
+    rng = np.random.default_rng(802)
+    g = rng.normal(size=x.shape) if reduction == "none" else None
+    loss, grad = nx.binary_cross_entropy_with_logits(
+        x, t, reduction=reduction, return_grad=True
+    )
+    t_loss, t_grad = torch_bce(x, t, dtype=np.float64, upstream=g, reduction=reduction)
+    assert_close(loss, t_loss, np.float64)
+    assert_close(_scale_none_grad(grad, g, reduction, True), t_grad, np.float64)
+
+
+# --------------------------------------------------------------------------
+# logsumexp / log_softmax / softmax
+# --------------------------------------------------------------------------
+FAMILY = {
+    "logsumexp": (nx.logsumexp, torch.logsumexp, logsumexp_ref),
+    "log_softmax": (nx.log_softmax, torch.log_softmax, log_softmax_ref),
+    "softmax": (nx.softmax, torch.softmax, softmax_ref),
+}
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("axis", [-1, 0, 1])
+@pytest.mark.parametrize("name", list(FAMILY))
+def test_logsumexp_family_matches_torch(dtype, axis, name):
+    fn, torch_fn, ref = FAMILY[name]
+    rng = np.random.default_rng(900)
+    x = rng.normal(scale=10.0, size=(3, 4, 5)).astype(dtype)
+    x[0, 1, 2] = -INF  # rows with -inf along every axis
+    x[2, 0, :] = -INF
+    x[2, 0, 4] = 3.0
+    out = fn(x, axis=axis)
+    assert out.dtype == dtype
+    expected = torch_fn(torch.tensor(x), dim=axis).numpy()
+    assert out.shape == expected.shape
+    assert_close(out, expected, dtype)
+    assert_close(out, ref(x, axis=axis), dtype)
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("name", list(FAMILY))
+def test_logsumexp_family_nonfinite_rows_match_torch(dtype, name):
+    fn, torch_fn, _ = FAMILY[name]
+    x = np.array(
+        [
+            [-INF, -INF, -INF],
+            [INF, 1.0, 2.0],
+            [INF, INF, 0.0],
+            [NAN, 1.0, 2.0],
+            [NAN, INF, 0.0],
+            [NAN, -INF, -INF],
+            [-INF, 0.0, 1.0],
+        ],
+        dtype=dtype,
+    )
+    out = fn(x, axis=-1)
+    expected = torch_fn(torch.tensor(x), dim=-1).numpy()
+    assert_close(out, expected, dtype)
+
+
+def test_logsumexp_1d_and_large_values():
+    x = np.array([1000.0, 1000.0, -1000.0])
+    np.testing.assert_allclose(nx.logsumexp(x), 1000.0 + np.log(2.0), rtol=1e-15)
+    assert np.ndim(nx.logsumexp(x)) == 0
+    np.testing.assert_allclose(nx.softmax(x), [0.5, 0.5, 0.0], rtol=1e-15, atol=0)
+    np.testing.assert_allclose(
+        nx.log_softmax(x),
+        [-np.log(2.0), -np.log(2.0), -2000.0 - np.log(2.0)],
+        rtol=1e-15,
+    )

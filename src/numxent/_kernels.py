@@ -31,8 +31,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from llvmlite import ir
 from numba import njit, prange, types
-from numba.extending import overload
+from numba.extending import intrinsic, overload
 
 _JIT = {"fastmath": False, "cache": True, "nogil": True}
 
@@ -64,71 +65,101 @@ def _row_max(x, i):
 # * exp_shifted: e_k = exp(x_k - m) for x_k <= m by Cody-Waite reduction,
 #   d = k ln2 + r with k = rint(d log2 e) (the 1.5*2**mantissa "magic number"
 #   rounding), ln2 split in a high part with trailing zero bits (k*ln2hi is
-#   exact) and a low part, |r| <= ln2/2, then a polynomial p(r) ~ exp(r) and
-#   the power 2**k written as raw exponent bits into a scratch row of integers
-#   that is read back as floats -- in its own loop, the only form that LLVM
-#   vectorises. Arguments below the smallest normal power of two (d < -87.34
-#   in float32, -708.4 in float64) give exactly 0 (the true value is below
-#   1.2e-38 / 2.3e-308 of the row's largest term, which is 1).
+#   exact) and a low part, |r| <= ln2/2, then a polynomial p(r) ~ exp(r)
+#   times 2**k, made by bit-casting the integer (k + bias) << mantissa_bits.
+#   Reduction and polynomial use fused multiply-adds (llvm.fma: one rounding
+#   each, the same on every thread; fastmath stays off). Arguments below the
+#   smallest normal power of two (d < -87.34 in float32, -708.4 in float64)
+#   give exactly 0 (the true value is below 1.2e-38 / 2.3e-308 of the row's
+#   largest term, which is 1).
 #   Accuracy: float32 uses the degree-7 Taylor polynomial (truncation error
-#   < 4e-9 relative on |r| <= ln2/2) in float32 Horner form; float64 the
-#   degree-13 Taylor polynomial (truncation < 1e-17). Measured against
-#   NumPy's exp (float32: float64 exp rounded once; float64: longdouble exp):
-#   over all 1,118,738,843 float32 d in [-87.3, 0] at most 1 ulp (99.2 %
-#   exact); on 10**7 random float64 d in [-708, 0] at most 1.15 ulp.
-#   tests/test_exp_accuracy.py holds the bound at 2 ulp (the float32 sweep
-#   is its `slow` test).
-# * The sum of the e_k: float32 rows accumulate int64 fixed point
-#   (e * 2**(62 - bitlen(C)), exact integer adds: vectorisable and order-free;
-#   the truncation costs < C * 2**-47 relative at C < 32768), float64 rows four
-#   interleaved float64 partial sums in a fixed order.
+#   < 4e-9 relative on |r| <= ln2/2), float64 the degree-13 one (< 1e-17).
+#   Measured against NumPy's exp (float32: float64 exp rounded once; float64:
+#   longdouble exp): over all 1,118,738,843 float32 d in [-87.3, 0] at most
+#   1 ulp (99.55 % exact); on 10**7 random float64 d in [-708, 0] at most
+#   0.88 ulp.
+#   tests/test_exp_accuracy.py holds the bound at 2 ulp (the float32 sweep is
+#   its `slow` test).
+# * The sum of the e_k is accumulated in int64 fixed point, e * 2**S with
+#   S = 62 - bitlen(C) so that it cannot overflow: integer adds vectorise and
+#   give the same sum in any order. Truncation costs < C * 2**-S relative for
+#   float32 (< 2.3e-10 at C = 32000); float64 keeps a second int64 sum of the
+#   truncated remainders scaled by 2**40, for < C * 2**-(S+40).
 #
 # Every result is a function of the row alone, so it is the same whichever
 # thread computes it.
 
+
+@intrinsic
+def _bits_to_float(typingctx, bits):
+    """Reinterpret int32 / int64 bits as float32 / float64 (no conversion)."""
+    fty = types.float32 if bits.bitwidth == 32 else types.float64
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], context.get_value_type(fty))
+
+    return fty(bits), codegen
+
+
+@intrinsic
+def _fma(typingctx, a, b, c):
+    """a * b + c with one rounding (llvm.fma; vectorises with the loop)."""
+    if not (a == b == c and isinstance(a, types.Float)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ty = args[0].type
+        fnty = ir.FunctionType(ty, [ty, ty, ty])
+        fn = builder.module.declare_intrinsic("llvm.fma", [ty], fnty)
+        return builder.call(fn, args)
+
+    return a(a, b, c), codegen
+
+
 _F32_LO = np.float32(-87.33654)
 _F32_LOG2E = np.float32(1.4426950408889634)
 _F32_MAGIC = np.float32(12582912.0)  # 1.5 * 2**23
-_F32_LN2HI = np.float32(0.693359375)
-_F32_LN2LO = np.float32(-2.12194440e-4)
+_F32_NLN2HI = np.float32(-0.693359375)
+_F32_NLN2LO = np.float32(2.12194440e-4)
 _F32_P = tuple(np.float32(1.0 / math.factorial(j)) for j in range(8))
 _F64_LO = -708.3964185322641
 _F64_LOG2E = 1.4426950408889634
 _F64_MAGIC = 6755399441055744.0  # 1.5 * 2**52
-_F64_LN2HI = 6.93147180369123816490e-01
-_F64_LN2LO = 1.90821492927058770002e-10
+_F64_NLN2HI = -6.93147180369123816490e-01
+_F64_NLN2LO = -1.90821492927058770002e-10
 _F64_P = tuple(1.0 / math.factorial(j) for j in range(14))
+_REMAINDER_SCALE = 2.0**40
 
 
-def row_max(xr, scratch):
-    """(max of xr, whether the row is finite); ``scratch`` >= 1 element."""
+def row_max(xr):
+    """(max of xr, whether the row is finite)."""
     raise NotImplementedError("numba-only")
 
 
-def exp_shifted(xr, m, er, bits):
-    """er[k] = exp(xr[k] - m); returns sum_k er[k] in float64."""
+def exp_shifted(xr, m, er):
+    """er[k] = exp(xr[k] - m) for a finite row max m; returns sum_k er[k]."""
     raise NotImplementedError("numba-only")
 
 
 def _make_row_max(itype, shift, abs_mask, inf_bits):
-    def impl(xr, scratch):
+    def impl(xr):
         xi = xr.view(itype)
         key_max = itype(-1) << shift
         nan = itype(0)
         for k in range(xr.shape[0]):
             b = xi[k]
-            key = b ^ ((b >> shift) & abs_mask)
+            # (numba widens int32 arithmetic to int64: cast back)
+            key = itype(b ^ ((b >> shift) & abs_mask))
             key_max = key if key > key_max else key_max
             nan |= itype((b & abs_mask) > inf_bits)
-        si = scratch.view(itype)
-        si[0] = key_max ^ ((key_max >> shift) & abs_mask)
-        return scratch[0], nan == 0 and (si[0] & abs_mask) < inf_bits
+        m_bits = itype(key_max ^ ((key_max >> shift) & abs_mask))
+        return _bits_to_float(m_bits), nan == 0 and (m_bits & abs_mask) < inf_bits
 
     return impl
 
 
 @overload(row_max, inline="always")
-def _row_max_impl(xr, scratch):
+def _row_max_impl(xr):
     if xr.dtype == types.float32:
         return _make_row_max(
             np.int32, np.int32(31), np.int32(0x7FFFFFFF), np.int32(0x7F800000)
@@ -141,73 +172,62 @@ def _row_max_impl(xr, scratch):
     )
 
 
-def _exp_shifted_f32(xr, m, er, bits):
-    lo, log2e, magic, hi, lo2 = _F32_LO, _F32_LOG2E, _F32_MAGIC, _F32_LN2HI, _F32_LN2LO
-    p0, p1, p2, p3, p4, p5, p6, p7 = _F32_P
-    n = xr.shape[0]
-    bi = bits.view(np.int32)
-    for k in range(n):
-        d0 = xr[k] - m
-        d = d0 if d0 > lo else lo
-        kf = (d * log2e + magic) - magic
-        r = (d - kf * hi) - kf * lo2
-        p = ((((((p7 * r + p6) * r + p5) * r + p4) * r + p3) * r + p2) * r + p1) * r
-        er[k] = p + p0 if d0 >= lo else np.float32(0.0)
-        bi[k] = (np.int32(kf) + np.int32(127)) << 23
+@njit(inline="always")
+def _fixed_point_scale(n):
     nbits = 0
     while (1 << nbits) <= n:
         nbits += 1
-    fix = 2.0 ** (62 - nbits)
+    return 2.0 ** (62 - nbits)
+
+
+def _exp_shifted_f32(xr, m, er):
+    lo, log2e, magic = _F32_LO, _F32_LOG2E, _F32_MAGIC
+    nhi, nlo = _F32_NLN2HI, _F32_NLN2LO
+    p0, p1, p2, p3, p4, p5, p6, p7 = _F32_P
+    fix = _fixed_point_scale(xr.shape[0])
     acc = np.int64(0)
-    for k in range(n):
-        e = er[k] * bits[k]
+    for k in range(xr.shape[0]):
+        d0 = xr[k] - m
+        d = d0 if d0 > lo else lo
+        kf = (d * log2e + magic) - magic
+        r = _fma(kf, nlo, _fma(kf, nhi, d))
+        p = _fma(_fma(_fma(p7, r, p6), r, p5), r, p4)
+        p = _fma(_fma(_fma(_fma(p, r, p3), r, p2), r, p1), r, p0)
+        e = p * _bits_to_float(np.int32((np.int32(kf) + np.int32(127)) << 23))
+        e = e if d0 >= lo else np.float32(0.0)
         er[k] = e
         acc += np.int64(e * fix)
     return acc / fix
 
 
-def _exp_shifted_f64(xr, m, er, bits):
-    lo, log2e, magic, hi, lo2 = _F64_LO, _F64_LOG2E, _F64_MAGIC, _F64_LN2HI, _F64_LN2LO
+def _exp_shifted_f64(xr, m, er):
+    lo, log2e, magic = _F64_LO, _F64_LOG2E, _F64_MAGIC
+    nhi, nlo = _F64_NLN2HI, _F64_NLN2LO
     p0, p1, p2, p3, p4, p5, p6, p7, p8, p9, p10, p11, p12, p13 = _F64_P
-    n = xr.shape[0]
-    bi = bits.view(np.int64)
-    for k in range(n):
+    fix = _fixed_point_scale(xr.shape[0])
+    fix2 = _REMAINDER_SCALE
+    acc = np.int64(0)
+    acc2 = np.int64(0)
+    for k in range(xr.shape[0]):
         d0 = xr[k] - m
         d = d0 if d0 > lo else lo
         kf = (d * log2e + magic) - magic
-        r = (d - kf * hi) - kf * lo2
-        p = p13 * r + p12
-        p = ((((p * r + p11) * r + p10) * r + p9) * r + p8) * r + p7
-        p = (((((p * r + p6) * r + p5) * r + p4) * r + p3) * r + p2) * r + p1
-        er[k] = p * r + p0 if d0 >= lo else 0.0
-        bi[k] = (np.int64(kf) + np.int64(1023)) << 52
-    s0 = 0.0
-    s1 = 0.0
-    s2 = 0.0
-    s3 = 0.0
-    n4 = n - n % 4
-    for k in range(0, n4, 4):
-        e0 = er[k] * bits[k]
-        e1 = er[k + 1] * bits[k + 1]
-        e2 = er[k + 2] * bits[k + 2]
-        e3 = er[k + 3] * bits[k + 3]
-        er[k] = e0
-        er[k + 1] = e1
-        er[k + 2] = e2
-        er[k + 3] = e3
-        s0 += e0
-        s1 += e1
-        s2 += e2
-        s3 += e3
-    for k in range(n4, n):
-        e0 = er[k] * bits[k]
-        er[k] = e0
-        s0 += e0
-    return (s0 + s1) + (s2 + s3)
+        r = _fma(kf, nlo, _fma(kf, nhi, d))
+        p = _fma(_fma(_fma(_fma(p13, r, p12), r, p11), r, p10), r, p9)
+        p = _fma(_fma(_fma(_fma(_fma(p, r, p8), r, p7), r, p6), r, p5), r, p4)
+        p = _fma(_fma(_fma(_fma(p, r, p3), r, p2), r, p1), r, p0)
+        e = p * _bits_to_float((np.int64(kf) + np.int64(1023)) << 52)
+        e = e if d0 >= lo else 0.0
+        er[k] = e
+        v = e * fix
+        h = np.int64(v)
+        acc += h
+        acc2 += np.int64((v - h) * fix2)
+    return (acc + acc2 / fix2) / fix
 
 
 @overload(exp_shifted, inline="always")
-def _exp_shifted_impl(xr, m, er, bits):
+def _exp_shifted_impl(xr, m, er):
     if xr.dtype == types.float32:
         return _exp_shifted_f32
     return _exp_shifted_f64
@@ -277,7 +297,7 @@ def _ce_hard_row_exact(
 
 @njit(inline="always")
 def _ce_hard_row(
-    x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, grad, scratch, bits, i
+    x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, grad, scratch, i
 ):
     n_classes = x.shape[1]
     want_grad = grad.shape[0] > 0
@@ -290,7 +310,7 @@ def _ce_hard_row(
                 grad[i, k] = 0.0
         return
     xr = x[i]
-    m, finite = row_max(xr, bits)
+    m, finite = row_max(xr)
     if not finite:
         _ce_hard_row_exact(x, y, w, w_total, sw, eps, gscale, loss_rows, grad,
                            want_grad, i)  # fmt: skip
@@ -302,7 +322,7 @@ def _ce_hard_row(
     smooth = eps > 0.0
     wd = _shifted_dot(w, xr, np.float64(m)) if smooth else 0.0
     er = grad[i] if want_grad else scratch
-    s = exp_shifted(xr, m, er, bits)
+    s = exp_shifted(xr, m, er)
     log_s = math.log(s)
     w_y = w[yi]
     loss = (1.0 - eps) * w_y * (log_s - d_y)
@@ -326,11 +346,10 @@ def _ce_hard_row(
 @njit(inline="always")
 def _ce_hard_task(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, grad, b):
     n_rows, n_classes = x.shape
-    bits = np.empty(n_classes, x.dtype)
     scratch = np.empty(n_classes if grad.shape[0] == 0 else 0, x.dtype)
     for i in range(b * ROWS_PER_TASK, min(n_rows, (b + 1) * ROWS_PER_TASK)):
         _ce_hard_row(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows,
-                     grad, scratch, bits, i)  # fmt: skip
+                     grad, scratch, i)  # fmt: skip
 
 
 @njit(parallel=True, **_JIT)
@@ -381,12 +400,12 @@ def _ce_soft_row_exact(x, t, w, sw, eps, gscale, loss_rows, grad, want_grad, i):
 
 
 @njit(inline="always")
-def _ce_soft_row(x, t, w, sw, eps, gscale, loss_rows, grad, scratch, bits, i):
+def _ce_soft_row(x, t, w, sw, eps, gscale, loss_rows, grad, scratch, i):
     n_classes = x.shape[1]
     want_grad = grad.shape[0] > 0
     xr = x[i]
     tr = t[i]
-    m, finite = row_max(xr, bits)
+    m, finite = row_max(xr)
     if not finite:
         _ce_soft_row_exact(x, t, w, sw, eps, gscale, loss_rows, grad, want_grad, i)
         return
@@ -413,7 +432,7 @@ def _ce_soft_row(x, t, w, sw, eps, gscale, loss_rows, grad, scratch, bits, i):
     big_a = a0 + a1
     ad = ad0 + ad1
     er = grad[i] if want_grad else scratch
-    s = exp_shifted(xr, m, er, bits)
+    s = exp_shifted(xr, m, er)
     loss_rows[i] = s_w * (big_a * math.log(s) - ad)
     if want_grad:
         scale = s_w * gscale
@@ -425,10 +444,9 @@ def _ce_soft_row(x, t, w, sw, eps, gscale, loss_rows, grad, scratch, bits, i):
 @njit(inline="always")
 def _ce_soft_task(x, t, w, sw, eps, gscale, loss_rows, grad, b):
     n_rows, n_classes = x.shape
-    bits = np.empty(n_classes, x.dtype)
     scratch = np.empty(n_classes if grad.shape[0] == 0 else 0, x.dtype)
     for i in range(b * ROWS_PER_TASK, min(n_rows, (b + 1) * ROWS_PER_TASK)):
-        _ce_soft_row(x, t, w, sw, eps, gscale, loss_rows, grad, scratch, bits, i)
+        _ce_soft_row(x, t, w, sw, eps, gscale, loss_rows, grad, scratch, i)
 
 
 @njit(parallel=True, **_JIT)

@@ -545,7 +545,7 @@ MODE_SOFTMAX = 2
 
 
 @njit(inline="always")
-def _softmax_row(x, mode, lse, out, i):
+def _softmax_row_exact(x, mode, lse, out, i):
     n = x.shape[1]
     m = _row_max(x, i)
     if mode == MODE_LOGSUMEXP and (m == np.inf or m == -np.inf):
@@ -574,13 +574,43 @@ def _softmax_row(x, mode, lse, out, i):
             out[i, k] = out[i, k] / s
 
 
+@njit(inline="always")
+def _softmax_row(x, mode, lse, out, scratch, i):
+    xr = x[i]
+    m, finite = row_max(xr)
+    if not finite:
+        _softmax_row_exact(x, mode, lse, out, i)
+        return
+    er = out[i] if mode == MODE_SOFTMAX else scratch
+    s = exp_shifted(xr, m, er)
+    log_s = math.log(s)
+    if mode == MODE_LOGSUMEXP:
+        lse[i] = np.float64(m) + log_s
+    elif mode == MODE_LOG_SOFTMAX:
+        orow = out[i]
+        for k in range(xr.shape[0]):
+            orow[k] = (np.float64(xr[k]) - m) - log_s
+    else:
+        c = 1.0 / s
+        for k in range(xr.shape[0]):
+            er[k] = er[k] * c
+
+
+@njit(inline="always")
+def _softmax_task(x, mode, lse, out, b):
+    n_rows, n = x.shape
+    scratch = np.empty(0 if mode == MODE_SOFTMAX else n, x.dtype)
+    for i in range(b * ROWS_PER_TASK, min(n_rows, (b + 1) * ROWS_PER_TASK)):
+        _softmax_row(x, mode, lse, out, scratch, i)
+
+
 @njit(parallel=True, **_JIT)
 def softmax_par(x, mode, lse, out):
-    for i in prange(x.shape[0]):
-        _softmax_row(x, mode, lse, out, i)
+    for b in prange((x.shape[0] + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
+        _softmax_task(x, mode, lse, out, b)
 
 
 @njit(**_JIT)
 def softmax_ser(x, mode, lse, out):
-    for i in range(x.shape[0]):
-        _softmax_row(x, mode, lse, out, i)
+    for b in range((x.shape[0] + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
+        _softmax_task(x, mode, lse, out, b)

@@ -1,6 +1,6 @@
 """Accuracy of the vectorisable exp behind the softmax kernels.
 
-``exp_shifted(x, m, e)`` writes ``e_k = exp(x_k - m)`` and returns their
+``exp_shifted(x, m, e, fix)`` writes ``e_k = exp(x_k - m)`` and returns their
 sum. The reference is NumPy's float64 exp (for float32: rounded once to
 float32; for float64: ``np.longdouble`` where it has more precision). The full
 sweep over every float32 in [-87.3, 0] is opt-in (``pytest -m slow``).
@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from numba import njit
 
-from numxent._kernels import exp_shifted
+from numxent._kernels import exp_shifted, fixed_point_scale
 
 
 @njit
 def _exp(x):
     e = np.empty_like(x)
-    s = exp_shifted(x, x.dtype.type(0.0), e)
+    s = exp_shifted(x, x.dtype.type(0.0), e, fixed_point_scale(x.shape[0]))
     return e, s
 
 

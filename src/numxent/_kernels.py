@@ -136,8 +136,11 @@ def row_max(xr):
     raise NotImplementedError("numba-only")
 
 
-def exp_shifted(xr, m, er):
-    """er[k] = exp(xr[k] - m) for a finite row max m; returns sum_k er[k]."""
+def exp_shifted(xr, m, er, fix):
+    """er[k] = exp(xr[k] - m) for a finite row max m; returns sum_k er[k].
+
+    ``fix`` is ``fixed_point_scale(len(xr))``, computed once per task.
+    """
     raise NotImplementedError("numba-only")
 
 
@@ -158,7 +161,7 @@ def _make_row_max(itype, shift, abs_mask, inf_bits):
     return impl
 
 
-@overload(row_max, inline="always")
+@overload(row_max)
 def _row_max_impl(xr):
     if xr.dtype == types.float32:
         return _make_row_max(
@@ -172,19 +175,20 @@ def _row_max_impl(xr):
     )
 
 
-@njit(inline="always")
-def _fixed_point_scale(n):
+@njit
+def fixed_point_scale(n):
+    """2**S for the int64 fixed-point row sums of rows of length n."""
     nbits = 0
     while (1 << nbits) <= n:
         nbits += 1
-    return 2.0 ** (62 - nbits)
+    # 2.0 ** (62 - nbits) from its bits: ``**`` would be a libm pow call per row
+    return _bits_to_float(np.int64(1023 + 62 - nbits) << 52)
 
 
-def _exp_shifted_f32(xr, m, er):
+def _exp_shifted_f32(xr, m, er, fix):
     lo, log2e, magic = _F32_LO, _F32_LOG2E, _F32_MAGIC
     nhi, nlo = _F32_NLN2HI, _F32_NLN2LO
     p0, p1, p2, p3, p4, p5, p6, p7 = _F32_P
-    fix = _fixed_point_scale(xr.shape[0])
     acc = np.int64(0)
     for k in range(xr.shape[0]):
         d0 = xr[k] - m
@@ -200,11 +204,10 @@ def _exp_shifted_f32(xr, m, er):
     return acc / fix
 
 
-def _exp_shifted_f64(xr, m, er):
+def _exp_shifted_f64(xr, m, er, fix):
     lo, log2e, magic = _F64_LO, _F64_LOG2E, _F64_MAGIC
     nhi, nlo = _F64_NLN2HI, _F64_NLN2LO
     p0, p1, p2, p3, p4, p5, p6, p7, p8, p9, p10, p11, p12, p13 = _F64_P
-    fix = _fixed_point_scale(xr.shape[0])
     fix2 = _REMAINDER_SCALE
     acc = np.int64(0)
     acc2 = np.int64(0)
@@ -226,8 +229,8 @@ def _exp_shifted_f64(xr, m, er):
     return (acc + acc2 / fix2) / fix
 
 
-@overload(exp_shifted, inline="always")
-def _exp_shifted_impl(xr, m, er):
+@overload(exp_shifted)
+def _exp_shifted_impl(xr, m, er, fix):
     if xr.dtype == types.float32:
         return _exp_shifted_f32
     return _exp_shifted_f64
@@ -297,8 +300,10 @@ def _ce_hard_row_exact(
 
 @njit(inline="always")
 def _ce_hard_row(
-    x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, grad, scratch, i
+    x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, grad, er, fix, i
 ):
+    # er: the gradient row, or a scratch row for forward-only calls (chosen by
+    # the caller: a conditional array here costs ~20 ns a row in refcounts).
     n_classes = x.shape[1]
     want_grad = grad.shape[0] > 0
     yi = y[i]
@@ -321,8 +326,7 @@ def _ce_hard_row(
     d_y = np.float64(xr[yi]) - np.float64(m)
     smooth = eps > 0.0
     wd = _shifted_dot(w, xr, np.float64(m)) if smooth else 0.0
-    er = grad[i] if want_grad else scratch
-    s = exp_shifted(xr, m, er)
+    s = exp_shifted(xr, m, er, fix)
     log_s = math.log(s)
     w_y = w[yi]
     loss = (1.0 - eps) * w_y * (log_s - d_y)
@@ -346,10 +350,17 @@ def _ce_hard_row(
 @njit(inline="always")
 def _ce_hard_task(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, grad, b):
     n_rows, n_classes = x.shape
-    scratch = np.empty(n_classes if grad.shape[0] == 0 else 0, x.dtype)
-    for i in range(b * ROWS_PER_TASK, min(n_rows, (b + 1) * ROWS_PER_TASK)):
-        _ce_hard_row(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows,
-                     grad, scratch, i)  # fmt: skip
+    rows = range(b * ROWS_PER_TASK, min(n_rows, (b + 1) * ROWS_PER_TASK))
+    fix = fixed_point_scale(x.shape[1])
+    if grad.shape[0] > 0:
+        for i in rows:
+            _ce_hard_row(x, y, w, w_total, sw, ignore_index, eps, gscale,
+                         loss_rows, grad, grad[i], fix, i)  # fmt: skip
+    else:
+        scratch = np.empty(n_classes, x.dtype)
+        for i in rows:
+            _ce_hard_row(x, y, w, w_total, sw, ignore_index, eps, gscale,
+                         loss_rows, grad, scratch, fix, i)  # fmt: skip
 
 
 @njit(parallel=True, **_JIT)
@@ -400,7 +411,7 @@ def _ce_soft_row_exact(x, t, w, sw, eps, gscale, loss_rows, grad, want_grad, i):
 
 
 @njit(inline="always")
-def _ce_soft_row(x, t, w, sw, eps, gscale, loss_rows, grad, scratch, i):
+def _ce_soft_row(x, t, w, sw, eps, gscale, loss_rows, grad, er, fix, i):
     n_classes = x.shape[1]
     want_grad = grad.shape[0] > 0
     xr = x[i]
@@ -431,8 +442,7 @@ def _ce_soft_row(x, t, w, sw, eps, gscale, loss_rows, grad, scratch, i):
         ad0 += a * (xr[k] - mf) if a != 0.0 else 0.0
     big_a = a0 + a1
     ad = ad0 + ad1
-    er = grad[i] if want_grad else scratch
-    s = exp_shifted(xr, m, er)
+    s = exp_shifted(xr, m, er, fix)
     loss_rows[i] = s_w * (big_a * math.log(s) - ad)
     if want_grad:
         scale = s_w * gscale
@@ -444,9 +454,15 @@ def _ce_soft_row(x, t, w, sw, eps, gscale, loss_rows, grad, scratch, i):
 @njit(inline="always")
 def _ce_soft_task(x, t, w, sw, eps, gscale, loss_rows, grad, b):
     n_rows, n_classes = x.shape
-    scratch = np.empty(n_classes if grad.shape[0] == 0 else 0, x.dtype)
-    for i in range(b * ROWS_PER_TASK, min(n_rows, (b + 1) * ROWS_PER_TASK)):
-        _ce_soft_row(x, t, w, sw, eps, gscale, loss_rows, grad, scratch, i)
+    rows = range(b * ROWS_PER_TASK, min(n_rows, (b + 1) * ROWS_PER_TASK))
+    fix = fixed_point_scale(x.shape[1])
+    if grad.shape[0] > 0:
+        for i in rows:
+            _ce_soft_row(x, t, w, sw, eps, gscale, loss_rows, grad, grad[i], fix, i)
+    else:
+        scratch = np.empty(n_classes, x.dtype)
+        for i in rows:
+            _ce_soft_row(x, t, w, sw, eps, gscale, loss_rows, grad, scratch, fix, i)
 
 
 @njit(parallel=True, **_JIT)
@@ -575,14 +591,13 @@ def _softmax_row_exact(x, mode, lse, out, i):
 
 
 @njit(inline="always")
-def _softmax_row(x, mode, lse, out, scratch, i):
+def _softmax_row(x, mode, lse, out, er, fix, i):
     xr = x[i]
     m, finite = row_max(xr)
     if not finite:
         _softmax_row_exact(x, mode, lse, out, i)
         return
-    er = out[i] if mode == MODE_SOFTMAX else scratch
-    s = exp_shifted(xr, m, er)
+    s = exp_shifted(xr, m, er, fix)
     log_s = math.log(s)
     if mode == MODE_LOGSUMEXP:
         lse[i] = np.float64(m) + log_s
@@ -599,9 +614,15 @@ def _softmax_row(x, mode, lse, out, scratch, i):
 @njit(inline="always")
 def _softmax_task(x, mode, lse, out, b):
     n_rows, n = x.shape
-    scratch = np.empty(0 if mode == MODE_SOFTMAX else n, x.dtype)
-    for i in range(b * ROWS_PER_TASK, min(n_rows, (b + 1) * ROWS_PER_TASK)):
-        _softmax_row(x, mode, lse, out, scratch, i)
+    rows = range(b * ROWS_PER_TASK, min(n_rows, (b + 1) * ROWS_PER_TASK))
+    fix = fixed_point_scale(x.shape[1])
+    if mode == MODE_SOFTMAX:
+        for i in rows:
+            _softmax_row(x, mode, lse, out, out[i], fix, i)
+    else:
+        scratch = np.empty(n, x.dtype)
+        for i in rows:
+            _softmax_row(x, mode, lse, out, scratch, fix, i)
 
 
 @njit(parallel=True, **_JIT)

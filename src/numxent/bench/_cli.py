@@ -1,0 +1,553 @@
+"""``numxent-bench`` / ``python -m numxent.bench``: run the grid, write the report."""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib.util
+import json
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import time
+
+from ._peers import PEERS, PeerUnavailable, make_peer, peers_for
+from ._report import (
+    add_ratios,
+    markdown_report,
+    plot,
+    readme_table,
+    targets,
+    text_tables,
+)
+from ._startup import error_summary
+from ._timing import measure
+from ._workloads import (
+    DEFAULT_BCE_SHAPES,
+    DEFAULT_SHAPES,
+    OPS,
+    QUICK_SHAPES,
+    Workload,
+    make_data,
+    parse_shapes,
+)
+
+__all__ = ["build_parser", "main", "run"]
+
+SCHEMA = "numxent-bench/1"
+ALL_OPS = [*OPS, "startup"]
+DEFAULT_OPS = ["ce", "ce_fwd", "bce", "startup"]
+QUICK_BCE_SHAPES = [(16_384, 100), (64, 10)]
+
+#: settings: (full run, --quick)
+_DEFAULTS = {
+    "dtypes": (["float32", "float64"], ["float32"]),
+    "repeat": (5, 3),
+    "min_time": (0.02, 0.005),
+    "budget": (15.0, 2.0),
+    "warm_starts": (3, 1),
+    "cold_starts": (2, 1),
+}
+
+
+def _csv(text: str) -> list[str]:
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="numxent-bench",
+        description=(
+            "Time numxent's fused cross-entropy against np.copyto (the memory "
+            "roofline), NumPy, PyTorch, scikit-learn and JAX, each in the same "
+            "process; print a table and write report.md, results.json and "
+            "plot.png to --out."
+        ),
+        epilog=(
+            "Ops: "
+            + "; ".join(f"{k}: {v}" for k, v in OPS.items())
+            + "; startup: import numxent + first call in a fresh process, warm "
+            "and cold on-disk cache. Peers: " + ", ".join(PEERS) + "."
+        ),
+    )
+    p.add_argument(
+        "--shapes",
+        help="comma-separated NxC list, or issue/small/quick/default "
+        f"(default: {','.join(f'{n}x{c}' for n, c in DEFAULT_SHAPES)}; "
+        f"--quick: {','.join(f'{n}x{c}' for n, c in QUICK_SHAPES)})",
+    )
+    p.add_argument(
+        "--bce-shapes",
+        help="shapes for the bce ops (default: --shapes when given, else "
+        f"{','.join(f'{n}x{c}' for n, c in DEFAULT_BCE_SHAPES)})",
+    )
+    p.add_argument("--dtypes", help="float32,float64 (--quick: float32)")
+    p.add_argument(
+        "--ops",
+        default=",".join(DEFAULT_OPS),
+        help=f"comma-separated from {','.join(ALL_OPS)} (default: %(default)s)",
+    )
+    p.add_argument(
+        "--peers",
+        help="comma-separated peer ids to time (np.copyto always runs); "
+        "default: all (--quick: all but torch_compile, torch_compile_fwd)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="threads for numba (numba.set_num_threads), torch "
+        "(torch.set_num_threads) and scikit-learn (default: numba's count)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="small shapes, float32, 3 repeats, one cold and one warm start "
+        "(well under a minute)",
+    )
+    p.add_argument("--repeat", type=int, help="timed samples per peer (default 5)")
+    p.add_argument(
+        "--min-time",
+        type=float,
+        help="seconds per timed sample; fast calls are repeated to fill it "
+        "(default 0.02)",
+    )
+    p.add_argument(
+        "--budget",
+        type=float,
+        help="a peer stops sampling after this many seconds on one workload "
+        "(default 15)",
+    )
+    p.add_argument(
+        "--stat",
+        choices=["median", "min"],
+        default="median",
+        help="which statistic of the samples the tables use (default: median)",
+    )
+    p.add_argument(
+        "--order",
+        choices=["block", "interleaved"],
+        default="block",
+        help="block: each peer's samples back to back (default; a library's "
+        "spinning OpenMP threads cannot slow the next one's samples); "
+        "interleaved: round-robin over the peers (robust to load drift)",
+    )
+    p.add_argument("--warm-starts", type=int, help="warm-cache start-up runs")
+    p.add_argument("--cold-starts", type=int, help="cold-cache start-up runs")
+    p.add_argument(
+        "--no-thp",
+        action="store_true",
+        help="skip the PyTorch THP_MEM_ALLOC_ENABLE=1 subprocess",
+    )
+    p.add_argument("--no-plot", action="store_true", help="do not write plot.png")
+    p.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
+    p.add_argument(
+        "--out",
+        default="numxent-bench-report",
+        help="output directory (default: %(default)s)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--readme-table",
+        metavar="RESULTS_JSON",
+        help="print the README's Markdown ratio table from a results.json (or "
+        "a report directory) and exit; runs nothing",
+    )
+    return p
+
+
+# --------------------------------------------------------------------------
+# progress bar (plain text on stderr)
+
+
+class Progress:
+    def __init__(self, total: float, enabled: bool = True, stream=None):
+        self.total = max(total, 1e-9)
+        self.done = 0.0
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.t0 = time.perf_counter()
+        self.last_print = 0.0
+        self.last_prefix = None
+
+    def advance(self, amount: float, prefix: str, message: str = "") -> None:
+        self.done = min(self.total, self.done + amount)
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        frac = self.done / self.total
+        width = 24
+        bar = "#" * int(frac * width) + "." * (width - int(frac * width))
+        line = f"[{bar}] {frac:4.0%} {now - self.t0:6.1f}s {prefix} {message}"
+        if self.tty:
+            self.stream.write("\r" + line[:118].ljust(118))
+            self.stream.flush()
+        elif prefix != self.last_prefix or now - self.last_print > 2.0:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+            self.last_print = now
+        self.last_prefix = prefix
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+# --------------------------------------------------------------------------
+# settings
+
+
+def _command(argv: list[str]) -> str:
+    prog = os.path.basename(sys.argv[0]) if sys.argv else ""
+    head = "numxent-bench" if prog == "numxent-bench" else "python -m numxent.bench"
+    return " ".join([head, *map(shlex.quote, argv)])
+
+
+def _settings(args: argparse.Namespace, parser) -> dict:
+    q = 1 if args.quick else 0
+    s: dict = {
+        "quick": bool(args.quick),
+        "stat": args.stat,
+        "order": args.order,
+        "seed": args.seed,
+    }
+    for key, defaults in _DEFAULTS.items():
+        value = getattr(args, key)
+        s[key] = value if value is not None else defaults[q]
+    if isinstance(s["dtypes"], str):
+        s["dtypes"] = _csv(s["dtypes"])
+    for dt in s["dtypes"]:
+        if dt not in ("float32", "float64"):
+            parser.error(f"--dtypes: {dt!r} is not float32 or float64")
+    if s["repeat"] < 1:
+        parser.error("--repeat must be at least 1")
+    try:
+        if args.shapes:
+            shapes = parse_shapes(args.shapes)
+        else:
+            shapes = QUICK_SHAPES if args.quick else DEFAULT_SHAPES
+        if args.bce_shapes:
+            bce_shapes = parse_shapes(args.bce_shapes)
+        elif args.shapes:
+            bce_shapes = shapes
+        else:
+            bce_shapes = QUICK_BCE_SHAPES if args.quick else DEFAULT_BCE_SHAPES
+    except ValueError as exc:
+        parser.error(str(exc))
+    s["shapes"] = [f"{n}x{c}" for n, c in shapes]
+    s["bce_shapes"] = [f"{n}x{c}" for n, c in bce_shapes]
+    s["ops"] = _csv(args.ops)
+    for op in s["ops"]:
+        if op not in ALL_OPS:
+            parser.error(f"--ops: unknown op {op!r}; choose from {', '.join(ALL_OPS)}")
+    if args.peers:
+        peers = _csv(args.peers)
+    else:
+        peers = [p for p in PEERS if not (PEERS[p].slow_setup and args.quick)]
+    for pid in peers:
+        if pid not in PEERS:
+            parser.error(
+                f"--peers: unknown peer {pid!r}; choose from {', '.join(PEERS)}"
+            )
+    if "copyto" not in peers:
+        peers.insert(0, "copyto")
+    if args.no_thp:
+        peers = [p for p in peers if PEERS[p].where != "thp"]
+    s["peers"] = peers
+    return s
+
+
+def _set_threads(requested: int | None, parser) -> int:
+    import numba
+
+    limit = numba.config.NUMBA_NUM_THREADS
+    if requested is None:
+        threads = numba.get_num_threads()
+    else:
+        if not 1 <= requested <= limit:
+            parser.error(f"--threads must be between 1 and {limit} (NUMBA_NUM_THREADS)")
+        threads = requested
+    numba.set_num_threads(threads)
+    return threads
+
+
+def _workloads(s: dict) -> list[Workload]:
+    out = []
+    for op in s["ops"]:
+        if op == "startup":
+            continue
+        shapes = s["bce_shapes"] if op.startswith("bce") else s["shapes"]
+        for dtype in s["dtypes"]:
+            for shape in shapes:
+                n, c = parse_shapes(shape)[0]
+                out.append(Workload(op, n, c, dtype))
+    return out
+
+
+# --------------------------------------------------------------------------
+# the THP subprocess
+
+
+def _run_thp_worker(workloads, thp_peers, s, threads, progress) -> dict:
+    """Run ``_torch_worker`` with THP_MEM_ALLOC_ENABLE=1; its JSON, or raises."""
+    import numxent
+
+    spec = {
+        "threads": threads,
+        "repeat": s["repeat"],
+        "min_time": s["min_time"],
+        "budget": s["budget"],
+        "order": s["order"],
+        "seed": s["seed"],
+        "workloads": [w.to_dict() for w in workloads],
+        "peers": {p: p for p in thp_peers},
+    }
+    env = dict(os.environ)
+    env["THP_MEM_ALLOC_ENABLE"] = "1"
+    env["NUMBA_NUM_THREADS"] = str(max(threads, 1))
+    src = os.path.dirname(os.path.dirname(os.path.abspath(numxent.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [src, env.get("PYTHONPATH")] if p)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "numxent.bench._torch_worker"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    stdout: list[str] = []
+    reader = threading.Thread(target=lambda: stdout.append(proc.stdout.read()))
+    reader.start()
+    tail: list[str] = []
+    try:
+        proc.stdin.write(json.dumps(spec))
+        proc.stdin.close()
+        for line in proc.stderr:
+            if line.startswith("PROGRESS "):
+                _, adv, msg = line.rstrip("\n").split(" ", 2)
+                group, _, rest = msg.partition(" ")
+                progress.advance(float(adv), group, rest)
+            else:
+                tail = (tail + [line.rstrip()])[-40:]
+        proc.wait()
+    finally:
+        if proc.poll() is None:  # interrupted: do not leave the worker running
+            proc.kill()
+            proc.wait()
+        reader.join()
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"exited with {proc.returncode}: " + error_summary("\n".join(tail))
+        )
+    text = "".join(stdout).strip()
+    try:
+        out = json.loads(text.splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        raise RuntimeError(f"printed no JSON: {text[-200:]!r}") from None
+    if "error" in out:
+        raise RuntimeError(out["error"])
+    return out
+
+
+# --------------------------------------------------------------------------
+# the run
+
+
+def run(s: dict, threads: int, command: str, quiet: bool = False) -> dict:
+    """Run the grid described by settings ``s``; the results dict."""
+    from ._machine import load_average, machine_info
+    from ._startup import measure_startup
+
+    load_start = load_average()
+    workloads = _workloads(s)
+    selected = set(s["peers"])
+    thp_peers = [p for p in s["peers"] if PEERS[p].where == "thp"]
+    thp_workloads = [
+        w for w in workloads if any(w.op in PEERS[p].ops for p in thp_peers)
+    ]
+    do_startup = "startup" in s["ops"]
+    units = (len(workloads) + len(thp_workloads)) * (s["repeat"] + 1)
+    if do_startup:
+        units += max(1, s["cold_starts"]) + s["warm_starts"]
+    progress = Progress(units, enabled=not quiet)
+    notes: list[str] = []
+    seen_notes: set[str] = set()
+
+    def note(text: str) -> None:
+        if text not in seen_notes:
+            seen_notes.add(text)
+            notes.append(text)
+
+    results = []
+    for w in workloads:
+        data = make_data(w, seed=s["seed"])
+        fns, skipped = {}, {}
+        for peer in peers_for(w.op, where="main"):
+            if peer.id not in selected:
+                continue
+            try:
+                fns[peer.id] = make_peer(peer.id, w, data, threads)
+            except PeerUnavailable as exc:
+                skipped[peer.id] = str(exc)
+                note(f"{peer.label} (`{peer.id}`) skipped: {exc}")
+        stats, errors = measure(
+            fns,
+            repeat=s["repeat"],
+            min_time=s["min_time"],
+            budget=s["budget"],
+            order=s["order"],
+            on_step=lambda m, a, g=w.group: progress.advance(a, g, m),
+        )
+        for pid, err in errors.items():
+            skipped[pid] = err
+            note(f"{PEERS[pid].label} (`{pid}`) failed on {w.group}: {err}")
+        results.append(
+            {
+                **w.to_dict(),
+                "group": w.group,
+                "elements": w.elements,
+                "copy_bytes": w.copy_bytes,
+                "times": stats,
+                "skipped": skipped,
+            }
+        )
+        del data, fns
+        gc.collect()
+
+    thp_info = None
+    if thp_workloads:
+        reason = None
+        if importlib.util.find_spec("torch") is None:
+            reason = "torch is not installed"
+        else:
+            try:
+                thp_info = _run_thp_worker(
+                    thp_workloads, thp_peers, s, threads, progress
+                )
+            except Exception as exc:
+                reason = f"the THP_MEM_ALLOC_ENABLE=1 subprocess failed ({exc})"
+        by_group = {e["group"]: e for e in results}
+        if reason is not None:
+            note(f"PyTorch THP skipped: {reason}")
+            for w in thp_workloads:
+                for pid in thp_peers:
+                    if w.op in PEERS[pid].ops:
+                        by_group[w.group]["skipped"][pid] = reason
+        else:
+            for r in thp_info.pop("results"):
+                e = by_group[Workload(r["op"], r["n"], r["c"], r["dtype"]).group]
+                copy = r["times"].pop("copyto", None)
+                if copy is not None:
+                    e["thp_worker_copyto"] = copy
+                e["times"].update(r["times"])
+                e["skipped"].update(r["skipped"])
+                for pid, why in r["skipped"].items():
+                    note(f"{PEERS[pid].label} (`{pid}`) skipped on {e['group']}: {why}")
+
+    startup = None
+    if do_startup:
+        try:
+            startup = measure_startup(
+                warm_repeat=s["warm_starts"],
+                cold_repeat=s["cold_starts"],
+                threads=threads,
+                on_step=lambda m, a: progress.advance(a, "startup", m),
+            )
+        except Exception as exc:
+            note(f"start-up measurement failed: {exc}")
+    progress.close()
+
+    for e in results:
+        add_ratios(e, s["stat"])
+    machine = machine_info(threads, command)
+    machine["load_average_start"] = load_start
+    busy = load_start[0] if load_start else 0.0
+    if busy > 0.5:
+        note(
+            f"the machine was busy (load average {busy:.2f} before the run): "
+            "other processes take cores from the timed calls; OpenMP peers "
+            "(PyTorch, scikit-learn) with every core in use can slow down by "
+            "orders of magnitude when a core is taken. Re-run on an idle machine "
+            "for numbers to publish."
+        )
+    out = {
+        "schema": SCHEMA,
+        "settings": {**s, "threads": threads},
+        "machine": machine,
+        "peers": {
+            pid: {"label": p.label, "library": p.library, "description": p.description}
+            for pid, p in PEERS.items()
+        },
+        "results": results,
+        "startup": startup,
+        "thp_worker": thp_info,
+        "notes": notes,
+    }
+    out["targets"] = targets(out)
+    return out
+
+
+def write_report(results: dict, out_dir: str, want_plot: bool = True) -> dict:
+    """Write results.json, report.md, plot.png, readme_table.md into ``out_dir``."""
+    os.makedirs(out_dir, exist_ok=True)
+    files = {}
+    if want_plot:
+        png = os.path.join(out_dir, "plot.png")
+        why_not = plot(results, png)
+        if why_not is None:
+            files["plot"] = png
+        else:
+            results["notes"].append(why_not)
+    files["report"] = os.path.join(out_dir, "report.md")
+    files["results"] = os.path.join(out_dir, "results.json")
+    files["readme_table"] = os.path.join(out_dir, "readme_table.md")
+    results["files"] = {k: os.path.basename(v) for k, v in files.items()}
+    with open(files["results"], "w") as f:
+        json.dump(results, f, indent=1)
+        f.write("\n")
+    with open(files["report"], "w") as f:
+        f.write(markdown_report(results, "plot.png" if "plot" in files else None))
+    with open(files["readme_table"], "w") as f:
+        f.write(readme_table(results))
+    return files
+
+
+def load_results(path: str) -> dict:
+    if os.path.isdir(path):
+        path = os.path.join(path, "results.json")
+    with open(path) as f:
+        results = json.load(f)
+    if results.get("schema") != SCHEMA:
+        raise ValueError(f"{path} is not a numxent-bench results.json ({SCHEMA})")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    if args.readme_table:
+        try:
+            results = load_results(args.readme_table)
+        except (OSError, ValueError) as exc:
+            parser.error(f"--readme-table: {exc}")
+        sys.stdout.write(readme_table(results))
+        return 0
+    s = _settings(args, parser)
+    threads = _set_threads(args.threads, parser)
+    t0 = time.perf_counter()
+    results = run(s, threads, _command(argv), quiet=args.quiet)
+    results["elapsed_s"] = time.perf_counter() - t0
+    files = write_report(results, args.out, want_plot=not args.no_plot)
+    sys.stdout.write(text_tables(results))
+    for n in results["notes"]:
+        sys.stdout.write(f"note: {n}\n")
+    sys.stdout.write(
+        f"\n{results['elapsed_s']:.1f} s; wrote "
+        + ", ".join(files[k] for k in ("report", "results", "plot") if k in files)
+        + f"\nREADME table: numxent-bench --readme-table {files['results']}\n"
+    )
+    return 0

@@ -1,0 +1,159 @@
+"""What the numbers were measured on: CPU, cores, memory, threading, versions."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import sys
+
+__all__ = ["load_average", "machine_info", "versions"]
+
+# import name -> distribution name
+_LIBRARIES = {
+    "numxent": "numxent",
+    "numpy": "numpy",
+    "numba": "numba",
+    "torch": "torch",
+    "sklearn": "scikit-learn",
+    "scipy": "scipy",
+    "jax": "jax",
+    "matplotlib": "matplotlib",
+}
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _cpuinfo() -> dict:
+    """Model name, physical cores and SIMD flags from /proc/cpuinfo (Linux)."""
+    text = _read("/proc/cpuinfo")
+    out: dict = {}
+    if not text:
+        return out
+    cores = set()
+    phys = core = None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if key == "model name" and "model" not in out:
+            out["model"] = value
+        elif key == "flags" and "simd" not in out:
+            flags = set(value.split())
+            wanted = ["sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw"]
+            out["simd"] = [f for f in wanted if f in flags]
+        elif key == "physical id":
+            phys = value
+        elif key == "core id":
+            core = value
+        elif not line.strip() and core is not None:
+            cores.add((phys, core))
+            phys = core = None
+    if core is not None:
+        cores.add((phys, core))
+    if cores:
+        out["physical_cores"] = len(cores)
+    return out
+
+
+def _mem_total_gib() -> float | None:
+    text = _read("/proc/meminfo")
+    for line in (text or "").splitlines():
+        if line.startswith("MemTotal:"):
+            return round(int(line.split()[1]) / 2**20, 1)
+    return None
+
+
+def _thp_mode() -> str | None:
+    text = _read("/sys/kernel/mm/transparent_hugepage/enabled")
+    if not text:
+        return None
+    for word in text.split():
+        if word.startswith("["):
+            return word.strip("[]")
+    return text.strip()
+
+
+def versions() -> dict[str, str | None]:
+    """Versions of Python and the libraries (``None``: not installed).
+
+    A library already imported reports its ``__version__``; the others are
+    looked up in the installed metadata, without importing them.
+    """
+    from importlib import metadata
+
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name, dist in _LIBRARIES.items():
+        mod = sys.modules.get(name)
+        version = getattr(mod, "__version__", None) if mod is not None else None
+        if version is None:
+            try:
+                version = metadata.version(dist)
+            except metadata.PackageNotFoundError:
+                version = None
+        out[name] = version
+    return out
+
+
+def load_average() -> list[float] | None:
+    """1-, 5- and 15-minute load averages (other work skews the timings)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def _threading_layer(nx) -> str | None:
+    """numxent's threading layer; a parallel-sized call starts it if needed."""
+    if nx.threading_layer() is None:
+        import numpy as np
+
+        x = np.zeros((1024, 128), dtype=np.float32)
+        try:
+            nx.cross_entropy(x, np.zeros(1024, dtype=np.int64), return_grad=True)
+        except Exception:
+            return None
+    return nx.threading_layer()
+
+
+def machine_info(threads: int, command: str) -> dict:
+    """The machine, the settings that change the numbers, the date and command."""
+    import numba
+
+    import numxent as nx
+
+    cpu = _cpuinfo()
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        affinity = None
+    try:
+        svml = bool(numba.config.USING_SVML)
+    except AttributeError:
+        svml = None
+    return {
+        "cpu": cpu.get("model") or platform.processor() or platform.machine(),
+        "machine": platform.machine(),
+        "simd": cpu.get("simd"),
+        "logical_cpus": os.cpu_count(),
+        "physical_cores": cpu.get("physical_cores"),
+        "usable_cpus": affinity,
+        "memory_gib": _mem_total_gib(),
+        "os": platform.platform(),
+        "threads": threads,
+        "numba_threading_layer": _threading_layer(nx),
+        "numba_svml": svml,
+        "transparent_hugepage": _thp_mode(),
+        "load_average_end": load_average(),
+        "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE"),
+        "versions": versions(),
+        "date": datetime.datetime.now(datetime.timezone.utc)
+        .astimezone()
+        .isoformat(timespec="seconds"),
+        "command": command,
+    }

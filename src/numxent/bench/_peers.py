@@ -1,0 +1,414 @@
+"""The peers a workload is timed with, shared by the report and pytest-benchmark.
+
+Each peer is a factory: given a workload, its data and the thread count it
+returns a zero-argument callable that does one call's work (inputs and any
+reusable buffers bound in advance), or raises :class:`PeerUnavailable` with the
+reason (library not installed, op not supported). Optional libraries are
+imported inside the factories, so importing this module costs nothing.
+
+``np.copyto(dst, logits)`` is the roofline: it moves the same bytes as a fused
+loss+gradient pass that reads the logits once and writes the gradient once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._workloads import Workload
+
+__all__ = [
+    "PEERS",
+    "REFERENCE",
+    "Peer",
+    "PeerUnavailable",
+    "make_peer",
+    "peers_for",
+]
+
+Fn = Callable[[], object]
+
+
+class PeerUnavailable(Exception):
+    """A peer cannot run here; the message says why (shown in the report)."""
+
+
+@dataclass(frozen=True)
+class Peer:
+    id: str
+    label: str  # short column header
+    library: str  # plot colour family / legend
+    description: str
+    ops: tuple[str, ...]
+    factory: Callable[[Workload, dict, int], Fn]
+    #: "main": timed in the report's process; "thp": in the THP worker process.
+    where: str = "main"
+    #: seconds of set-up per workload (torch.compile compiles each shape):
+    #: left out of ``--quick`` and the pytest suite unless named explicitly
+    slow_setup: bool = False
+
+
+# --------------------------------------------------------------------------
+# np.copyto: the roofline
+
+
+def _copyto(w: Workload, d: dict, threads: int) -> Fn:
+    x = d["x"]
+    dst = np.empty_like(x)
+    np.copyto(dst, x)  # touch the pages once: a reused buffer, like out=
+
+    def run():
+        np.copyto(dst, x)
+
+    return run
+
+
+# --------------------------------------------------------------------------
+# numxent
+
+
+def _nx_out(w: Workload, d: dict, threads: int) -> Fn:
+    import numxent as nx
+
+    x, y = d["x"], d["y"]
+    buf = np.empty_like(x)
+    f = nx.cross_entropy if w.op == "ce" else nx.binary_cross_entropy_with_logits
+
+    def run():
+        return f(x, y, return_grad=True, out=buf)
+
+    return run
+
+
+def _nx_alloc(w: Workload, d: dict, threads: int) -> Fn:
+    import numxent as nx
+
+    x, y = d["x"], d["y"]
+    f = nx.cross_entropy if w.op == "ce" else nx.binary_cross_entropy_with_logits
+
+    def run():
+        return f(x, y, return_grad=True)
+
+    return run
+
+
+def _nx_fwd(w: Workload, d: dict, threads: int) -> Fn:
+    import numxent as nx
+
+    x, y = d["x"], d["y"]
+    f = nx.cross_entropy if w.op == "ce_fwd" else nx.binary_cross_entropy_with_logits
+
+    def run():
+        return f(x, y)
+
+    return run
+
+
+# --------------------------------------------------------------------------
+# NumPy: the straightforward log-softmax a NumPy training loop would write
+
+
+def _numpy_ce(x: np.ndarray, y: np.ndarray, rows: np.ndarray, grad: bool):
+    z = x - x.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    s = e.sum(axis=1, keepdims=True)
+    loss = np.mean(np.log(s[:, 0]) - z[rows, y])
+    if not grad:
+        return loss
+    g = e / s
+    g[rows, y] -= 1
+    g /= x.shape[0]
+    return loss, g
+
+
+def _numpy_bce(x: np.ndarray, t: np.ndarray, grad: bool):
+    e = np.exp(-np.abs(x))
+    loss = np.mean(np.maximum(x, 0) - x * t + np.log1p(e))
+    if not grad:
+        return loss
+    g = np.where(x >= 0, 1, e) / (1 + e)  # sigmoid(x) without overflow
+    g -= t
+    g /= x.size
+    return loss, g
+
+
+def _numpy(grad: bool):
+    def factory(w: Workload, d: dict, threads: int) -> Fn:
+        x, y = d["x"], d["y"]
+        if w.op.startswith("ce"):
+            rows = np.arange(x.shape[0])
+            return lambda: _numpy_ce(x, y, rows, grad)
+        return lambda: _numpy_bce(x, y, grad)
+
+    return factory
+
+
+# --------------------------------------------------------------------------
+# PyTorch eager
+
+
+def import_torch():
+    try:
+        import torch
+    except ImportError as exc:  # also: a broken install
+        raise PeerUnavailable(f"torch is not importable ({exc})") from None
+    return torch
+
+
+def _torch(grad: bool):
+    def factory(w: Workload, d: dict, threads: int) -> Fn:
+        torch = import_torch()
+        F = torch.nn.functional
+        torch.set_num_threads(threads)  # pinned to numba's thread count
+        x = torch.from_numpy(d["x"])  # shares the NumPy buffer: no copy timed
+        y = torch.from_numpy(d["y"])
+        f = (
+            F.cross_entropy
+            if w.op.startswith("ce")
+            else (F.binary_cross_entropy_with_logits)
+        )
+        if not grad:
+
+            def fwd():
+                return f(x, y)
+
+            return fwd
+        x = x.detach().requires_grad_(True)
+
+        def fwd_bwd():
+            x.grad = None  # what optimizer.zero_grad() does: a fresh grad each step
+            loss = f(x, y)
+            loss.backward()
+            return loss, x.grad
+
+        return fwd_bwd
+
+    return factory
+
+
+def _torch_compile(grad: bool):
+    def factory(w: Workload, d: dict, threads: int) -> Fn:
+        torch = import_torch()
+        F = torch.nn.functional
+        torch.set_num_threads(threads)
+        # a fresh compile per workload: past 8 shapes dynamo would silently
+        # fall back to eager and the column would time eager PyTorch
+        torch._dynamo.reset()
+        f = (
+            F.cross_entropy
+            if w.op.startswith("ce")
+            else F.binary_cross_entropy_with_logits
+        )
+        cf = torch.compile(lambda x, y: f(x, y), dynamic=False)
+        x = torch.from_numpy(d["x"])
+        y = torch.from_numpy(d["y"])
+        if not grad:
+            return lambda: cf(x, y)
+        x = x.detach().requires_grad_(True)
+
+        def fwd_bwd():
+            x.grad = None
+            loss = cf(x, y)
+            loss.backward()
+            return loss, x.grad
+
+        return fwd_bwd
+
+    return factory
+
+
+# --------------------------------------------------------------------------
+# scikit-learn's Cython loss (HalfMultinomialLoss / HalfBinomialLoss)
+
+
+def _sklearn(w: Workload, d: dict, threads: int) -> Fn:
+    try:
+        from sklearn._loss.loss import HalfBinomialLoss, HalfMultinomialLoss
+    except ImportError as exc:
+        raise PeerUnavailable(f"scikit-learn is not importable ({exc})") from None
+    x, y = d["x"], d["y"]
+    if w.op == "ce":
+        loss = HalfMultinomialLoss(n_classes=w.c)
+        raw = x
+        # its Cython signature wants y_true in raw_prediction's dtype
+        y_true = y.astype(x.dtype)
+        loss_out = np.empty(w.n, dtype=x.dtype)
+    else:
+        # binary loss on 1-D arrays: every (sample, class) is one prediction
+        loss = HalfBinomialLoss()
+        raw = x.reshape(-1)
+        y_true = y.reshape(-1)
+        loss_out = np.empty(raw.size, dtype=x.dtype)
+    grad_out = np.empty_like(raw)
+
+    def run():
+        per_sample, g = loss.loss_gradient(
+            y_true=y_true,
+            raw_prediction=raw,
+            loss_out=loss_out,
+            gradient_out=grad_out,
+            n_threads=threads,
+        )
+        return per_sample.mean(), g
+
+    return run
+
+
+# --------------------------------------------------------------------------
+# JAX (jit), when installed
+
+
+def _jax(grad: bool):
+    def factory(w: Workload, d: dict, threads: int) -> Fn:
+        try:
+            import jax
+            import jax.numpy as jnp
+        except ImportError as exc:
+            raise PeerUnavailable(f"jax is not importable ({exc})") from None
+        if w.dtype == "float64":
+            jax.config.update("jax_enable_x64", True)
+
+        if w.op.startswith("ce"):
+
+            def loss(x, y):
+                logp = jax.nn.log_softmax(x, axis=-1)
+                return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=-1))
+
+        else:
+
+            def loss(x, t):
+                return jnp.mean(
+                    jnp.maximum(x, 0) - x * t + jnp.log1p(jnp.exp(-jnp.abs(x)))
+                )
+
+        f = jax.jit(jax.value_and_grad(loss) if grad else loss)
+        x, y = jnp.asarray(d["x"]), jnp.asarray(d["y"])
+        if x.dtype != d["x"].dtype:
+            raise PeerUnavailable(f"jax computes {d['x'].dtype} as {x.dtype}")
+        return lambda: jax.block_until_ready(f(x, y))
+
+    return factory
+
+
+# --------------------------------------------------------------------------
+
+_GRAD = ("ce", "bce")
+_FWD = ("ce_fwd", "bce_fwd")
+_ALL = _GRAD + _FWD
+
+PEERS: dict[str, Peer] = {
+    p.id: p
+    for p in [
+        Peer(
+            "copyto", "np.copyto", "roofline",
+            "np.copyto(dst, logits) into a reused buffer: the same bytes a fused "
+            "pass moves (the roofline)",
+            _ALL, _copyto,
+        ),
+        Peer(
+            "numxent_out", "numxent out=", "numxent",
+            "numxent, return_grad=True, out= a reused gradient buffer",
+            _GRAD, _nx_out,
+        ),
+        Peer(
+            "numxent_alloc", "numxent alloc", "numxent",
+            "numxent, return_grad=True, gradient allocated by the call",
+            _GRAD, _nx_alloc,
+        ),
+        Peer(
+            "numxent_fwd", "numxent fwd", "numxent",
+            "numxent, return_grad=False (loss only)",
+            _FWD, _nx_fwd,
+        ),
+        Peer(
+            "numpy_ref", "NumPy", "numpy",
+            "straightforward NumPy: max-shifted exp, sum, log, gradient "
+            "(allocates its temporaries)",
+            _GRAD, _numpy(grad=True),
+        ),
+        Peer(
+            "numpy_ref_fwd", "NumPy fwd", "numpy",
+            "straightforward NumPy loss only",
+            _FWD, _numpy(grad=False),
+        ),
+        Peer(
+            "torch_fwd_bwd", "PyTorch", "torch",
+            "PyTorch eager: F.cross_entropy / F.binary_cross_entropy_with_logits "
+            "on a requires_grad tensor, then .backward() (grad reset to None)",
+            _GRAD, _torch(grad=True),
+        ),
+        Peer(
+            "torch_fwd", "PyTorch fwd", "torch",
+            "PyTorch eager forward only, tensor without requires_grad",
+            _FWD, _torch(grad=False),
+        ),
+        Peer(
+            "torch_thp_fwd_bwd", "PyTorch THP", "torch_thp",
+            "PyTorch eager forward+backward with THP_MEM_ALLOC_ENABLE=1 (its "
+            "allocator asks for transparent huge pages), timed in a subprocess",
+            _GRAD, _torch(grad=True), where="thp",
+        ),
+        Peer(
+            "torch_thp_fwd", "PyTorch THP fwd", "torch_thp",
+            "PyTorch eager forward only with THP_MEM_ALLOC_ENABLE=1, in a "
+            "subprocess",
+            _FWD, _torch(grad=False), where="thp",
+        ),
+        Peer(
+            "torch_compile", "torch.compile", "torch_compile",
+            "torch.compile(F.cross_entropy / F.binary_cross_entropy_with_logits, "
+            "dynamic=False) forward, then .backward(); compiled in the warm-up "
+            "(not timed); not in --quick or the pytest suite unless named",
+            _GRAD, _torch_compile(grad=True), slow_setup=True,
+        ),
+        Peer(
+            "torch_compile_fwd", "torch.compile fwd", "torch_compile",
+            "torch.compile forward only, tensor without requires_grad",
+            _FWD, _torch_compile(grad=False), slow_setup=True,
+        ),
+        Peer(
+            "sklearn", "scikit-learn", "sklearn",
+            "scikit-learn HalfMultinomialLoss(n_classes=C).loss_gradient (bce: "
+            "HalfBinomialLoss on the flattened arrays) with loss_out/gradient_out "
+            "reused, n_threads pinned, plus the mean of the per-sample loss; its "
+            "gradient is per sample (not divided by N)",
+            _GRAD, _sklearn,
+        ),
+        Peer(
+            "jax_jit", "JAX jit", "jax",
+            "jax.jit(jax.value_and_grad(loss)), block_until_ready (XLA's thread "
+            "count is not pinned)",
+            _GRAD, _jax(grad=True),
+        ),
+        Peer(
+            "jax_jit_fwd", "JAX jit fwd", "jax",
+            "jax.jit(loss), block_until_ready",
+            _FWD, _jax(grad=False),
+        ),
+    ]
+}  # fmt: skip
+
+#: The numxent peer each op's "× numxent" ratios divide by.
+REFERENCE = {
+    "ce": "numxent_out",
+    "bce": "numxent_out",
+    "ce_fwd": "numxent_fwd",
+    "bce_fwd": "numxent_fwd",
+}
+
+
+def peers_for(op: str, where: str | None = None) -> list[Peer]:
+    """The peers that apply to ``op`` (optionally only those timed ``where``)."""
+    return [
+        p for p in PEERS.values() if op in p.ops and (where is None or p.where == where)
+    ]
+
+
+def make_peer(peer_id: str, w: Workload, data: dict, threads: int) -> Fn:
+    """The callable for one peer on one workload (raises PeerUnavailable)."""
+    peer = PEERS[peer_id]
+    if w.op not in peer.ops:
+        raise PeerUnavailable(f"{peer_id} does not run op {w.op!r}")
+    return peer.factory(w, data, threads)

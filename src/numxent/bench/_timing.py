@@ -1,0 +1,156 @@
+"""Timing: warm up, calibrate, then take ``repeat`` samples per peer.
+
+Every peer is called untimed first (Numba and torch.compile compile there,
+pages get touched, its thread pool wakes), then timed with
+``time.perf_counter`` over ``number`` back-to-back calls, ``number`` chosen
+so one sample lasts at least ``min_time``. A peer stops taking samples once
+it has spent ``budget`` seconds (it always keeps at least one).
+
+Two orders, both in one process:
+
+``block`` (default)
+    each peer's warm-up and samples back to back (A A A, B B B, ...). The
+    peers bring their own thread pools (Numba's TBB or OpenMP, PyTorch's and
+    scikit-learn's OpenMP): an OpenMP pool spins for milliseconds after each
+    parallel region, and on a 2-core machine that steals the next peer's
+    cores. In block order only the untimed warm-up meets the previous peer's
+    spinning threads.
+``interleaved``
+    round-robin (A B C, A B C, ...), so that a drift in machine load hits
+    every peer alike; each sample then starts after another library's call
+    and can pay for its pool's spinning.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import statistics
+import time
+from collections.abc import Callable
+
+__all__ = ["measure", "summarise"]
+
+
+def _time_calls(fn: Callable[[], object], number: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(number):
+        fn()
+    return (time.perf_counter() - t0) / number
+
+
+def _calibrate(fn: Callable[[], object], t_one: float, min_time: float) -> int:
+    """Calls per sample so one sample lasts at least ``min_time`` (like timeit)."""
+    if t_one >= min_time:
+        return 1
+    number = max(1, math.ceil(min_time / max(t_one, 1e-9) / 4))
+    while number < 10**7:
+        t = _time_calls(fn, number) * number
+        if t >= min_time / 2:
+            return max(1, math.ceil(number * min_time / t))
+        number *= 4
+    return number
+
+
+def summarise(samples: list[float], number: int) -> dict:
+    """min / median / mean seconds per call of a peer's samples.
+
+    >>> summarise([3.0, 1.0, 2.0], 4)["median"]
+    2.0
+    """
+    return {
+        "min": min(samples),
+        "median": statistics.median(samples),
+        "mean": statistics.fmean(samples),
+        "samples": len(samples),
+        "number": number,
+    }
+
+
+def measure(
+    fns: dict[str, Callable[[], object]],
+    repeat: int = 5,
+    min_time: float = 0.01,
+    budget: float = 20.0,
+    on_step: Callable[[str, float], None] | None = None,
+    order: str = "block",
+    settle: float = 0.02,
+) -> tuple[dict[str, dict], dict[str, str]]:
+    """Time each callable; returns ``(stats by peer, errors by peer)``.
+
+    A peer that raises is dropped from the timings and reported in ``errors``
+    (the message), never aborting the others. ``on_step(message, advance)``
+    reports progress: ``repeat + 1`` units in all. ``settle`` seconds of sleep
+    before each peer's warm-up (and, interleaved, before each sample) let the
+    previous peer's spinning threads go idle.
+    """
+    if order not in ("block", "interleaved"):
+        raise ValueError(f"order must be 'block' or 'interleaved', not {order!r}")
+    names = list(fns)
+    numbers: dict[str, int] = {}
+    spent: dict[str, float] = {}
+    samples: dict[str, list[float]] = {}
+    errors: dict[str, str] = {}
+    unit = 1 / max(len(names), 1)
+
+    def warm_up(name: str) -> bool:
+        fn = fns[name]
+        time.sleep(settle)
+        try:
+            fn()  # compilation and first touch stay outside the timings
+            t = _time_calls(fn, 1)
+            if t < min_time:  # cheap: a second look, in case the first stalled
+                t = min(t, _time_calls(fn, 1))
+        except Exception as exc:  # a peer's failure is a result, not a crash
+            errors[name] = f"{type(exc).__name__}: {exc}"
+            return False
+        numbers[name] = _calibrate(fn, t, min_time)
+        spent[name] = 3 * t
+        samples[name] = []
+        return True
+
+    def sample(name: str) -> None:
+        if name not in samples or (samples[name] and spent[name] > budget):
+            return
+        try:
+            t = _time_calls(fns[name], numbers[name])
+        except Exception as exc:
+            errors[name] = f"{type(exc).__name__}: {exc}"
+            del samples[name]
+            return
+        samples[name].append(t)
+        spent[name] += t * numbers[name]
+
+    gc_was_enabled = gc.isenabled()
+    try:
+        if order == "block":
+            for name in names:
+                gc.enable()
+                ok = warm_up(name)
+                gc.collect()  # outside the timed calls: the previous garbage
+                gc.disable()
+                if on_step:
+                    on_step(f"{name} warm-up" + ("" if ok else " failed"), unit)
+                for r in range(repeat):
+                    sample(name)
+                    if on_step:
+                        on_step(f"{name} {r + 1}/{repeat}", unit)
+        else:
+            for name in names:
+                ok = warm_up(name)
+                if on_step:
+                    on_step(f"{name} warm-up" + ("" if ok else " failed"), unit)
+            gc.disable()
+            for r in range(repeat):
+                for name in names:
+                    time.sleep(settle)
+                    sample(name)
+                gc.collect()
+                if on_step:
+                    on_step(f"round {r + 1}/{repeat}", 1.0)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+    stats = {name: summarise(s, numbers[name]) for name, s in samples.items() if s}
+    return stats, errors

@@ -270,6 +270,26 @@ ROWS_PER_TASK = 16
 # --------------------------------------------------------------------------
 
 
+@njit(**_JIT)
+def scan_hard_labels(y, n_classes, ignore_index, w, sw):
+    """(flat index of the first label outside [0, C) that is not ignored, or
+    -1; the "mean" denominator sum_i sw_i w[y_i] over kept rows).
+
+    One serial pass in index order, so the denominator's rounding is fixed.
+    The caller raises on a bad label; nothing here reads w out of bounds.
+    """
+    denom = 0.0
+    has_sw = sw.shape[0] > 0
+    for i in range(y.shape[0]):
+        yi = y[i]
+        if yi == ignore_index:
+            continue
+        if yi < 0 or yi >= n_classes:
+            return i, 0.0
+        denom += w[yi] * sw[i] if has_sw else w[yi]
+    return -1, denom
+
+
 @njit(inline="always")
 def _ce_hard_row_exact(
     x, y, w, w_total, sw, eps, gscale, loss_rows, grad, want_grad, i

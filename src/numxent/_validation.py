@@ -150,15 +150,19 @@ def check_out(
 # Ignored rows are marked with this value in the int64 labels the kernels
 # read; it can never be a valid class index.
 IGNORED_LABEL = np.iinfo(np.int64).min
+_INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
 
 
-def check_hard_labels(
+def hard_labels(
     target: np.ndarray, n_classes: int, ignore_index: int, lead_shape: tuple
-) -> np.ndarray:
-    """Flat int64 labels checked against [0, n_classes), ignored rows marked.
+) -> tuple[np.ndarray, int]:
+    """Flat int64 labels for the kernels and the ignore value they compare to.
 
-    ``ignore_index`` is compared with the labels in their own dtype, so any
-    Python integer works (255 for uint8 masks, 2**64 - 1 for uint64).
+    Range checks happen in the kernels' label scan (``scan_hard_labels``),
+    except where int64 cannot hold the labels or ``ignore_index`` (uint64
+    labels, an ignore_index beyond int64): there the labels are compared with
+    ``ignore_index`` in their own dtype here, checked, and ignored rows are
+    marked with ``IGNORED_LABEL``.
     """
     if target.shape != lead_shape:
         raise ValueError(
@@ -166,16 +170,21 @@ def check_hard_labels(
             f"{lead_shape} (logits.shape[:-1]), got {target.shape}"
         )
     flat = target.reshape(-1)
+    fits = _INT64_MIN <= ignore_index <= _INT64_MAX and not (
+        flat.dtype.kind == "u" and flat.dtype.itemsize == 8
+    )
+    if fits:
+        return readonly(np.ascontiguousarray(flat, dtype=np.int64)), ignore_index
     ignored = flat == ignore_index  # NumPy compares out-of-range ints exactly
     valid = (flat >= 0) & (flat < n_classes)
     bad = ~(valid | ignored)
     if np.any(bad):
-        _raise_bad_label(flat, np.flatnonzero(bad)[0], n_classes, lead_shape)
+        raise_bad_label(flat, np.flatnonzero(bad)[0], n_classes, lead_shape)
     y = np.where(ignored, IGNORED_LABEL, flat.astype(np.int64, copy=False))
-    return readonly(np.ascontiguousarray(y, dtype=np.int64))
+    return readonly(np.ascontiguousarray(y, dtype=np.int64)), IGNORED_LABEL
 
 
-def _raise_bad_label(flat, pos: int, n_classes: int, lead_shape: tuple):
+def raise_bad_label(flat, pos: int, n_classes: int, lead_shape: tuple):
     where = np.unravel_index(pos, lead_shape) if lead_shape else ()
     where = tuple(int(p) for p in where)
     loc = f"position {where}" if len(where) != 1 else f"position {where[0]}"

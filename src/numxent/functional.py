@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 
@@ -20,6 +21,12 @@ __all__ = [
 ]
 
 _EMPTY_F64 = V.readonly(np.zeros(0, dtype=np.float64))
+
+
+@functools.lru_cache(maxsize=64)
+def _unit_weights(n_classes: int) -> np.ndarray:
+    """Read-only ones(C): the class weights when none are given."""
+    return V.readonly(np.ones(n_classes))
 
 
 def _detach_from_out(a: np.ndarray, out: np.ndarray | None) -> np.ndarray:
@@ -147,19 +154,21 @@ def cross_entropy(
     n_rows = math.prod(lead)
     out = V.check_out(out, x.shape, dtype, return_grad)
 
-    w = V.check_nonneg_weights(
-        np.ones(n_classes) if weight is None else weight, "weight", (n_classes,)
-    )
+    if weight is None:
+        w = _unit_weights(n_classes)
+    else:
+        w = V.check_nonneg_weights(weight, "weight", (n_classes,))
     sw = None
     if sample_weight is not None:
         sw = V.check_nonneg_weights(sample_weight, "sample_weight", lead).reshape(-1)
 
     if hard:
-        y = V.check_hard_labels(t, n_classes, ignore, lead)
-        if red == "mean":
-            kept = y != V.IGNORED_LABEL
-            rows_w = w[y[kept]] if sw is None else w[y[kept]] * sw[kept]
-            denom = float(np.sum(rows_w))
+        y, ignore_k = V.hard_labels(t, n_classes, ignore, lead)
+        w = V.as_compute(w, np.float64)
+        sw_k = _EMPTY_F64 if sw is None else V.as_compute(sw, np.float64)
+        first_bad, denom = K.scan_hard_labels(y, n_classes, ignore_k, w, sw_k)
+        if first_bad >= 0:
+            V.raise_bad_label(t.reshape(-1), first_bad, n_classes, lead)
     else:
         if ignore >= 0:
             raise ValueError(
@@ -196,18 +205,7 @@ def cross_entropy(
     gscale = 1.0 / denom if red == "mean" else 1.0
     n_el = n_rows * n_classes
     if hard:
-        args = (
-            xk,
-            y,
-            w,
-            float(np.sum(w)),
-            sw,
-            V.IGNORED_LABEL,
-            eps,
-            gscale,
-            per_row,
-            kgrad2,
-        )
+        args = (xk, y, w, float(np.sum(w)), sw, ignore_k, eps, gscale, per_row, kgrad2)
         launch(K.ce_hard_par, K.ce_hard_ser, n_el, *args)
     else:
         args = (xk, tc, w, sw, eps, gscale, per_row, kgrad2)

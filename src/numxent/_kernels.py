@@ -263,6 +263,35 @@ def _shifted_dot(w, xr, m):
 
 # Rows per parallel task: each task allocates its scratch rows once.
 ROWS_PER_TASK = 16
+# Rows of at most this many classes are processed a tile at a time (below).
+NARROW_CLASSES = 32
+# Elements per tile of narrow rows.
+NARROW_TILE = 4096
+
+
+@njit(inline="always")
+def _rows_per_task(n_classes):
+    if n_classes <= NARROW_CLASSES:
+        return max(NARROW_TILE // n_classes, 1)
+    return ROWS_PER_TASK
+
+
+@njit(inline="always")
+def _n_tasks(n_rows, n_classes):
+    per_task = _rows_per_task(n_classes)
+    return (n_rows + per_task - 1) // per_task
+
+
+def exp_nonpos(d):
+    """exp(d) for d <= 0, in d's float type (the exp_shifted element)."""
+    raise NotImplementedError("numba-only")
+
+
+@overload(exp_nonpos)
+def _exp_nonpos_impl(d):
+    if d == types.float32:
+        return lambda d: _exp_f32(d)
+    return lambda d: _exp_f64(d)
 
 
 # --------------------------------------------------------------------------
@@ -329,34 +358,12 @@ def _ce_hard_row_exact(
 
 
 @njit(inline="always")
-def _ce_hard_row(
-    x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, grad, er, fix, i
-):
-    # er: the gradient row, or a scratch row for forward-only calls (chosen by
-    # the caller: a conditional array here costs ~20 ns a row in refcounts).
-    n_classes = x.shape[1]
-    want_grad = grad.shape[0] > 0
-    yi = y[i]
-    if yi == ignore_index:
-        # Padding rows may hold garbage: neither read nor propagated.
-        loss_rows[i] = 0.0
-        if want_grad:
-            for k in range(n_classes):
-                grad[i, k] = 0.0
-        return
-    xr = x[i]
-    m, finite = row_max(xr)
-    if not finite:
-        _ce_hard_row_exact(x, y, w, w_total, sw, eps, gscale, loss_rows, grad,
-                           want_grad, i)  # fmt: skip
-        return
+def _ce_hard_finish(w, w_total, sw, eps, gscale, loss_rows, want_grad, er, s, d_y,
+                    wd, yi, i):  # fmt: skip
+    # Loss and gradient of row i from s = sum_k e_k, with e_k parked in er.
+    n_classes = er.shape[0]
     s_w = sw[i] if sw.shape[0] > 0 else 1.0
-    # Everything that reads the logits happens before exp_shifted, which may
-    # write into them (out=logits).
-    d_y = np.float64(xr[yi]) - np.float64(m)
     smooth = eps > 0.0
-    wd = _shifted_dot(w, xr, np.float64(m)) if smooth else 0.0
-    s = exp_shifted(xr, m, er, fix)
     log_s = math.log(s)
     w_y = w[yi]
     loss = (1.0 - eps) * w_y * (log_s - d_y)
@@ -378,31 +385,126 @@ def _ce_hard_row(
 
 
 @njit(inline="always")
-def _ce_hard_task(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, grad, b):
-    n_rows, n_classes = x.shape
-    rows = range(b * ROWS_PER_TASK, min(n_rows, (b + 1) * ROWS_PER_TASK))
+def _ce_hard_row(
+    x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, grad, er, fix, i
+):
+    # er: the gradient row, or a scratch row for forward-only calls (chosen by
+    # the caller: a conditional array here costs ~20 ns a row in refcounts).
+    want_grad = grad.shape[0] > 0
+    yi = y[i]
+    if yi == ignore_index:
+        # Padding rows may hold garbage: neither read nor propagated.
+        loss_rows[i] = 0.0
+        if want_grad:
+            er[:] = 0.0
+        return
+    xr = x[i]
+    m, finite = row_max(xr)
+    if not finite:
+        _ce_hard_row_exact(x, y, w, w_total, sw, eps, gscale, loss_rows, grad,
+                           want_grad, i)  # fmt: skip
+        return
+    # Everything that reads the logits happens before exp_shifted, which may
+    # write into them (out=logits).
+    d_y = np.float64(xr[yi]) - np.float64(m)
+    wd = _shifted_dot(w, xr, np.float64(m)) if eps > 0.0 else 0.0
+    s = exp_shifted(xr, m, er, fix)
+    _ce_hard_finish(w, w_total, sw, eps, gscale, loss_rows, want_grad, er, s, d_y,
+                    wd, yi, i)  # fmt: skip
+
+
+@njit(inline="always")
+def _ce_hard_rows(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, grad,
+                  r0, r1):  # fmt: skip
     fix = fixed_point_scale(x.shape[1])
     if grad.shape[0] > 0:
-        for i in rows:
+        for i in range(r0, r1):
             _ce_hard_row(x, y, w, w_total, sw, ignore_index, eps, gscale,
                          loss_rows, grad, grad[i], fix, i)  # fmt: skip
     else:
-        scratch = np.empty(n_classes, x.dtype)
-        for i in rows:
+        scratch = np.empty(x.shape[1], x.dtype)
+        for i in range(r0, r1):
             _ce_hard_row(x, y, w, w_total, sw, ignore_index, eps, gscale,
                          loss_rows, grad, scratch, fix, i)  # fmt: skip
 
 
+@njit(inline="always")
+def _ce_hard_tile(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, grad,
+                  r0, r1):  # fmt: skip
+    # Narrow rows (few classes): a row-at-a-time exp loop is mostly scalar
+    # remainder, so the tile's rows are shifted into one flat array and
+    # exponentiated in a single vector loop. Row sums are then plain
+    # in-order float64 sums (short rows need no fixed point).
+    n_classes = x.shape[1]
+    n = r1 - r0
+    want_grad = grad.shape[0] > 0
+    for i in range(r0, r1):
+        if y[i] != ignore_index and not row_max(x[i])[1]:
+            # NaN/inf rows need the exact path, which must read the logits
+            # before anything is written (out=logits): do the tile row-wise.
+            _ce_hard_rows(x, y, w, w_total, sw, ignore_index, eps, gscale,
+                          loss_rows, grad, r0, r1)  # fmt: skip
+            return
+    d = np.empty(n * n_classes, x.dtype)
+    d_ys = np.empty(n, np.float64)
+    wds = np.zeros(n, np.float64)
+    for r in range(n):
+        i = r0 + r
+        o = r * n_classes
+        if y[i] == ignore_index:
+            d[o : o + n_classes] = 0.0
+            continue
+        xr = x[i]
+        m = row_max(xr)[0]
+        d_ys[r] = np.float64(xr[y[i]]) - np.float64(m)
+        if eps > 0.0:
+            wds[r] = _shifted_dot(w, xr, np.float64(m))
+        for k in range(n_classes):
+            d[o + k] = xr[k] - m
+    if want_grad:
+        e = grad[r0:r1].reshape(n * n_classes)
+    else:
+        e = np.empty(n * n_classes, x.dtype)
+    for j in range(n * n_classes):
+        e[j] = exp_nonpos(d[j])
+    for r in range(n):
+        i = r0 + r
+        er = e[r * n_classes : (r + 1) * n_classes]
+        if y[i] == ignore_index:
+            loss_rows[i] = 0.0
+            er[:] = 0.0
+            continue
+        s = 0.0
+        for k in range(n_classes):
+            s += er[k]
+        _ce_hard_finish(w, w_total, sw, eps, gscale, loss_rows, want_grad, er, s,
+                        d_ys[r], wds[r], y[i], i)  # fmt: skip
+
+
+@njit(inline="always")
+def _ce_hard_task(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, grad, b):
+    n_rows, n_classes = x.shape
+    per_task = _rows_per_task(n_classes)
+    r0 = b * per_task
+    r1 = min(n_rows, r0 + per_task)
+    if n_classes <= NARROW_CLASSES:
+        _ce_hard_tile(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows,
+                      grad, r0, r1)  # fmt: skip
+    else:
+        _ce_hard_rows(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows,
+                      grad, r0, r1)  # fmt: skip
+
+
 @njit(parallel=True, **_JIT)
 def ce_hard_par(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, grad):
-    for b in prange((x.shape[0] + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
+    for b in prange(_n_tasks(x.shape[0], x.shape[1])):
         _ce_hard_task(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows,
                       grad, b)  # fmt: skip
 
 
 @njit(**_JIT)
 def ce_hard_ser(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, grad):
-    for b in range((x.shape[0] + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
+    for b in range(_n_tasks(x.shape[0], x.shape[1])):
         _ce_hard_task(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows,
                       grad, b)  # fmt: skip
 

@@ -133,9 +133,22 @@ _F64_P = tuple(1.0 / math.factorial(j) for j in range(14))
 _REMAINDER_SCALE = 2.0**40
 
 
-def row_max(xr):
-    """(max of xr, whether the row is finite)."""
+def row_max(xi, i):
+    """(max of row i, whether the row is finite); xi = int_view(logits)."""
     raise NotImplementedError("numba-only")
+
+
+def int_view(x):
+    """The logits' bits as int32 / int64 (made once per task, not per row:
+    a per-row ``view`` costs more than a 100-class row's max)."""
+    raise NotImplementedError("numba-only")
+
+
+@overload(int_view)
+def _int_view_impl(x):
+    if x.dtype == types.float32:
+        return lambda x: x.view(np.int32)
+    return lambda x: x.view(np.int64)
 
 
 def exp_shifted(xr, m, er, fix):
@@ -147,12 +160,11 @@ def exp_shifted(xr, m, er, fix):
 
 
 def _make_row_max(itype, shift, abs_mask, inf_bits):
-    def impl(xr):
-        xi = xr.view(itype)
+    def impl(xi, i):
         key_max = itype(-1) << shift
         nan = itype(0)
-        for k in range(xr.shape[0]):
-            b = xi[k]
+        for k in range(xi.shape[1]):
+            b = xi[i, k]
             # (numba widens int32 arithmetic to int64: cast back)
             key = itype(b ^ ((b >> shift) & abs_mask))
             key_max = key if key > key_max else key_max
@@ -164,8 +176,8 @@ def _make_row_max(itype, shift, abs_mask, inf_bits):
 
 
 @overload(row_max)
-def _row_max_impl(xr):
-    if xr.dtype == types.float32:
+def _row_max_impl(xi, i):
+    if xi.dtype == types.int32:
         return _make_row_max(
             np.int32, np.int32(31), np.int32(0x7FFFFFFF), np.int32(0x7F800000)
         )
@@ -264,7 +276,7 @@ def _shifted_dot(w, xr, m):
 # Rows per parallel task: each task allocates its scratch rows once.
 ROWS_PER_TASK = 16
 # Rows of at most this many classes are processed a tile at a time (below).
-NARROW_CLASSES = 32
+NARROW_CLASSES = 64
 # Elements per tile of narrow rows.
 NARROW_TILE = 4096
 
@@ -358,10 +370,11 @@ def _ce_hard_row_exact(
 
 
 @njit(inline="always")
-def _ce_hard_finish(w, w_total, sw, eps, gscale, loss_rows, want_grad, er, s, d_y,
-                    wd, yi, i):  # fmt: skip
-    # Loss and gradient of row i from s = sum_k e_k, with e_k parked in er.
-    n_classes = er.shape[0]
+def _ce_hard_finish(w, w_total, sw, eps, gscale, loss_rows, want_grad, er, o, s,
+                    d_y, wd, yi, i):  # fmt: skip
+    # Loss and gradient of row i from s = sum_k e_k, with e_k parked in
+    # er[o : o + C] (offsets instead of a row view: narrow tiles are flat).
+    n_classes = w.shape[0]
     s_w = sw[i] if sw.shape[0] > 0 else 1.0
     smooth = eps > 0.0
     log_s = math.log(s)
@@ -377,16 +390,16 @@ def _ce_hard_finish(w, w_total, sw, eps, gscale, loss_rows, want_grad, er, s, d_
         if smooth:
             b = scale * eps / n_classes
             for k in range(n_classes):
-                er[k] = c * er[k] - b * w[k]
+                er[o + k] = c * er[o + k] - b * w[k]
         else:
             for k in range(n_classes):
-                er[k] = c * er[k]
-        er[yi] -= scale * (1.0 - eps) * w_y
+                er[o + k] = c * er[o + k]
+        er[o + yi] -= scale * (1.0 - eps) * w_y
 
 
 @njit(inline="always")
 def _ce_hard_row(
-    x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, grad, er, fix, i
+    x, xi, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, grad, er, fix, i
 ):
     # er: the gradient row, or a scratch row for forward-only calls (chosen by
     # the caller: a conditional array here costs ~20 ns a row in refcounts).
@@ -399,7 +412,7 @@ def _ce_hard_row(
             er[:] = 0.0
         return
     xr = x[i]
-    m, finite = row_max(xr)
+    m, finite = row_max(xi, i)
     if not finite:
         _ce_hard_row_exact(x, y, w, w_total, sw, eps, gscale, loss_rows, grad,
                            want_grad, i)  # fmt: skip
@@ -409,22 +422,23 @@ def _ce_hard_row(
     d_y = np.float64(xr[yi]) - np.float64(m)
     wd = _shifted_dot(w, xr, np.float64(m)) if eps > 0.0 else 0.0
     s = exp_shifted(xr, m, er, fix)
-    _ce_hard_finish(w, w_total, sw, eps, gscale, loss_rows, want_grad, er, s, d_y,
-                    wd, yi, i)  # fmt: skip
+    _ce_hard_finish(w, w_total, sw, eps, gscale, loss_rows, want_grad, er, 0, s,
+                    d_y, wd, yi, i)  # fmt: skip
 
 
 @njit(inline="always")
 def _ce_hard_rows(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, grad,
                   r0, r1):  # fmt: skip
     fix = fixed_point_scale(x.shape[1])
+    xi = int_view(x)
     if grad.shape[0] > 0:
         for i in range(r0, r1):
-            _ce_hard_row(x, y, w, w_total, sw, ignore_index, eps, gscale,
+            _ce_hard_row(x, xi, y, w, w_total, sw, ignore_index, eps, gscale,
                          loss_rows, grad, grad[i], fix, i)  # fmt: skip
     else:
         scratch = np.empty(x.shape[1], x.dtype)
         for i in range(r0, r1):
-            _ce_hard_row(x, y, w, w_total, sw, ignore_index, eps, gscale,
+            _ce_hard_row(x, xi, y, w, w_total, sw, ignore_index, eps, gscale,
                          loss_rows, grad, scratch, fix, i)  # fmt: skip
 
 
@@ -438,13 +452,17 @@ def _ce_hard_tile(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
     n_classes = x.shape[1]
     n = r1 - r0
     want_grad = grad.shape[0] > 0
-    for i in range(r0, r1):
-        if y[i] != ignore_index and not row_max(x[i])[1]:
+    ms = np.empty(n, x.dtype)
+    xi = int_view(x)
+    for r in range(n):
+        m, finite = row_max(xi, r0 + r)
+        if y[r0 + r] != ignore_index and not finite:
             # NaN/inf rows need the exact path, which must read the logits
             # before anything is written (out=logits): do the tile row-wise.
             _ce_hard_rows(x, y, w, w_total, sw, ignore_index, eps, gscale,
                           loss_rows, grad, r0, r1)  # fmt: skip
             return
+        ms[r] = m
     d = np.empty(n * n_classes, x.dtype)
     d_ys = np.empty(n, np.float64)
     wds = np.zeros(n, np.float64)
@@ -452,15 +470,15 @@ def _ce_hard_tile(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
         i = r0 + r
         o = r * n_classes
         if y[i] == ignore_index:
-            d[o : o + n_classes] = 0.0
+            for k in range(n_classes):
+                d[o + k] = 0.0
             continue
-        xr = x[i]
-        m = row_max(xr)[0]
-        d_ys[r] = np.float64(xr[y[i]]) - np.float64(m)
+        m = ms[r]
+        d_ys[r] = np.float64(x[i, y[i]]) - np.float64(m)
         if eps > 0.0:
-            wds[r] = _shifted_dot(w, xr, np.float64(m))
+            wds[r] = _shifted_dot(w, x[i], np.float64(m))
         for k in range(n_classes):
-            d[o + k] = xr[k] - m
+            d[o + k] = x[i, k] - m
     if want_grad:
         e = grad[r0:r1].reshape(n * n_classes)
     else:
@@ -469,15 +487,16 @@ def _ce_hard_tile(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
         e[j] = exp_nonpos(d[j])
     for r in range(n):
         i = r0 + r
-        er = e[r * n_classes : (r + 1) * n_classes]
+        o = r * n_classes
         if y[i] == ignore_index:
             loss_rows[i] = 0.0
-            er[:] = 0.0
+            for k in range(n_classes):
+                e[o + k] = 0.0
             continue
         s = 0.0
         for k in range(n_classes):
-            s += er[k]
-        _ce_hard_finish(w, w_total, sw, eps, gscale, loss_rows, want_grad, er, s,
+            s += e[o + k]
+        _ce_hard_finish(w, w_total, sw, eps, gscale, loss_rows, want_grad, e, o, s,
                         d_ys[r], wds[r], y[i], i)  # fmt: skip
 
 
@@ -543,12 +562,12 @@ def _ce_soft_row_exact(x, t, w, sw, eps, gscale, loss_rows, grad, want_grad, i):
 
 
 @njit(inline="always")
-def _ce_soft_row(x, t, w, sw, eps, gscale, loss_rows, grad, er, fix, i):
+def _ce_soft_row(x, xi, t, w, sw, eps, gscale, loss_rows, grad, er, fix, i):
     n_classes = x.shape[1]
     want_grad = grad.shape[0] > 0
     xr = x[i]
     tr = t[i]
-    m, finite = row_max(xr)
+    m, finite = row_max(xi, i)
     if not finite:
         _ce_soft_row_exact(x, t, w, sw, eps, gscale, loss_rows, grad, want_grad, i)
         return
@@ -588,13 +607,14 @@ def _ce_soft_task(x, t, w, sw, eps, gscale, loss_rows, grad, b):
     n_rows, n_classes = x.shape
     rows = range(b * ROWS_PER_TASK, min(n_rows, (b + 1) * ROWS_PER_TASK))
     fix = fixed_point_scale(x.shape[1])
+    xi = int_view(x)
     if grad.shape[0] > 0:
         for i in rows:
-            _ce_soft_row(x, t, w, sw, eps, gscale, loss_rows, grad, grad[i], fix, i)
+            _ce_soft_row(x, xi, t, w, sw, eps, gscale, loss_rows, grad, grad[i], fix, i)
     else:
         scratch = np.empty(n_classes, x.dtype)
         for i in rows:
-            _ce_soft_row(x, t, w, sw, eps, gscale, loss_rows, grad, scratch, fix, i)
+            _ce_soft_row(x, xi, t, w, sw, eps, gscale, loss_rows, grad, scratch, fix, i)
 
 
 @njit(parallel=True, **_JIT)
@@ -772,9 +792,9 @@ def _softmax_row_exact(x, mode, lse, out, i):
 
 
 @njit(inline="always")
-def _softmax_row(x, mode, lse, out, er, fix, i):
+def _softmax_row(x, xi, mode, lse, out, er, fix, i):
     xr = x[i]
-    m, finite = row_max(xr)
+    m, finite = row_max(xi, i)
     if not finite:
         _softmax_row_exact(x, mode, lse, out, i)
         return
@@ -797,13 +817,14 @@ def _softmax_task(x, mode, lse, out, b):
     n_rows, n = x.shape
     rows = range(b * ROWS_PER_TASK, min(n_rows, (b + 1) * ROWS_PER_TASK))
     fix = fixed_point_scale(x.shape[1])
+    xi = int_view(x)
     if mode == MODE_SOFTMAX:
         for i in rows:
-            _softmax_row(x, mode, lse, out, out[i], fix, i)
+            _softmax_row(x, xi, mode, lse, out, out[i], fix, i)
     else:
         scratch = np.empty(n, x.dtype)
         for i in rows:
-            _softmax_row(x, mode, lse, out, scratch, fix, i)
+            _softmax_row(x, xi, mode, lse, out, scratch, fix, i)
 
 
 @njit(parallel=True, **_JIT)

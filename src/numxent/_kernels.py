@@ -38,9 +38,13 @@ from numba.extending import intrinsic, overload
 # error_model="numpy": a float division is a plain fdiv (the default "python"
 # model adds a zero-divisor check whose branch keeps loops scalar).
 _JIT = {"fastmath": False, "error_model": "numpy", "cache": True, "nogil": True}
+# Helpers are ordinary compiled calls, not IR-inlined, except the per-row
+# functions (a call per short row costs ~50 ns): inlining every helper into
+# every kernel made the kernels' IR so large that a cold start took ~25 s.
+_HELPER = {"fastmath": False, "error_model": "numpy"}
 
 
-@njit(inline="always")
+@njit(**_HELPER)
 def _row_max(x, i):
     # NaNs are skipped here; they reach the result through exp(NaN) later.
     m = -np.inf
@@ -258,7 +262,7 @@ def _exp_shifted_impl(xr, m, er, fix):
     return _exp_shifted_f64
 
 
-@njit(inline="always")
+@njit(**_HELPER)
 def _shifted_dot(w, xr, m):
     """sum_k w_k (x_k - m) in float64, zero weights skipped (0 * -inf = 0)."""
     n = xr.shape[0]
@@ -331,7 +335,7 @@ def scan_hard_labels(y, n_classes, ignore_index, w, sw):
     return -1, denom
 
 
-@njit(inline="always")
+@njit(**_HELPER)
 def _ce_hard_row_exact(
     x, y, w, w_total, sw, eps, gscale, loss_rows, grad, want_grad, i
 ):
@@ -426,7 +430,7 @@ def _ce_hard_row(
                     d_y, wd, yi, i)  # fmt: skip
 
 
-@njit(inline="always")
+@njit(**_HELPER)
 def _ce_hard_rows(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, grad,
                   r0, r1):  # fmt: skip
     fix = fixed_point_scale(x.shape[1])
@@ -442,7 +446,7 @@ def _ce_hard_rows(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
                          loss_rows, grad, scratch, fix, i)  # fmt: skip
 
 
-@njit(inline="always")
+@njit(**_HELPER)
 def _ce_hard_tile(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, grad,
                   r0, r1):  # fmt: skip
     # Narrow rows (few classes): a row-at-a-time exp loop is mostly scalar
@@ -500,7 +504,7 @@ def _ce_hard_tile(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
                         d_ys[r], wds[r], y[i], i)  # fmt: skip
 
 
-@njit(inline="always")
+@njit(**_HELPER)
 def _ce_hard_task(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, grad, b):
     n_rows, n_classes = x.shape
     per_task = _rows_per_task(n_classes)
@@ -533,7 +537,7 @@ def ce_hard_ser(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, grad
 # --------------------------------------------------------------------------
 
 
-@njit(inline="always")
+@njit(**_HELPER)
 def _ce_soft_row_exact(x, t, w, sw, eps, gscale, loss_rows, grad, want_grad, i):
     n_classes = x.shape[1]
     s_w = sw[i] if sw.shape[0] > 0 else 1.0
@@ -602,7 +606,7 @@ def _ce_soft_row(x, xi, t, w, sw, eps, gscale, loss_rows, grad, er, fix, i):
             er[k] = c * er[k] - scale * (w[k] * ((1.0 - eps) * tr[k] + u))
 
 
-@njit(inline="always")
+@njit(**_HELPER)
 def _ce_soft_task(x, t, w, sw, eps, gscale, loss_rows, grad, b):
     n_rows, n_classes = x.shape
     rows = range(b * ROWS_PER_TASK, min(n_rows, (b + 1) * ROWS_PER_TASK))
@@ -664,7 +668,7 @@ def _log1p_unit(e):
     return _fma(2.0 * s, q, _LN2 if big else 0.0)
 
 
-@njit(inline="always")
+@njit(**_HELPER)
 def _bce_segment(x, t, fac, pwv, loss, grad, gscale):
     # One stretch of a row, all arrays contiguous and aligned from 0: x, t
     # and grad (the gradient or a scratch row) slices, fac (weight * sample
@@ -697,7 +701,7 @@ def _bce_segment(x, t, fac, pwv, loss, grad, gscale):
         grad[c] = g if xv == xv else xv
 
 
-@njit(inline="always")
+@njit(**_HELPER)
 def _bce_block(x, t, w, pw, sw, gscale, block_sums, elem_loss, grad, b):
     # x, t, grad, elem_loss are flat; w, pw, sw are (rows, cols) broadcast
     # views, gathered a row stretch at a time into contiguous scratch.
@@ -761,7 +765,7 @@ MODE_LOG_SOFTMAX = 1
 MODE_SOFTMAX = 2
 
 
-@njit(inline="always")
+@njit(**_HELPER)
 def _softmax_row_exact(x, mode, lse, out, i):
     n = x.shape[1]
     m = _row_max(x, i)
@@ -812,7 +816,7 @@ def _softmax_row(x, xi, mode, lse, out, er, fix, i):
             er[k] = er[k] * c
 
 
-@njit(inline="always")
+@njit(**_HELPER)
 def _softmax_task(x, mode, lse, out, b):
     n_rows, n = x.shape
     rows = range(b * ROWS_PER_TASK, min(n_rows, (b + 1) * ROWS_PER_TASK))

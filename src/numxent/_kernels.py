@@ -335,44 +335,6 @@ def scan_hard_labels(y, n_classes, ignore_index, w, sw):
     return -1, denom
 
 
-@njit(**_HELPER)
-def _ce_hard_row_exact(
-    x, y, w, w_total, sw, eps, gscale, loss_rows, grad, want_grad, i
-):
-    # Scalar float64 path for rows holding NaN or +inf, or all -inf: PyTorch's
-    # NaN/inf pattern falls out of plain libm arithmetic.
-    n_classes = x.shape[1]
-    yi = y[i]
-    s_w = sw[i] if sw.shape[0] > 0 else 1.0
-    m = _row_max(x, i)
-    d_y = x[i, yi] - m  # read before the gradient row may overwrite it (out=x)
-    smooth = eps > 0.0
-    s = 0.0
-    wd = 0.0
-    for k in range(n_classes):
-        d = x[i, k] - m
-        e = math.exp(d)
-        s += e
-        if smooth and w[k] != 0.0:  # xlogy: a zero weight never meets -inf
-            wd += w[k] * d
-        if want_grad:
-            grad[i, k] = e
-    log_s = math.log(s)
-    w_y = w[yi]
-    loss = (1.0 - eps) * w_y * (log_s - d_y)
-    if smooth:
-        loss += (eps / n_classes) * (w_total * log_s - wd)
-    loss_rows[i] = s_w * loss
-    if want_grad:
-        scale = s_w * gscale
-        big_a = (1.0 - eps) * w_y + (eps / n_classes) * w_total
-        c = scale * big_a / s
-        b = scale * eps / n_classes
-        for k in range(n_classes):
-            grad[i, k] = c * grad[i, k] - b * w[k]
-        grad[i, yi] -= scale * (1.0 - eps) * w_y
-
-
 @njit(inline="always")
 def _ce_hard_finish(w, w_total, sw, eps, gscale, loss_rows, want_grad, er, o, s,
                     d_y, wd, yi, i):  # fmt: skip
@@ -401,6 +363,29 @@ def _ce_hard_finish(w, w_total, sw, eps, gscale, loss_rows, want_grad, er, o, s,
         er[o + yi] -= scale * (1.0 - eps) * w_y
 
 
+@njit(**_HELPER)
+def _ce_hard_row_exact(x, y, w, w_total, sw, eps, gscale, loss_rows, want_grad, er,
+                       i):  # fmt: skip
+    # Scalar float64 path for rows holding NaN or +inf, or all -inf: PyTorch's
+    # NaN/inf pattern falls out of plain libm arithmetic.
+    yi = y[i]
+    m = _row_max(x, i)
+    d_y = x[i, yi] - m  # read before the gradient row may overwrite it (out=x)
+    smooth = eps > 0.0
+    s = 0.0
+    wd = 0.0
+    for k in range(x.shape[1]):
+        d = x[i, k] - m
+        e = math.exp(d)
+        s += e
+        if smooth and w[k] != 0.0:  # xlogy: a zero weight never meets -inf
+            wd += w[k] * d
+        if want_grad:
+            er[k] = e
+    _ce_hard_finish(w, w_total, sw, eps, gscale, loss_rows, want_grad, er, 0, s,
+                    d_y, wd, yi, i)  # fmt: skip
+
+
 @njit(inline="always")
 def _ce_hard_row(
     x, xi, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, grad, er, fix, i
@@ -418,8 +403,8 @@ def _ce_hard_row(
     xr = x[i]
     m, finite = row_max(xi, i)
     if not finite:
-        _ce_hard_row_exact(x, y, w, w_total, sw, eps, gscale, loss_rows, grad,
-                           want_grad, i)  # fmt: skip
+        _ce_hard_row_exact(x, y, w, w_total, sw, eps, gscale, loss_rows,
+                           want_grad, er, i)  # fmt: skip
         return
     # Everything that reads the logits happens before exp_shifted, which may
     # write into them (out=logits).

@@ -10,8 +10,10 @@ a row's values never depend on which variant or how many threads ran it, and
 no kernel sums across rows (the caller reduces the per-row values in a fixed
 order), so results are bitwise identical for any thread count.
 
-Arithmetic is float64 whatever the storage dtype: float32 logits are widened
-on load, and the gradient is rounded once on store.
+Precision: float32 rows are exponentiated in float32 (the vectorised exp
+below, <= 1 ulp); row sums, logs, losses and gradient scales are float64;
+float64 rows are float64 throughout. Rows holding NaN or +inf take a scalar
+float64 path (``*_exact``) whose NaN/inf pattern is PyTorch's.
 
 Row layout of the softmax cross-entropy kernels (a row stays in cache between
 the passes, so memory is read once and written once):

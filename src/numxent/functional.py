@@ -127,8 +127,10 @@ def cross_entropy(
 
     Notes
     -----
-    Arithmetic is float64 internally (float16 goes through float32 storage);
-    sums across samples are float64 in a fixed order, so the result is
+    float32 logits are exponentiated in float32 (within 1 ulp) with row sums,
+    logs and scales in float64; float64 logits are float64 throughout;
+    float16 is computed as float32. Sums across samples are float64 in a
+    fixed order, so the result is
     bitwise identical for any number of threads. Where PyTorch gives NaN,
     numxent gives the limit in two cases: ignored rows (0 whatever their
     logits) and a zero target weight meeting a ``-inf`` logit (``0 log 0 = 0``).

@@ -689,58 +689,92 @@ def _bce_segment(x, t, fac, pwv, loss, grad, gscale):
 
 
 @njit(**_HELPER)
-def _bce_block(x, t, w, pw, sw, gscale, block_sums, elem_loss, grad, b):
+def _ordered_sum(v, n):
+    """sum(v[:n]) in a fixed order, eight interleaved partial sums."""
+    a0 = 0.0
+    a1 = 0.0
+    a2 = 0.0
+    a3 = 0.0
+    a4 = 0.0
+    a5 = 0.0
+    a6 = 0.0
+    a7 = 0.0
+    n8 = n - n % 8
+    for c in range(0, n8, 8):
+        a0 += v[c]
+        a1 += v[c + 1]
+        a2 += v[c + 2]
+        a3 += v[c + 3]
+        a4 += v[c + 4]
+        a5 += v[c + 5]
+        a6 += v[c + 6]
+        a7 += v[c + 7]
+    for c in range(n8, n):
+        a0 += v[c]
+    return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
+
+
+@njit(**_HELPER)
+def _bce_block(x, t, w, pw, sw, fac_pat, pw_pat, gscale, block_sums, elem_loss,
+               grad, b):  # fmt: skip
     # x, t, grad, elem_loss are flat; w, pw, sw are (rows, cols) broadcast
-    # views, gathered a row stretch at a time into contiguous scratch.
+    # views. When the weights do not vary along rows (no weight, a (C,)
+    # pos_weight, ...), the caller passes their product periodically laid out
+    # (fac_pat, pw_pat, period = len - BCE_BLOCK) and the block is one
+    # vector loop; otherwise they are gathered a row stretch at a time.
     n_el = x.shape[0]
     n_cols = w.shape[1]
     start = b * BCE_BLOCK
     stop = min(start + BCE_BLOCK, n_el)
     want_grad = grad.shape[0] > 0
-    want_elems = elem_loss.shape[0] > 0
-    fac = np.empty(BCE_BLOCK, np.float64)
-    pwv = np.empty(BCE_BLOCK, np.float64)
     loss = np.empty(BCE_BLOCK, np.float64)
     gscratch = np.empty(0 if want_grad else BCE_BLOCK, x.dtype)
-    a0 = 0.0
-    a1 = 0.0
-    a2 = 0.0
-    a3 = 0.0
-    j = start
-    while j < stop:
-        r = j // n_cols
-        c0 = j - r * n_cols
-        n = min(stop - j, n_cols - c0)
-        for c in range(n):
-            fac[c] = w[r, c0 + c] * sw[r, c0 + c]
-            pwv[c] = pw[r, c0 + c]
-        g = grad[j : j + n] if want_grad else gscratch[:n]
-        _bce_segment(x[j : j + n], t[j : j + n], fac, pwv, loss, g, gscale)
-        n4 = n - n % 4
-        for c in range(0, n4, 4):
-            a0 += loss[c]
-            a1 += loss[c + 1]
-            a2 += loss[c + 2]
-            a3 += loss[c + 3]
-        for c in range(n4, n):
-            a0 += loss[c]
-        if want_elems:
+    g = grad if want_grad else gscratch
+    g0 = start if want_grad else 0
+    total = 0.0
+    if fac_pat.shape[0] > 0:
+        n = stop - start
+        phase = start % (fac_pat.shape[0] - BCE_BLOCK)
+        fac = fac_pat[phase : phase + n]
+        pwv = pw_pat[phase : phase + n]
+        _bce_segment(x[start:stop], t[start:stop], fac, pwv, loss, g[g0 : g0 + n],
+                     gscale)  # fmt: skip
+        total = _ordered_sum(loss, n)
+        if elem_loss.shape[0] > 0:
+            elem_loss[start:stop] = loss[:n]
+    else:
+        fac = np.empty(BCE_BLOCK, np.float64)
+        pwv = np.empty(BCE_BLOCK, np.float64)
+        j = start
+        while j < stop:
+            r = j // n_cols
+            c0 = j - r * n_cols
+            n = min(stop - j, n_cols - c0)
             for c in range(n):
-                elem_loss[j + c] = loss[c]
-        j += n
-    block_sums[b] = (a0 + a1) + (a2 + a3)
+                fac[c] = w[r, c0 + c] * sw[r, c0 + c]
+                pwv[c] = pw[r, c0 + c]
+            gj = g0 + j - start
+            _bce_segment(x[j : j + n], t[j : j + n], fac, pwv, loss,
+                         g[gj : gj + n], gscale)  # fmt: skip
+            total += _ordered_sum(loss, n)
+            if elem_loss.shape[0] > 0:
+                elem_loss[j : j + n] = loss[:n]
+            j += n
+    block_sums[b] = total
 
 
 @njit(parallel=True, **_JIT)
-def bce_par(x, t, w, pw, sw, gscale, block_sums, elem_loss, grad):
+def bce_par(x, t, w, pw, sw, fac_pat, pw_pat, gscale, block_sums, elem_loss, grad):
     for b in prange(block_sums.shape[0]):
-        _bce_block(x, t, w, pw, sw, gscale, block_sums, elem_loss, grad, b)
+        _bce_block(x, t, w, pw, sw, fac_pat, pw_pat, gscale, block_sums, elem_loss,
+                   grad, b)  # fmt: skip
 
 
 @njit(**_JIT)
-def bce_ser(x, t, w, pw, sw, gscale, block_sums, elem_loss, grad):
+def bce_ser(x, t, w, pw, sw, fac_pat, pw_pat, gscale, block_sums, elem_loss, grad):
     for b in range(block_sums.shape[0]):
-        _bce_block(x, t, w, pw, sw, gscale, block_sums, elem_loss, grad, b)
+        _bce_block(x, t, w, pw, sw, fac_pat, pw_pat, gscale, block_sums, elem_loss,
+                   grad, b)  # fmt: skip
 
 
 # --------------------------------------------------------------------------

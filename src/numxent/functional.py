@@ -325,7 +325,8 @@ def binary_cross_entropy_with_logits(
     elem = np.empty(n_el if red == "none" else 0, dtype=np.float64)
     block_sums = np.empty(-(-n_el // K.BCE_BLOCK), dtype=np.float64)
     gscale = 1.0 / denom if red == "mean" else 1.0
-    args = (xk, tk, w2, pw2, sw2, gscale, block_sums, elem, kgrad1)
+    fac_pat, pw_pat = _bce_weight_pattern(w2, pw2, sw2)
+    args = (xk, tk, w2, pw2, sw2, fac_pat, pw_pat, gscale, block_sums, elem, kgrad1)
     launch(K.bce_par, K.bce_ser, n_el, *args)
 
     if red == "none":
@@ -337,6 +338,31 @@ def binary_cross_entropy_with_logits(
     if kgrad is not grad:
         np.copyto(grad, kgrad, casting="same_kind")
     return loss, grad
+
+
+def _bce_weight_pattern(w2, pw2, sw2):
+    """weight * sample_weight and pos_weight laid out with period P, P + BLOCK
+    long, when they do not vary along rows (P = 1 if constant, else the row
+    length when it is at most BCE_BLOCK); empty arrays otherwise.
+
+    Lets each kernel block read its factors as one contiguous slice.
+    """
+    views = (w2, pw2, sw2)
+    n_rows, n_cols = w2.shape
+    if n_rows * n_cols == 0:
+        return _EMPTY_F64, _EMPTY_F64
+    if all(v.strides == (0, 0) for v in views):
+        period = 1
+    elif (n_rows == 1 or all(v.strides[0] == 0 for v in views)) and (
+        n_cols <= K.BCE_BLOCK
+    ):
+        period = n_cols
+    else:
+        return _EMPTY_F64, _EMPTY_F64
+    reps = -(-(period + K.BCE_BLOCK) // period)
+    fac = np.tile(w2[0, :period] * sw2[0, :period], reps)[: period + K.BCE_BLOCK]
+    pwp = np.tile(np.asarray(pw2[0, :period], dtype=np.float64), reps)
+    return V.readonly(fac), V.readonly(pwp[: period + K.BCE_BLOCK])
 
 
 def _rowwise(x, axis, mode: int):

@@ -732,13 +732,14 @@ def _ordered_sum(v, n):
 
 
 @njit(**_HELPER)
-def _bce_block(x, t, w, pw, sw, fac_pat, pw_pat, gscale, block_sums, elem_loss,
-               grad, b):  # fmt: skip
+def _bce_block(x, t, w, pw, sw, fac_pat, pw_pat, row_scale, gscale, block_sums,
+               elem_loss, grad, b):  # fmt: skip
     # x, t, grad, elem_loss are flat; w, pw, sw are (rows, cols) broadcast
     # views. When the weights do not vary along rows (no weight, a (C,)
-    # pos_weight, ...), the caller passes their product periodically laid out
+    # pos_weight, ...), the caller passes them periodically laid out
     # (fac_pat, pw_pat, period = len - BCE_BLOCK) and the block is one
-    # vector loop; otherwise they are gathered a row stretch at a time.
+    # vector loop; with a per-row sample weight (row_scale) a loop per row
+    # stretch; otherwise they are gathered a row stretch at a time.
     n_el = x.shape[0]
     n_cols = w.shape[1]
     start = b * BCE_BLOCK
@@ -749,7 +750,7 @@ def _bce_block(x, t, w, pw, sw, fac_pat, pw_pat, gscale, block_sums, elem_loss,
     g = grad if want_grad else gscratch
     g0 = start if want_grad else 0
     total = 0.0
-    if fac_pat.shape[0] > 0:
+    if fac_pat.shape[0] > 0 and row_scale.shape[0] == 0:
         n = stop - start
         phase = start % (fac_pat.shape[0] - BCE_BLOCK)
         fac = fac_pat[phase : phase + n]
@@ -767,9 +768,15 @@ def _bce_block(x, t, w, pw, sw, fac_pat, pw_pat, gscale, block_sums, elem_loss,
             r = j // n_cols
             c0 = j - r * n_cols
             n = min(stop - j, n_cols - c0)
-            for c in range(n):
-                fac[c] = w[r, c0 + c] * sw[r, c0 + c]
-                pwv[c] = pw[r, c0 + c]
+            if row_scale.shape[0] > 0:
+                scale_r = row_scale[r]
+                for c in range(n):
+                    fac[c] = fac_pat[c0 + c] * scale_r
+                    pwv[c] = pw_pat[c0 + c]
+            else:
+                for c in range(n):
+                    fac[c] = w[r, c0 + c] * sw[r, c0 + c]
+                    pwv[c] = pw[r, c0 + c]
             gj = g0 + j - start
             _bce_segment(x[j : j + n], t[j : j + n], fac, pwv, loss,
                          g[gj : gj + n], gscale)  # fmt: skip
@@ -781,17 +788,19 @@ def _bce_block(x, t, w, pw, sw, fac_pat, pw_pat, gscale, block_sums, elem_loss,
 
 
 @njit(parallel=True, **_JIT)
-def bce_par(x, t, w, pw, sw, fac_pat, pw_pat, gscale, block_sums, elem_loss, grad):
+def bce_par(x, t, w, pw, sw, fac_pat, pw_pat, row_scale, gscale, block_sums,
+            elem_loss, grad):  # fmt: skip
     for b in prange(block_sums.shape[0]):
-        _bce_block(x, t, w, pw, sw, fac_pat, pw_pat, gscale, block_sums, elem_loss,
-                   grad, b)  # fmt: skip
+        _bce_block(x, t, w, pw, sw, fac_pat, pw_pat, row_scale, gscale, block_sums,
+                   elem_loss, grad, b)  # fmt: skip
 
 
 @njit(**_JIT)
-def bce_ser(x, t, w, pw, sw, fac_pat, pw_pat, gscale, block_sums, elem_loss, grad):
+def bce_ser(x, t, w, pw, sw, fac_pat, pw_pat, row_scale, gscale, block_sums,
+            elem_loss, grad):  # fmt: skip
     for b in range(block_sums.shape[0]):
-        _bce_block(x, t, w, pw, sw, fac_pat, pw_pat, gscale, block_sums, elem_loss,
-                   grad, b)  # fmt: skip
+        _bce_block(x, t, w, pw, sw, fac_pat, pw_pat, row_scale, gscale, block_sums,
+                   elem_loss, grad, b)  # fmt: skip
 
 
 # --------------------------------------------------------------------------

@@ -325,8 +325,9 @@ def binary_cross_entropy_with_logits(
     elem = np.empty(n_el if red == "none" else 0, dtype=np.float64)
     block_sums = np.empty(-(-n_el // K.BCE_BLOCK), dtype=np.float64)
     gscale = 1.0 / denom if red == "mean" else 1.0
-    fac_pat, pw_pat = _bce_weight_pattern(w2, pw2, sw2)
-    args = (xk, tk, w2, pw2, sw2, fac_pat, pw_pat, gscale, block_sums, elem, kgrad1)
+    fac_pat, pw_pat, row_scale = _bce_weight_pattern(w2, pw2, sw2)
+    args = (xk, tk, w2, pw2, sw2, fac_pat, pw_pat, row_scale, gscale, block_sums,
+            elem, kgrad1)  # fmt: skip
     launch(K.bce_par, K.bce_ser, n_el, *args)
 
     if red == "none":
@@ -341,28 +342,36 @@ def binary_cross_entropy_with_logits(
 
 
 def _bce_weight_pattern(w2, pw2, sw2):
-    """weight * sample_weight and pos_weight laid out with period P, P + BLOCK
-    long, when they do not vary along rows (P = 1 if constant, else the row
-    length when it is at most BCE_BLOCK); empty arrays otherwise.
+    """Lay the BCE weights out so that kernel blocks read contiguous slices.
 
-    Lets each kernel block read its factors as one contiguous slice.
+    Returns ``(fac_pat, pw_pat, row_scale)``. When weight and pos_weight do
+    not vary along rows, ``fac_pat``/``pw_pat`` hold weight (times
+    sample_weight if that does not vary either) and pos_weight repeated with
+    period P (1 if constant, else the row length, at most BCE_BLOCK), P +
+    BCE_BLOCK long; ``row_scale`` is the per-row sample weight when only it
+    varies along rows. Empty arrays where the weights must be gathered.
     """
-    views = (w2, pw2, sw2)
     n_rows, n_cols = w2.shape
     if n_rows * n_cols == 0:
-        return _EMPTY_F64, _EMPTY_F64
-    if all(v.strides == (0, 0) for v in views):
+        return _EMPTY_F64, _EMPTY_F64, _EMPTY_F64
+    row_free = n_rows == 1 or (w2.strides[0] == 0 and pw2.strides[0] == 0)
+    sw_row_free = n_rows == 1 or sw2.strides[0] == 0
+    if w2.strides == pw2.strides == sw2.strides == (0, 0):
         period = 1
-    elif (n_rows == 1 or all(v.strides[0] == 0 for v in views)) and (
-        n_cols <= K.BCE_BLOCK
-    ):
+    elif row_free and n_cols <= K.BCE_BLOCK and (sw_row_free or sw2.strides[1] == 0):
         period = n_cols
     else:
-        return _EMPTY_F64, _EMPTY_F64
+        return _EMPTY_F64, _EMPTY_F64, _EMPTY_F64
     reps = -(-(period + K.BCE_BLOCK) // period)
-    fac = np.tile(w2[0, :period] * sw2[0, :period], reps)[: period + K.BCE_BLOCK]
+    fac = np.asarray(w2[0, :period], dtype=np.float64)
+    row_scale = _EMPTY_F64
+    if sw_row_free:
+        fac = fac * sw2[0, :period]
+    else:
+        row_scale = V.readonly(np.ascontiguousarray(sw2[:, 0]))
+    fac = np.tile(fac, reps)[: period + K.BCE_BLOCK]
     pwp = np.tile(np.asarray(pw2[0, :period], dtype=np.float64), reps)
-    return V.readonly(fac), V.readonly(pwp[: period + K.BCE_BLOCK])
+    return V.readonly(fac), V.readonly(pwp[: period + K.BCE_BLOCK]), row_scale
 
 
 def _rowwise(x, axis, mode: int):

@@ -1,7 +1,7 @@
 """Accuracy of the vectorisable exp behind the softmax kernels.
 
-``exp_shifted(x, m, e, fix)`` writes ``e_k = exp(x_k - m)`` and returns their
-sum. The reference is NumPy's float64 exp (for float32: rounded once to
+``exp_shifted(x, i, m, e, ei, fix)`` writes ``e[ei, k] = exp(x[i, k] - m)``
+and returns their sum. The reference is NumPy's float64 exp (for float32: rounded once to
 float32; for float64: ``np.longdouble`` where it has more precision). The full
 sweep over every float32 in [-87.3, 0] is opt-in (``pytest -m slow``).
 """
@@ -17,9 +17,10 @@ from numxent._kernels import exp_shifted, fixed_point_scale
 
 @njit
 def _exp(x):
-    e = np.empty_like(x)
-    s = exp_shifted(x, x.dtype.type(0.0), e, fixed_point_scale(x.shape[0]))
-    return e, s
+    x2 = x.reshape(1, x.shape[0])
+    e = np.empty_like(x2)
+    s = exp_shifted(x2, 0, x.dtype.type(0.0), e, 0, fixed_point_scale(x.shape[0]))
+    return e.reshape(x.shape[0]), s
 
 
 def _ulps32(a, b):

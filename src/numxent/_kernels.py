@@ -174,12 +174,14 @@ def _int_view_impl(x):
     return lambda x: x.view(np.int64)
 
 
-def exp_shifted(xr, m, er, fix):
-    """er[k] = exp(xr[k] - m) for a finite row max m; returns sum_k er[k].
+def exp_shifted(x, i, m, e, ei, fix):
+    """e[ei, k] = exp(x[i, k] - m) for row i's finite max m; returns their sum.
 
-    ``fix`` is ``fixed_point_scale(len(xr))``, computed once per task.
+    Rows are addressed by index, not by views (a row view costs two atomic
+    refcount updates, ~20 ns a row). ``fix`` is ``fixed_point_scale(C)``.
     """
-    return _exp_shifted_impl(numba.typeof(xr), None, None, None)(xr, m, er, fix)
+    impl = _exp_shifted_impl(numba.typeof(x), *([None] * 5))
+    return impl(x, i, m, e, ei, fix)
 
 
 def _make_row_max(itype, shift, abs_mask, inf_bits):
@@ -251,23 +253,23 @@ def _exp_f64(d0):
     return e if d0 >= lo else 0.0
 
 
-def _exp_shifted_f32(xr, m, er, fix):
+def _exp_shifted_f32(x, i, m, e, ei, fix):
     acc = np.int64(0)
-    for k in range(xr.shape[0]):
-        e = _exp_f32(xr[k] - m)
-        er[k] = e
-        acc += np.int64(e * fix)
+    for k in range(x.shape[1]):
+        ek = _exp_f32(x[i, k] - m)
+        e[ei, k] = ek
+        acc += np.int64(ek * fix)
     return acc / fix
 
 
-def _exp_shifted_f64(xr, m, er, fix):
+def _exp_shifted_f64(x, i, m, e, ei, fix):
     fix2 = _REMAINDER_SCALE
     acc = np.int64(0)
     acc2 = np.int64(0)
-    for k in range(xr.shape[0]):
-        e = _exp_f64(xr[k] - m)
-        er[k] = e
-        v = e * fix
+    for k in range(x.shape[1]):
+        ek = _exp_f64(x[i, k] - m)
+        e[ei, k] = ek
+        v = ek * fix
         h = np.int64(v)
         acc += h
         acc2 += np.int64((v - h) * fix2)
@@ -275,24 +277,24 @@ def _exp_shifted_f64(xr, m, er, fix):
 
 
 @overload(exp_shifted)
-def _exp_shifted_impl(xr, m, er, fix):
-    if xr.dtype == types.float32:
+def _exp_shifted_impl(x, i, m, e, ei, fix):
+    if x.dtype == types.float32:
         return _exp_shifted_f32
     return _exp_shifted_f64
 
 
 @njit(**_HELPER)
-def _shifted_dot(w, xr, m):
-    """sum_k w_k (x_k - m) in float64, zero weights skipped (0 * -inf = 0)."""
-    n = xr.shape[0]
+def _shifted_dot(w, x, i, m):
+    """sum_k w_k (x[i, k] - m) in float64, zero weights skipped (0 * -inf = 0)."""
+    n = x.shape[1]
     s0 = 0.0
     s1 = 0.0
     n2 = n - n % 2
     for k in range(0, n2, 2):
-        s0 += w[k] * (xr[k] - m) if w[k] != 0.0 else 0.0
-        s1 += w[k + 1] * (xr[k + 1] - m) if w[k + 1] != 0.0 else 0.0
+        s0 += w[k] * (x[i, k] - m) if w[k] != 0.0 else 0.0
+        s1 += w[k + 1] * (x[i, k + 1] - m) if w[k + 1] != 0.0 else 0.0
     for k in range(n2, n):
-        s0 += w[k] * (xr[k] - m) if w[k] != 0.0 else 0.0
+        s0 += w[k] * (x[i, k] - m) if w[k] != 0.0 else 0.0
     return s0 + s1
 
 
@@ -355,10 +357,10 @@ def scan_hard_labels(y, n_classes, ignore_index, w, sw):
 
 
 @njit(inline="always")
-def _ce_hard_finish(w, w_total, sw, eps, gscale, loss_rows, want_grad, er, o, s,
+def _ce_hard_finish(w, w_total, sw, eps, gscale, loss_rows, want_grad, e, ei, s,
                     d_y, wd, yi, i):  # fmt: skip
     # Loss and gradient of row i from s = sum_k e_k, with e_k parked in
-    # er[o : o + C] (offsets instead of a row view: narrow tiles are flat).
+    # e[ei] (the gradient row, or a scratch row for forward-only calls).
     n_classes = w.shape[0]
     s_w = sw[i] if sw.shape[0] > 0 else 1.0
     smooth = eps > 0.0
@@ -375,16 +377,16 @@ def _ce_hard_finish(w, w_total, sw, eps, gscale, loss_rows, want_grad, er, o, s,
         if smooth:
             b = scale * eps / n_classes
             for k in range(n_classes):
-                er[o + k] = c * er[o + k] - b * w[k]
+                e[ei, k] = c * e[ei, k] - b * w[k]
         else:
             for k in range(n_classes):
-                er[o + k] = c * er[o + k]
-        er[o + yi] -= scale * (1.0 - eps) * w_y
+                e[ei, k] = c * e[ei, k]
+        e[ei, yi] -= scale * (1.0 - eps) * w_y
 
 
 @njit(**_HELPER)
-def _ce_hard_row_exact(x, y, w, w_total, sw, eps, gscale, loss_rows, want_grad, er,
-                       i):  # fmt: skip
+def _ce_hard_row_exact(x, y, w, w_total, sw, eps, gscale, loss_rows, want_grad, e,
+                       ei, i):  # fmt: skip
     # Scalar float64 path for rows holding NaN or +inf, or all -inf: PyTorch's
     # NaN/inf pattern falls out of plain libm arithmetic.
     yi = y[i]
@@ -395,42 +397,43 @@ def _ce_hard_row_exact(x, y, w, w_total, sw, eps, gscale, loss_rows, want_grad, 
     wd = 0.0
     for k in range(x.shape[1]):
         d = x[i, k] - m
-        e = math.exp(d)
-        s += e
+        ek = math.exp(d)
+        s += ek
         if smooth and w[k] != 0.0:  # xlogy: a zero weight never meets -inf
             wd += w[k] * d
         if want_grad:
-            er[k] = e
-    _ce_hard_finish(w, w_total, sw, eps, gscale, loss_rows, want_grad, er, 0, s,
+            e[ei, k] = ek
+    _ce_hard_finish(w, w_total, sw, eps, gscale, loss_rows, want_grad, e, ei, s,
                     d_y, wd, yi, i)  # fmt: skip
 
 
 @njit(inline="always")
 def _ce_hard_row(
-    x, xi, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, grad, er, fix, i
-):
-    # er: the gradient row, or a scratch row for forward-only calls (chosen by
-    # the caller: a conditional array here costs ~20 ns a row in refcounts).
+    x, xi, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, grad, e, ei, fix,
+    i,
+):  # fmt: skip
+    # e[ei]: the gradient row (e = grad, ei = i), or a scratch row for
+    # forward-only calls (chosen by the caller, per task).
     want_grad = grad.shape[0] > 0
     yi = y[i]
     if yi == ignore_index:
         # Padding rows may hold garbage: neither read nor propagated.
         loss_rows[i] = 0.0
         if want_grad:
-            er[:] = 0.0
+            for k in range(x.shape[1]):
+                e[ei, k] = 0.0
         return
-    xr = x[i]
     m, finite = row_max(xi, i)
     if not finite:
         _ce_hard_row_exact(x, y, w, w_total, sw, eps, gscale, loss_rows,
-                           want_grad, er, i)  # fmt: skip
+                           want_grad, e, ei, i)  # fmt: skip
         return
     # Everything that reads the logits happens before exp_shifted, which may
     # write into them (out=logits).
-    d_y = np.float64(xr[yi]) - np.float64(m)
-    wd = _shifted_dot(w, xr, np.float64(m)) if eps > 0.0 else 0.0
-    s = exp_shifted(xr, m, er, fix)
-    _ce_hard_finish(w, w_total, sw, eps, gscale, loss_rows, want_grad, er, 0, s,
+    d_y = np.float64(x[i, yi]) - np.float64(m)
+    wd = _shifted_dot(w, x, i, np.float64(m)) if eps > 0.0 else 0.0
+    s = exp_shifted(x, i, m, e, ei, fix)
+    _ce_hard_finish(w, w_total, sw, eps, gscale, loss_rows, want_grad, e, ei, s,
                     d_y, wd, yi, i)  # fmt: skip
 
 
@@ -442,12 +445,12 @@ def _ce_hard_rows(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
     if grad.shape[0] > 0:
         for i in range(r0, r1):
             _ce_hard_row(x, xi, y, w, w_total, sw, ignore_index, eps, gscale,
-                         loss_rows, grad, grad[i], fix, i)  # fmt: skip
+                         loss_rows, grad, grad, i, fix, i)  # fmt: skip
     else:
-        scratch = np.empty(x.shape[1], x.dtype)
+        scratch = np.empty((1, x.shape[1]), x.dtype)
         for i in range(r0, r1):
             _ce_hard_row(x, xi, y, w, w_total, sw, ignore_index, eps, gscale,
-                         loss_rows, grad, scratch, fix, i)  # fmt: skip
+                         loss_rows, grad, scratch, 0, fix, i)  # fmt: skip
 
 
 @njit(**_HELPER)
@@ -484,27 +487,31 @@ def _ce_hard_tile(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
         m = ms[r]
         d_ys[r] = np.float64(x[i, y[i]]) - np.float64(m)
         if eps > 0.0:
-            wds[r] = _shifted_dot(w, x[i], np.float64(m))
+            wds[r] = _shifted_dot(w, x, i, np.float64(m))
         for k in range(n_classes):
             d[o + k] = x[i, k] - m
+    # e: the tile's gradient rows (row ei = i), or a scratch tile (ei = r).
     if want_grad:
-        e = grad[r0:r1].reshape(n * n_classes)
+        e = grad
+        e0 = r0
     else:
-        e = np.empty(n * n_classes, x.dtype)
+        e = np.empty((n, n_classes), x.dtype)
+        e0 = 0
+    flat = e[e0 : e0 + n].reshape(n * n_classes)
     for j in range(n * n_classes):
-        e[j] = exp_nonpos(d[j])
+        flat[j] = exp_nonpos(d[j])
     for r in range(n):
         i = r0 + r
-        o = r * n_classes
+        ei = e0 + r
         if y[i] == ignore_index:
             loss_rows[i] = 0.0
             for k in range(n_classes):
-                e[o + k] = 0.0
+                e[ei, k] = 0.0
             continue
         s = 0.0
         for k in range(n_classes):
-            s += e[o + k]
-        _ce_hard_finish(w, w_total, sw, eps, gscale, loss_rows, want_grad, e, o, s,
+            s += e[ei, k]
+        _ce_hard_finish(w, w_total, sw, eps, gscale, loss_rows, want_grad, e, ei, s,
                         d_ys[r], wds[r], y[i], i)  # fmt: skip
 
 
@@ -570,11 +577,9 @@ def _ce_soft_row_exact(x, t, w, sw, eps, gscale, loss_rows, grad, want_grad, i):
 
 
 @njit(inline="always")
-def _ce_soft_row(x, xi, t, w, sw, eps, gscale, loss_rows, grad, er, fix, i):
+def _ce_soft_row(x, xi, t, w, sw, eps, gscale, loss_rows, grad, e, ei, fix, i):
     n_classes = x.shape[1]
     want_grad = grad.shape[0] > 0
-    xr = x[i]
-    tr = t[i]
     m, finite = row_max(xi, i)
     if not finite:
         _ce_soft_row_exact(x, t, w, sw, eps, gscale, loss_rows, grad, want_grad, i)
@@ -589,25 +594,25 @@ def _ce_soft_row(x, xi, t, w, sw, eps, gscale, loss_rows, grad, er, fix, i):
     ad1 = 0.0
     n2 = n_classes - n_classes % 2
     for k in range(0, n2, 2):
-        a = w[k] * ((1.0 - eps) * tr[k] + u)
+        a = w[k] * ((1.0 - eps) * t[i, k] + u)
         a0 += a
-        ad0 += a * (xr[k] - mf) if a != 0.0 else 0.0  # xlogy: 0 * -inf = 0
-        a = w[k + 1] * ((1.0 - eps) * tr[k + 1] + u)
+        ad0 += a * (x[i, k] - mf) if a != 0.0 else 0.0  # xlogy: 0 * -inf = 0
+        a = w[k + 1] * ((1.0 - eps) * t[i, k + 1] + u)
         a1 += a
-        ad1 += a * (xr[k + 1] - mf) if a != 0.0 else 0.0
+        ad1 += a * (x[i, k + 1] - mf) if a != 0.0 else 0.0
     for k in range(n2, n_classes):
-        a = w[k] * ((1.0 - eps) * tr[k] + u)
+        a = w[k] * ((1.0 - eps) * t[i, k] + u)
         a0 += a
-        ad0 += a * (xr[k] - mf) if a != 0.0 else 0.0
+        ad0 += a * (x[i, k] - mf) if a != 0.0 else 0.0
     big_a = a0 + a1
     ad = ad0 + ad1
-    s = exp_shifted(xr, m, er, fix)
+    s = exp_shifted(x, i, m, e, ei, fix)
     loss_rows[i] = s_w * (big_a * math.log(s) - ad)
     if want_grad:
         scale = s_w * gscale
         c = scale * big_a / s
         for k in range(n_classes):
-            er[k] = c * er[k] - scale * (w[k] * ((1.0 - eps) * tr[k] + u))
+            e[ei, k] = c * e[ei, k] - scale * (w[k] * ((1.0 - eps) * t[i, k] + u))
 
 
 @njit(**_HELPER)
@@ -618,11 +623,12 @@ def _ce_soft_task(x, t, w, sw, eps, gscale, loss_rows, grad, b):
     xi = int_view(x)
     if grad.shape[0] > 0:
         for i in rows:
-            _ce_soft_row(x, xi, t, w, sw, eps, gscale, loss_rows, grad, grad[i], fix, i)
+            _ce_soft_row(x, xi, t, w, sw, eps, gscale, loss_rows, grad, grad, i, fix, i)
     else:
-        scratch = np.empty(n_classes, x.dtype)
+        scratch = np.empty((1, n_classes), x.dtype)
         for i in rows:
-            _ce_soft_row(x, xi, t, w, sw, eps, gscale, loss_rows, grad, scratch, fix, i)
+            _ce_soft_row(x, xi, t, w, sw, eps, gscale, loss_rows, grad, scratch, 0, fix,
+                         i)  # fmt: skip
 
 
 @njit(parallel=True, **_JIT)
@@ -843,24 +849,22 @@ def _softmax_row_exact(x, mode, lse, out, i):
 
 
 @njit(inline="always")
-def _softmax_row(x, xi, mode, lse, out, er, fix, i):
-    xr = x[i]
+def _softmax_row(x, xi, mode, lse, out, e, ei, fix, i):
     m, finite = row_max(xi, i)
     if not finite:
         _softmax_row_exact(x, mode, lse, out, i)
         return
-    s = exp_shifted(xr, m, er, fix)
+    s = exp_shifted(x, i, m, e, ei, fix)
     log_s = math.log(s)
     if mode == MODE_LOGSUMEXP:
         lse[i] = np.float64(m) + log_s
     elif mode == MODE_LOG_SOFTMAX:
-        orow = out[i]
-        for k in range(xr.shape[0]):
-            orow[k] = (np.float64(xr[k]) - m) - log_s
+        for k in range(x.shape[1]):
+            out[i, k] = (np.float64(x[i, k]) - m) - log_s
     else:
         c = 1.0 / s
-        for k in range(xr.shape[0]):
-            er[k] = er[k] * c
+        for k in range(x.shape[1]):
+            e[ei, k] = e[ei, k] * c
 
 
 @njit(**_HELPER)
@@ -871,11 +875,11 @@ def _softmax_task(x, mode, lse, out, b):
     xi = int_view(x)
     if mode == MODE_SOFTMAX:
         for i in rows:
-            _softmax_row(x, xi, mode, lse, out, out[i], fix, i)
+            _softmax_row(x, xi, mode, lse, out, out, i, fix, i)
     else:
-        scratch = np.empty(n, x.dtype)
+        scratch = np.empty((1, n), x.dtype)
         for i in rows:
-            _softmax_row(x, xi, mode, lse, out, scratch, fix, i)
+            _softmax_row(x, xi, mode, lse, out, scratch, 0, fix, i)
 
 
 @njit(parallel=True, **_JIT)

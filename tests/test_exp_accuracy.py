@@ -1,9 +1,10 @@
 """Accuracy of the vectorisable exp behind the softmax kernels.
 
 ``exp_shifted(x, i, m, e, ei, fix)`` writes ``e[ei, k] = exp(x[i, k] - m)``
-and returns their sum. The reference is NumPy's float64 exp (for float32: rounded once to
-float32; for float64: ``np.longdouble`` where it has more precision). The full
-sweep over every float32 in [-87.3, 0] is opt-in (``pytest -m slow``).
+and returns their sum. The reference is NumPy's float64 exp (for float32:
+rounded once to float32; for float64: ``np.longdouble`` where it has more
+precision). The full sweep over every float32 in [-87.3, 0] is opt-in
+(``pytest -m slow``).
 """
 
 import math

@@ -1,0 +1,524 @@
+"""A scikit-learn classifier trained on numxent's fused loss and gradient.
+
+``import numxent.sklearn`` needs scikit-learn and scipy (the ``sklearn`` extra);
+``import numxent`` never imports them.
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from contextlib import contextmanager
+
+import numba
+import numpy as np
+from scipy import optimize
+from scipy.special import expit, log_expit
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_array, column_or_1d, compute_class_weight
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .functional import binary_cross_entropy_with_logits, cross_entropy, log_softmax
+
+__all__ = ["CrossEntropyClassifier"]
+
+
+@contextmanager
+def _thread_limits(n_threads):
+    """Numba's and BLAS's thread counts set to ``n_threads`` for a block."""
+    if n_threads is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(n_threads)
+    try:
+        with threadpool_limits(limits=n_threads, user_api="blas"):
+            yield
+    finally:
+        numba.set_num_threads(before)
+
+
+class _Objective:
+    """``f(theta)`` and its gradient for L-BFGS, with preallocated buffers.
+
+    ``theta`` (float64) holds ``W`` of shape (n_out, n_features) row-major,
+    then ``b`` of shape (n_out,) when there is an intercept. The objective is
+    scikit-learn's ``LinearModelLoss`` one::
+
+        sum_i s_i loss_i / sum_i s_i  +  ||W||^2 / (2 C sum_i s_i)
+
+    (``s_i`` the sample weights with class weights folded in), which has the
+    same minimiser as ``LogisticRegression``'s ``C sum_i s_i loss_i +
+    ||W||^2 / 2``. For multi-label problems ``loss_i`` is the sum over labels.
+    """
+
+    def __init__(self, X, target, sw, kind, n_out, fit_intercept, l2, eps):
+        self.X, self.target, self.sw, self.kind = X, target, sw, kind
+        self.n_out, self.fit_intercept, self.l2, self.eps = (
+            n_out,
+            fit_intercept,
+            l2,
+            eps,
+        )
+        n, f = X.shape
+        self.n_coef = n_out * f
+        shape = (n,) if kind == "binary" else (n, n_out)
+        # Z holds the logits, then (in place, out=Z) the gradient dloss/dZ.
+        self.Z = np.empty(shape, dtype=X.dtype)
+        self.W = np.empty((n_out, f), dtype=X.dtype)
+        self.GW = np.empty((n_out, f), dtype=X.dtype)
+        self.n_evals = 0
+
+    def __call__(self, theta):
+        X, Z, n_out = self.X, self.Z, self.n_out
+        W64 = theta[: self.n_coef].reshape(n_out, -1)
+        self.W[...] = W64
+        if self.kind == "binary":
+            np.matmul(X, self.W[0], out=Z)
+        else:
+            np.matmul(X, self.W.T, out=Z)
+        if self.fit_intercept:
+            Z += theta[self.n_coef :].astype(X.dtype)
+        if self.kind == "multiclass":
+            loss, G = cross_entropy(
+                Z,
+                self.target,
+                sample_weight=self.sw,
+                label_smoothing=self.eps,
+                return_grad=True,
+                out=Z,
+            )
+            scale = 1.0
+        else:
+            loss, G = binary_cross_entropy_with_logits(
+                Z, self.target, sample_weight=self.sw, return_grad=True, out=Z
+            )
+            # "mean" of BCE divides by n_labels too: the objective sums labels.
+            scale = 1.0 if self.kind == "binary" else float(n_out)
+        grad = np.empty_like(theta)
+        gW = grad[: self.n_coef].reshape(n_out, -1)
+        if self.kind == "binary":
+            np.matmul(G, X, out=self.GW[0])
+        else:
+            np.matmul(G.T, X, out=self.GW)
+        np.multiply(self.GW, scale, out=gW)
+        gW += self.l2 * W64
+        if self.fit_intercept:
+            grad[self.n_coef :] = G.sum(axis=0, dtype=np.float64) * scale
+        self.n_evals += 1
+        value = float(loss) * scale + 0.5 * self.l2 * float(W64.ravel() @ W64.ravel())
+        return value, grad
+
+
+class CrossEntropyClassifier(ClassifierMixin, BaseEstimator):
+    r"""Linear classifier fitted by L-BFGS on numxent's fused cross-entropy.
+
+    Minimises scikit-learn's ``LogisticRegression`` objective (L2 penalty,
+    ``lbfgs`` solver) with every loss-and-gradient evaluation made by one
+    fused, thread-parallel numxent call on the logits ``X @ W.T + b``
+    followed by ``G.T @ X`` in BLAS::
+
+        min_{W, b}  sum_i s_i loss_i / S  +  ||W||_F^2 / (2 C S),   S = sum_i s_i
+
+    which has the same minimiser as ``C sum_i s_i loss_i + ||W||^2 / 2``, so
+    ``C`` means what it means in ``LogisticRegression`` (the intercept is not
+    penalised). ``s_i`` is ``sample_weight`` times the class weight of the
+    sample's class.
+
+    - **Binary** targets (2 classes): a sigmoid model as in
+      ``LogisticRegression``, ``loss_i`` the binary cross-entropy of
+      ``y_i == classes_[1]``; ``coef_`` has shape (1, n_features).
+    - **Multiclass** targets (3 or more classes): softmax (multinomial)
+      cross-entropy; ``coef_`` has shape (n_classes, n_features).
+    - **Multi-label** targets (a 2-D 0/1 indicator of shape
+      (n_samples, n_labels)): one model, ``loss_i`` the sum over labels of the
+      binary cross-entropies (the same solution as one
+      ``LogisticRegression(C)`` per label); ``coef_`` has shape
+      (n_labels, n_features) and ``predict`` returns an indicator matrix.
+
+    float32 ``X`` is trained in float32 (the logits, gradients, ``coef_`` and
+    ``intercept_`` are float32); only L-BFGS's own parameter vector is float64.
+
+    Parameters
+    ----------
+    C : float > 0, default 1.0
+        Inverse of the L2 regularisation strength, as in
+        ``LogisticRegression``; ``np.inf`` gives an unpenalised fit.
+    fit_intercept : bool, default True
+        Fit an (unpenalised) intercept.
+    max_iter : int >= 1, default 100
+        Maximum number of L-BFGS iterations; a ``ConvergenceWarning`` is
+        issued when the solver stops before converging.
+    tol : float >= 0, default 1e-4
+        L-BFGS stops when the largest absolute gradient entry is below ``tol``
+        (scipy's ``gtol``, as in ``LogisticRegression``).
+    class_weight : dict, "balanced" or None, default None
+        Class weights, folded into the sample weights (as in
+        ``LogisticRegression``). Not available for multi-label targets.
+    warm_start : bool, default False
+        Start from the previous fit's ``coef_`` and ``intercept_``.
+    verbose : int, default 0
+        If > 0, print the objective every ``max(1, 10 // verbose)`` iterations.
+    label_smoothing : float in [0, 1), default 0.0
+        Mixes the targets with the uniform distribution over classes: softmax
+        targets become ``(1 - eps) onehot + eps / n_classes`` (numxent's
+        ``label_smoothing``); sigmoid targets become ``(1 - eps) y + eps / 2``.
+    n_threads : int or None, default None
+        Threads for numxent's kernels and for BLAS during ``fit`` (restored
+        afterwards); None leaves the current settings.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels (for multi-label targets: ``arange(n_labels)``).
+    coef_ : ndarray of shape (1, n_features) or (n_classes, n_features)
+        Weights, in the training data's dtype.
+    intercept_ : ndarray of shape (1,) or (n_classes,)
+        Intercepts (zeros when ``fit_intercept=False``).
+    n_iter_ : ndarray of shape (1,)
+        Number of L-BFGS iterations run.
+    n_features_in_ : int
+        Number of features seen in ``fit``.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Feature names, when ``X`` had string column names.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from numxent.sklearn import CrossEntropyClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = CrossEntropyClassifier(max_iter=1000).fit(X, y)
+    >>> clf.coef_.shape, clf.intercept_.shape
+    ((3, 4), (3,))
+    >>> clf.predict(X[:3])
+    array([0, 0, 0])
+    >>> clf.predict_proba(X[:1]).shape
+    (1, 3)
+    >>> bool(clf.score(X, y) > 0.95)
+    True
+    """
+
+    def __init__(
+        self,
+        C: float = 1.0,
+        *,
+        fit_intercept: bool = True,
+        max_iter: int = 100,
+        tol: float = 1e-4,
+        class_weight=None,
+        warm_start: bool = False,
+        verbose: int = 0,
+        label_smoothing: float = 0.0,
+        n_threads: int | None = None,
+    ):
+        self.C = C
+        self.fit_intercept = fit_intercept
+        self.max_iter = max_iter
+        self.tol = tol
+        self.class_weight = class_weight
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.label_smoothing = label_smoothing
+        self.n_threads = n_threads
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+    # -- parameters ---------------------------------------------------------
+
+    def _check_params(self):
+        def bad(name, want):
+            value = getattr(self, name)
+            raise ValueError(
+                f"The '{name}' parameter of {type(self).__name__} must be {want}. "
+                f"Got {value!r} instead."
+            )
+
+        real = (numbers.Real,)
+        if not isinstance(self.C, real) or isinstance(self.C, bool) or not self.C > 0:
+            bad("C", "a float > 0 (np.inf for no penalty)")
+        if not isinstance(self.fit_intercept, (bool, np.bool_)):
+            bad("fit_intercept", "a bool")
+        if (
+            not isinstance(self.max_iter, numbers.Integral)
+            or isinstance(self.max_iter, bool)
+            or self.max_iter < 1
+        ):
+            bad("max_iter", "an int >= 1")
+        if not isinstance(self.tol, real) or not self.tol >= 0:
+            bad("tol", "a float >= 0")
+        if not (
+            self.class_weight is None
+            or self.class_weight == "balanced"
+            or isinstance(self.class_weight, dict)
+        ):
+            bad("class_weight", "a dict, 'balanced' or None")
+        if not isinstance(self.warm_start, (bool, np.bool_)):
+            bad("warm_start", "a bool")
+        if not isinstance(self.verbose, (numbers.Integral, bool)):
+            bad("verbose", "an int")
+        eps = self.label_smoothing
+        if not isinstance(eps, real) or not 0.0 <= eps < 1.0:
+            bad("label_smoothing", "a float in [0, 1)")
+        n = self.n_threads
+        if n is not None and (
+            not isinstance(n, numbers.Integral)
+            or isinstance(n, bool)
+            or not 1 <= n <= numba.config.NUMBA_NUM_THREADS
+        ):
+            bad(
+                "n_threads",
+                f"None or an int in [1, {numba.config.NUMBA_NUM_THREADS}] "
+                "(numba.config.NUMBA_NUM_THREADS)",
+            )
+
+    # -- fit ------------------------------------------------------------------
+
+    def fit(self, X, y, sample_weight=None) -> CrossEntropyClassifier:
+        """Fit the model by L-BFGS.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data, dense, float32 or float64 (other dtypes become
+            float64; sparse matrices are not supported).
+        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+            Class labels, or a 0/1 indicator matrix for multi-label problems.
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative per-sample weights (unit weights when None).
+
+        Returns
+        -------
+        self : CrossEntropyClassifier
+        """
+        self._check_params()
+        X, y = validate_data(
+            self,
+            X,
+            y,
+            dtype=[np.float64, np.float32],
+            order="C",
+            multi_output=True,
+            y_numeric=False,
+        )
+        n_samples, n_features = X.shape
+        dtype = X.dtype
+
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        y_type = type_of_target(y, input_name="y")
+        if y_type == "multilabel-indicator":
+            kind = "multilabel"
+            if self.class_weight is not None:
+                raise ValueError(
+                    "class_weight is not supported for multi-label targets; pass "
+                    "sample_weight instead"
+                )
+            classes = np.arange(y.shape[1])
+            target = np.ascontiguousarray(y, dtype=dtype)
+            n_out = y.shape[1]
+        elif y_type in ("binary", "multiclass"):
+            classes, y_idx = np.unique(y, return_inverse=True)
+            if classes.size < 2:
+                raise ValueError(
+                    "This solver needs samples of at least 2 classes in the data, "
+                    f"but the data contains only one class: {classes[0]!r}"
+                )
+            kind = "binary" if classes.size == 2 else "multiclass"
+            if kind == "binary":
+                target = y_idx.astype(dtype)
+                n_out = 1
+            else:
+                target = y_idx.astype(np.intp)
+                n_out = classes.size
+        else:
+            raise ValueError(
+                f"{type(self).__name__} supports binary, multiclass and "
+                f"multi-label indicator targets; got a '{y_type}' target"
+            )
+
+        sw = self._sample_weight(sample_weight, n_samples)
+        if self.class_weight is not None:
+            cw = compute_class_weight(
+                self.class_weight, classes=classes, y=y, sample_weight=sw
+            )
+            sw = (np.ones(n_samples) if sw is None else sw) * cw[y_idx]
+        sw_sum = float(n_samples if sw is None else np.sum(sw))
+        if not sw_sum > 0:
+            raise ValueError("sample_weight (times class weights) sums to zero")
+
+        eps = float(self.label_smoothing)
+        if kind != "multiclass" and eps > 0:
+            target = (target * (1.0 - eps) + eps / 2).astype(dtype)
+
+        self.classes_ = classes
+        self._kind = kind
+        l2 = 0.0 if np.isinf(self.C) else 1.0 / (self.C * sw_sum)
+        theta0 = self._initial_theta(n_out, n_features)
+        objective = _Objective(
+            X, target, sw, kind, n_out, bool(self.fit_intercept), l2, eps
+        )
+        every = max(1, 10 // int(self.verbose)) if self.verbose else 0
+        n_calls = [0]
+
+        def callback(intermediate_result):
+            n_calls[0] += 1
+            if every and n_calls[0] % every == 0:
+                print(f"iter {n_calls[0]:5d}  objective {intermediate_result.fun:.8g}")
+
+        with _thread_limits(self.n_threads):
+            res = optimize.minimize(
+                objective,
+                theta0,
+                method="L-BFGS-B",
+                jac=True,
+                callback=callback,
+                options={
+                    "maxiter": int(self.max_iter),
+                    "maxls": 50,
+                    "gtol": float(self.tol),
+                    "ftol": 64 * np.finfo(float).eps,
+                },
+            )
+        n_iter = min(int(res.nit), int(self.max_iter))
+        if res.status != 0:
+            warnings.warn(
+                f"lbfgs failed to converge after {n_iter} iteration(s) "
+                f"(status={res.status}): {res.message}. Increase the number of "
+                "iterations (max_iter) or scale the data "
+                "(sklearn.preprocessing.StandardScaler).",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        theta = res.x
+        self.coef_ = (
+            theta[: n_out * n_features].reshape(n_out, n_features).astype(dtype)
+        )
+        if self.fit_intercept:
+            self.intercept_ = theta[n_out * n_features :].astype(dtype)
+        else:
+            self.intercept_ = np.zeros(n_out, dtype=dtype)
+        self.n_iter_ = np.array([n_iter], dtype=np.int32)
+        return self
+
+    @staticmethod
+    def _sample_weight(sample_weight, n_samples):
+        if sample_weight is None:
+            return None
+        if isinstance(sample_weight, numbers.Number):
+            sample_weight = np.full(n_samples, sample_weight, dtype=np.float64)
+        sw = check_array(
+            sample_weight,
+            ensure_2d=False,
+            dtype=np.float64,
+            input_name="sample_weight",
+            ensure_all_finite=True,
+        )
+        if sw.shape != (n_samples,):
+            raise ValueError(
+                f"sample_weight.shape == {sw.shape}, expected ({n_samples},)"
+            )
+        if np.any(sw < 0):
+            raise ValueError("sample_weight must be non-negative")
+        return sw
+
+    def _initial_theta(self, n_out, n_features):
+        size = n_out * n_features
+        theta = np.zeros(size + (n_out if self.fit_intercept else 0))
+        if (
+            self.warm_start
+            and getattr(self, "coef_", None) is not None
+            and self.coef_.shape == (n_out, n_features)
+        ):
+            theta[:size] = self.coef_.ravel()
+            if self.fit_intercept:
+                theta[size:] = self.intercept_
+        return theta
+
+    # -- predict -----------------------------------------------------------
+
+    def _scores(self, X):
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        coef = self.coef_.astype(X.dtype, copy=False)
+        return X @ coef.T + self.intercept_.astype(X.dtype, copy=False)
+
+    def decision_function(self, X) -> np.ndarray:
+        """Scores ``X @ coef_.T + intercept_``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,) for binary problems, else
+            (n_samples, n_classes), in ``X``'s float dtype (float32 stays
+            float32). Binary scores are the log-odds of ``classes_[1]``.
+        """
+        scores = self._scores(X)
+        return scores.ravel() if self._kind == "binary" else scores
+
+    def predict_log_proba(self, X) -> np.ndarray:
+        """Log-probabilities.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+            ``log_softmax`` of the scores (binary: of ``[0, score]``); for
+            multi-label problems each label's ``log sigmoid(score)``.
+        """
+        scores = self._scores(X)
+        if self._kind == "multilabel":
+            return log_expit(scores)
+        if self._kind == "binary":
+            scores = np.hstack([np.zeros_like(scores), scores])
+        return log_softmax(scores)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Softmax of the scores; binary problems ``[1 - p, p]`` with
+            ``p = sigmoid(score)``; multi-label problems each label's
+            ``sigmoid(score)`` (rows need not sum to 1).
+        """
+        if getattr(self, "_kind", None) == "multilabel":
+            return expit(self._scores(X))
+        return np.exp(self.predict_log_proba(X))
+
+    def predict(self, X) -> np.ndarray:
+        """Predicted labels.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,), or (n_samples, n_labels) 0/1
+            indicator for multi-label problems.
+        """
+        scores = self._scores(X)
+        if self._kind == "multilabel":
+            return (scores > 0).astype(np.int64)
+        if self._kind == "binary":
+            return self.classes_[(scores[:, 0] > 0).astype(np.intp)]
+        return self.classes_[np.argmax(scores, axis=1)]

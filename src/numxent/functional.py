@@ -52,7 +52,7 @@ def _logits_for_kernel(x: np.ndarray, out: np.ndarray | None, cdtype) -> np.ndar
 def _finish_loss(per_row: np.ndarray, reduction: str, denom: float, dtype, shape):
     if reduction == "none":
         return per_row.reshape(shape).astype(dtype)
-    total = float(np.sum(per_row))  # float64, pairwise: a fixed order
+    total = float(np.add.reduce(per_row))  # float64, pairwise: a fixed order
     if reduction == "sum":
         return dtype.type(total)
     return dtype.type(total / denom if denom != 0.0 else math.nan)
@@ -207,7 +207,8 @@ def cross_entropy(
     gscale = 1.0 / denom if red == "mean" else 1.0
     n_el = n_rows * n_classes
     if hard:
-        args = (xk, y, w, float(np.sum(w)), sw, ignore_k, eps, gscale, per_row, kgrad2)
+        w_total = float(n_classes) if weight is None else float(np.add.reduce(w))
+        args = (xk, y, w, w_total, sw, ignore_k, eps, gscale, per_row, kgrad2)
         launch(K.ce_hard_par, K.ce_hard_ser, n_el, *args)
     else:
         args = (xk, tc, w, sw, eps, gscale, per_row, kgrad2)

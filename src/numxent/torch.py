@@ -1,0 +1,449 @@
+"""PyTorch bridge: drop-in CPU cross-entropy losses backed by numxent's kernels.
+
+``numxent.torch.cross_entropy`` / ``binary_cross_entropy_with_logits`` take the
+arguments of ``torch.nn.functional``'s and ``CrossEntropyLoss`` /
+``BCEWithLogitsLoss`` are the ``torch.nn`` modules with their ``forward``
+replaced. Three layers, as in Liger-Kernel:
+
+1. ``_CrossEntropyFunction`` / ``_BCEWithLogitsFunction``
+   (``torch.autograd.Function``): the forward hands NumPy views of the CPU
+   tensors to the fused numxent kernel, which returns the loss *and* the
+   gradient in one pass; the gradient is kept in a buffer the function owns
+   (or written in place into the copy the forward had to make anyway). The
+   backward only multiplies that buffer by ``grad_output`` -- in place, and
+   not at all when ``grad_output`` is the scalar 1.
+2. The functional API: argument handling and the decision to serve a call or
+   hand it to PyTorch.
+3. The ``nn.Module`` classes.
+
+Layout: PyTorch puts the class dimension at dim 1, numxent last. A
+contiguous ``(N, C)`` input is used as is (zero copy). For ``(N, C, d1, ...)``
+the class dim is moved last: free for channels-last memory, otherwise one
+contiguous copy, which then receives the gradient in place and is handed back
+to autograd as a permuted view.
+
+Calls the bridge hands to PyTorch's own implementation (same results, same
+errors, PyTorch's speed):
+
+- tensors not on the CPU, tensor subclasses / ``__torch_function__`` objects;
+- dtypes other than float32 and float64 (bfloat16 and float16 included);
+- a ``target``, ``weight`` or ``pos_weight`` that requires grad;
+- class-index targets of a dtype other than int64 or uint8, targets whose
+  shape or dtype does not match, an unknown ``reduction``;
+- anything numxent's own checks reject (out-of-range labels, a
+  ``label_smoothing`` outside [0, 1], negative weights, ...): PyTorch then
+  raises its own error or computes its own value;
+- double backward: a backward run with ``create_graph=True`` recomputes the
+  loss with PyTorch's functions from the saved input and differentiates that,
+  so higher derivatives are PyTorch's.
+
+Where numxent deliberately differs from PyTorch (SPEC section 2: ignored rows
+with non-finite logits, a zero target probability meeting a ``-inf`` logit,
+infinite BCE logits) the bridge gives numxent's finite values.
+
+Served calls save the input for backward (double backward and a second
+``retain_graph`` backward recompute from it), so modifying the input in place
+between forward and backward raises PyTorch's usual version-counter error.
+``torch.compile``, ``torch.jit.script`` and ``torch.func`` transforms are not
+supported by the served path. The gradient buffer is a fresh tensor each call
+(float32 logits of N x C cost exactly one N x C buffer; PyTorch's loss keeps
+the log-probabilities and allocates the gradient: three).
+
+>>> import torch
+>>> from numxent.torch import cross_entropy
+>>> x = torch.tensor([[3.0, 1.0, 0.2], [0.5, 2.0, 0.3]], requires_grad=True)
+>>> loss = cross_entropy(x, torch.tensor([0, 1]))
+>>> loss.backward()
+>>> round(loss.item(), 5), x.grad.sum().abs().item() < 1e-6
+(0.25986, True)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.nn.modules.loss import _Reduction
+
+from . import functional as _nx
+
+__all__ = [
+    "cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "CrossEntropyLoss",
+    "BCEWithLogitsLoss",
+]
+
+_SERVED_DTYPES = (torch.float32, torch.float64)
+_LABEL_DTYPES = (torch.int64, torch.uint8)
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+class _Unserved(Exception):
+    """Raised inside a forward when numxent rejects the call: PyTorch takes it."""
+
+
+# --------------------------------------------------------------------------
+# layout helpers
+# --------------------------------------------------------------------------
+def _class_last(t: torch.Tensor) -> torch.Tensor:
+    """PyTorch layout (class dim 1) -> numxent layout (class dim last); a view."""
+    return t.movedim(1, -1) if t.dim() > 2 else t
+
+
+def _class_first(t: torch.Tensor) -> torch.Tensor:
+    return t.movedim(-1, 1) if t.dim() > 2 else t
+
+
+def _logits_and_buffer(x: torch.Tensor, need_grad: bool):
+    """NumPy logits for the kernel and the tensor that will hold the gradient.
+
+    A contiguous ``x`` is read in place and a fresh buffer receives the
+    gradient; otherwise ``x`` is copied once and the copy, owned here, is
+    overwritten by its own gradient (numxent's ``out=logits``).
+    """
+    x = x.detach()
+    # torch.empty rather than np.empty: NumPy's huge-page request makes a
+    # fresh buffer cheaper on average but stalls for tens of milliseconds
+    # whenever the kernel has to compact memory (measured in training steps).
+    if x.is_contiguous():
+        buf = torch.empty_like(x, memory_format=torch.contiguous_format)
+        return x.numpy(), (buf if need_grad else None)
+    xc = x.contiguous()
+    return xc.numpy(), (xc if need_grad else None)
+
+
+def _np(t: torch.Tensor | None):
+    return None if t is None else t.detach().numpy()
+
+
+def _scale(grad: torch.Tensor, grad_output: torch.Tensor, per_row: bool):
+    """grad * grad_output, in place on a buffer nobody else holds."""
+    if per_row:
+        # grad_output has the leading (per-sample) shape; grad has one more axis.
+        return grad.mul_(grad_output.unsqueeze(-1))
+    if grad_output.numel() == 1 and grad_output.item() == 1.0:
+        return grad
+    return grad.mul_(grad_output)
+
+
+def _served_tensor(t) -> bool:
+    return (
+        type(t) is torch.Tensor
+        and t.device.type == "cpu"
+        and not t.is_sparse
+        and not t.is_quantized
+    )
+
+
+# --------------------------------------------------------------------------
+# layer 1: autograd Functions
+# --------------------------------------------------------------------------
+class _CrossEntropyFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input, target, weight, ignore_index, reduction, label_smoothing):
+        soft = target.is_floating_point()
+        x_nl = _class_last(input)  # class dim last
+        t_nl = _class_last(target) if soft else target
+        need_grad = ctx.needs_input_grad[0]
+        x_np, buf = _logits_and_buffer(x_nl, need_grad)
+        kw = dict(
+            weight=_np(weight),
+            ignore_index=ignore_index,
+            reduction=reduction,
+            label_smoothing=label_smoothing,
+        )
+        try:
+            if need_grad:
+                loss, _ = _nx.cross_entropy(
+                    x_np, _np(t_nl), return_grad=True, out=buf.numpy(), **kw
+                )
+            else:
+                loss = _nx.cross_entropy(x_np, _np(t_nl), **kw)
+        except (ValueError, IndexError, TypeError) as exc:
+            raise _Unserved from exc
+        ctx.save_for_backward(input, target, weight)
+        ctx.args = (ignore_index, reduction, label_smoothing)
+        ctx.grad_nl = buf  # numxent layout; taken by the first backward
+        return torch.from_numpy(np.asarray(loss))
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        input, target, weight = ctx.saved_tensors
+        ignore_index, reduction, label_smoothing = ctx.args
+        if torch.is_grad_enabled():  # create_graph=True: PyTorch's graph
+            return _double_backward(
+                lambda x: F.cross_entropy(
+                    x,
+                    target,
+                    weight=weight,
+                    ignore_index=ignore_index,
+                    reduction=reduction,
+                    label_smoothing=label_smoothing,
+                ),
+                input,
+                grad_output,
+                6,
+            )
+        grad, ctx.grad_nl = ctx.grad_nl, None
+        if grad is None:  # a second backward (retain_graph=True): recompute
+            soft = target.is_floating_point()
+            x_np, grad = _logits_and_buffer(_class_last(input), True)
+            _nx.cross_entropy(
+                x_np,
+                _np(_class_last(target) if soft else target),
+                weight=_np(weight),
+                ignore_index=ignore_index,
+                reduction=reduction,
+                label_smoothing=label_smoothing,
+                return_grad=True,
+                out=grad.numpy(),
+            )
+        grad = _scale(grad, grad_output, reduction == "none")
+        return _class_first(grad), None, None, None, None, None
+
+
+class _BCEWithLogitsFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input, target, weight, pos_weight, reduction):
+        need_grad = ctx.needs_input_grad[0]
+        x_np, buf = _logits_and_buffer(input, need_grad)
+        kw = dict(weight=_np(weight), pos_weight=_np(pos_weight), reduction=reduction)
+        try:
+            if need_grad:
+                loss, _ = _nx.binary_cross_entropy_with_logits(
+                    x_np, _np(target), return_grad=True, out=buf.numpy(), **kw
+                )
+            else:
+                loss = _nx.binary_cross_entropy_with_logits(x_np, _np(target), **kw)
+        except (ValueError, IndexError, TypeError) as exc:
+            raise _Unserved from exc
+        ctx.save_for_backward(input, target, weight, pos_weight)
+        ctx.reduction = reduction
+        ctx.grad = buf
+        return torch.from_numpy(np.asarray(loss))
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        input, target, weight, pos_weight = ctx.saved_tensors
+        reduction = ctx.reduction
+        if torch.is_grad_enabled():
+            return _double_backward(
+                lambda x: F.binary_cross_entropy_with_logits(
+                    x, target, weight=weight, reduction=reduction, pos_weight=pos_weight
+                ),
+                input,
+                grad_output,
+                5,
+            )
+        grad, ctx.grad = ctx.grad, None
+        if grad is None:
+            x_np, grad = _logits_and_buffer(input, True)
+            _nx.binary_cross_entropy_with_logits(
+                x_np,
+                _np(target),
+                weight=_np(weight),
+                pos_weight=_np(pos_weight),
+                reduction=reduction,
+                return_grad=True,
+                out=grad.numpy(),
+            )
+        if reduction == "none":
+            grad = grad.mul_(grad_output)
+        else:
+            grad = _scale(grad, grad_output, False)
+        return (grad,) + (None,) * 4
+
+
+def _double_backward(loss_fn, input, grad_output, n_inputs):
+    """Backward with create_graph=True: differentiate PyTorch's own loss.
+
+    ``input`` comes out of ``saved_tensors`` still attached to the caller's
+    graph, so the gradient returned here is itself differentiable.
+    """
+    (g,) = torch.autograd.grad(
+        loss_fn(input), input, grad_output, create_graph=True, allow_unused=False
+    )
+    return (g,) + (None,) * (n_inputs - 1)
+
+
+# --------------------------------------------------------------------------
+# layer 2: functional API
+# --------------------------------------------------------------------------
+def _reduction_arg(size_average, reduce, reduction: str) -> str:
+    if size_average is not None or reduce is not None:
+        # PyTorch's own translation of the deprecated pair (and its warning).
+        return _Reduction.legacy_get_string(size_average, reduce)
+    return reduction
+
+
+def _ce_served(input, target, weight, reduction) -> bool:
+    if not (_served_tensor(input) and _served_tensor(target)):
+        return False
+    if (
+        input.dtype not in _SERVED_DTYPES
+        or input.dim() == 0
+        or reduction not in (_REDUCTIONS)
+    ):
+        return False
+    if not isinstance(reduction, str) or target.requires_grad:
+        return False
+    if weight is not None and not (
+        _served_tensor(weight)
+        and weight.dtype == input.dtype
+        and not weight.requires_grad
+    ):
+        return False
+    if target.is_floating_point():
+        return target.dtype == input.dtype and target.shape == input.shape
+    if target.dtype not in _LABEL_DTYPES:
+        return False
+    lead = input.shape[:1] + input.shape[2:] if input.dim() >= 2 else ()
+    return target.shape == lead
+
+
+def cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    size_average: bool | None = None,
+    ignore_index: int = -100,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """``torch.nn.functional.cross_entropy`` computed by numxent on CPU tensors.
+
+    Parameters
+    ----------
+    input : Tensor of shape (C,), (N, C) or (N, C, d1, ..., dK)
+        Unnormalised scores, class dimension 1 (PyTorch's layout).
+    target : Tensor
+        Class indices (int64 or uint8) of shape (), (N,) or (N, d1, ..., dK),
+        or class probabilities of the input's shape and dtype.
+    weight : Tensor of shape (C,), optional
+    size_average, reduce : deprecated, translated as PyTorch translates them.
+    ignore_index : int, default -100
+    reduction : {"mean", "sum", "none"}, default "mean"
+    label_smoothing : float in [0, 1], default 0.0
+
+    Returns
+    -------
+    Tensor: a scalar, or the per-sample losses of shape (), (N,) or
+    (N, d1, ..., dK) for "none". Its backward multiplies the gradient the
+    forward already computed by ``grad_output``.
+
+    Calls numxent cannot serve go to ``torch.nn.functional.cross_entropy``
+    (see the module docstring for the list).
+    """
+    reduction = _reduction_arg(size_average, reduce, reduction)
+    if _ce_served(input, target, weight, reduction):
+        try:
+            return _CrossEntropyFunction.apply(
+                input, target, weight, int(ignore_index), reduction, label_smoothing
+            )
+        except _Unserved:
+            pass
+    return F.cross_entropy(
+        input,
+        target,
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+    )
+
+
+def _bce_served(input, target, weight, pos_weight, reduction) -> bool:
+    if not (_served_tensor(input) and _served_tensor(target)):
+        return False
+    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
+        return False
+    if input.dtype not in _SERVED_DTYPES or target.requires_grad:
+        return False
+    if target.dtype != input.dtype or target.shape != input.shape:
+        return False
+    for w in (weight, pos_weight):
+        if w is not None and not (
+            _served_tensor(w) and w.dtype == input.dtype and not w.requires_grad
+        ):
+            return False
+    return True
+
+
+def binary_cross_entropy_with_logits(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    pos_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``torch.nn.functional.binary_cross_entropy_with_logits`` by numxent.
+
+    Parameters
+    ----------
+    input : Tensor of any shape
+    target : Tensor of the input's shape and dtype (probabilities)
+    weight : Tensor broadcastable to the input's shape, optional
+    size_average, reduce : deprecated, translated as PyTorch translates them.
+    reduction : {"mean", "sum", "none"}, default "mean"
+    pos_weight : Tensor broadcastable to the input's shape (usually (C,)), optional
+
+    Returns
+    -------
+    Tensor: a scalar, or the elementwise losses (input's shape) for "none".
+    Infinite logits give the loss's limit (0 or +inf), not PyTorch's NaN.
+    """
+    reduction = _reduction_arg(size_average, reduce, reduction)
+    if _bce_served(input, target, weight, pos_weight, reduction):
+        try:
+            return _BCEWithLogitsFunction.apply(
+                input, target, weight, pos_weight, reduction
+            )
+        except _Unserved:
+            pass
+    return F.binary_cross_entropy_with_logits(
+        input, target, weight=weight, reduction=reduction, pos_weight=pos_weight
+    )
+
+
+# --------------------------------------------------------------------------
+# layer 3: modules
+# --------------------------------------------------------------------------
+class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
+    """``torch.nn.CrossEntropyLoss`` whose forward is :func:`cross_entropy`.
+
+    Same constructor, buffers and ``state_dict`` as PyTorch's module.
+
+    >>> import torch
+    >>> loss_fn = CrossEntropyLoss(label_smoothing=0.1)
+    >>> loss_fn(torch.zeros(2, 4), torch.tensor([1, 3])).item() == float(
+    ...     torch.log(torch.tensor(4.0)))
+    True
+    """
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return cross_entropy(
+            input,
+            target,
+            weight=self.weight,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            label_smoothing=self.label_smoothing,
+        )
+
+
+class BCEWithLogitsLoss(torch.nn.BCEWithLogitsLoss):
+    """``torch.nn.BCEWithLogitsLoss`` whose forward is
+    :func:`binary_cross_entropy_with_logits`."""
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return binary_cross_entropy_with_logits(
+            input,
+            target,
+            weight=self.weight,
+            pos_weight=self.pos_weight,
+            reduction=self.reduction,
+        )

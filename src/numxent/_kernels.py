@@ -8,7 +8,10 @@ Every kernel comes as a pair, ``*_par`` (``prange`` over samples) and
 ``*_ser`` (``range``), built from the same ``inline="always"`` row function:
 a row's values never depend on which variant or how many threads ran it, and
 no kernel sums across rows (the caller reduces the per-row values in a fixed
-order), so results are bitwise identical for any thread count.
+order; binary cross-entropy sums within fixed 8,192-element blocks), so
+results are bitwise identical for any thread count. Rows of at most 64
+classes are processed a tile of rows at a time (``_ce_hard_tile``) so that
+the exp loop stays long enough to vectorise.
 
 Precision: float32 rows are exponentiated in float32 (the vectorised exp
 below, <= 1 ulp); row sums, logs, losses and gradient scales are float64;

@@ -8,7 +8,6 @@ also keeps the kernels' compiled signatures to one per logits dtype.
 
 from __future__ import annotations
 
-import numbers
 import operator
 
 import numpy as np
@@ -241,7 +240,3 @@ def broadcast_weight(w: np.ndarray, name: str, shape: tuple, rows: int, cols: in
     # A broadcast view usually reshapes without a copy (zero strides stay
     # zero); the rare layouts that cannot are materialised.
     return readonly(b.reshape(rows, cols))
-
-
-def is_integral(v) -> bool:
-    return isinstance(v, numbers.Integral)

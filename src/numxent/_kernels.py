@@ -23,7 +23,8 @@ the passes, so memory is read once and written once):
 
 1. ``m = max_k x_k``;
 2. ``e_k = exp(x_k - m)``, ``s = sum_k e_k`` and the target terms, with
-   ``e_k`` parked in the gradient row (no scratch buffer);
+   ``e_k`` parked in the gradient row (forward-only calls: one scratch row
+   per task);
 3. ``grad_k = scale * (A * e_k / s - a_k)`` in place over ``e_k``, where
    ``a_k`` is the target weight of class ``k`` and ``A = sum_k a_k``.
 

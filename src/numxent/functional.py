@@ -156,19 +156,21 @@ def cross_entropy(
     n_rows = math.prod(lead)
     out = V.check_out(out, x.shape, dtype, return_grad)
 
+    # The weights as the kernels read them: float64, contiguous, and a private
+    # copy if they share memory with ``out``.
     if weight is None:
         w = _unit_weights(n_classes)
     else:
         w = V.check_nonneg_weights(weight, "weight", (n_classes,))
-    sw = None
+    w = _detach_from_out(V.as_compute(w, np.float64), out)
+    sw = _EMPTY_F64
     if sample_weight is not None:
         sw = V.check_nonneg_weights(sample_weight, "sample_weight", lead).reshape(-1)
+        sw = _detach_from_out(V.as_compute(sw, np.float64), out)
 
     if hard:
         y, ignore_k = V.hard_labels(t, n_classes, ignore, lead)
-        w = V.as_compute(w, np.float64)
-        sw_k = _EMPTY_F64 if sw is None else V.as_compute(sw, np.float64)
-        first_bad, denom = K.scan_hard_labels(y, n_classes, ignore_k, w, sw_k)
+        first_bad, denom = K.scan_hard_labels(y, n_classes, ignore_k, w, sw)
         if first_bad >= 0:
             V.raise_bad_label(t.reshape(-1), first_bad, n_classes, lead)
     else:
@@ -180,15 +182,9 @@ def cross_entropy(
         tc = V.as_compute(t, cdtype).reshape(n_rows, n_classes)
         tc = _detach_from_out(tc, out)
         if red == "mean":
-            denom = float(n_rows if sw is None else np.sum(sw))
+            denom = float(n_rows if sample_weight is None else np.sum(sw))
     # -- every check has passed: nothing below raises on user input --
 
-    w = _detach_from_out(V.as_compute(w, np.float64), out)
-    sw = (
-        _EMPTY_F64
-        if sw is None
-        else _detach_from_out(V.as_compute(sw, np.float64), out)
-    )
     if return_grad:
         grad, kgrad = _alloc_grad(out, x.shape, dtype, cdtype)
         kgrad2 = kgrad.reshape(n_rows, n_classes)

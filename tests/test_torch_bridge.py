@@ -453,6 +453,130 @@ def test_training_loop_matches_torch(threads):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
 
 
+# --------------------------------------------------------------------------
+# gradient buffer pool
+# --------------------------------------------------------------------------
+def _pooled(shape, dtype=torch.float32):
+    return list(nt._POOL._bufs.get((tuple(shape), dtype), ()))
+
+
+def _nonleaf_grad(x, w, t, fn=None, **kw):
+    """Gradient wrt the non-leaf logits x @ w, returned to the caller."""
+    z = x @ w
+    (g,) = torch.autograd.grad((fn or nt.cross_entropy)(z, t, **kw), z)
+    return g
+
+
+def test_pool_reuses_a_released_buffer_in_training_steps():
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(33, 8, generator=gen)
+    w = torch.randn(8, 13, generator=gen, requires_grad=True)
+    t = torch.randint(0, 13, (33,), generator=gen)
+    ptrs = set()
+    for _ in range(4):
+        w.grad = None
+        nt.cross_entropy(x @ w, t).backward()
+        (buf,) = _pooled((33, 13))
+        ptrs.add(buf.data_ptr())
+        del buf
+        torch.testing.assert_close(
+            w.grad,
+            torch.autograd.grad(F.cross_entropy(x @ w, t), w)[0],
+            rtol=1e-5,
+            atol=1e-6,
+        )
+    assert len(ptrs) == 1
+
+
+@pytest.mark.parametrize("holder", ["tensor", "numpy", "detach", "view", "list"])
+def test_pool_never_overwrites_a_gradient_still_held(holder):
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(17, 6, generator=gen)
+    w = torch.randn(6, 11, generator=gen, requires_grad=True)
+    t = torch.randint(0, 11, (17,), generator=gen)
+    g = _nonleaf_grad(x, w, t)
+    expected = g.clone()
+    kept = {
+        "tensor": lambda: g,
+        "numpy": lambda: g.numpy(),
+        "detach": lambda: g.detach(),
+        "view": lambda: g[3:],
+        "list": lambda: [g],
+    }[holder]()
+    del g
+    for seed in range(3):  # more calls of the same shape on other data
+        other = torch.randn(17, 6, generator=gen)
+        _nonleaf_grad(other, w, t)
+    got = {"tensor": kept, "numpy": torch.from_numpy(kept) if holder == "numpy"
+           else None, "detach": kept, "view": kept, "list": None}[holder]
+    if holder == "list":
+        got = kept[0]
+    if holder == "view":
+        expected = expected[3:]
+    assert torch.equal(got, expected)
+
+
+def test_pool_leaf_input_adopts_the_buffer_and_is_not_reused():
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(9, 4, generator=gen, requires_grad=True)
+    t = torch.randint(0, 4, (9,), generator=gen)
+    nt.cross_entropy(x, t).backward()
+    assert not any(b is x.grad for b in _pooled((9, 4)))
+    kept = x.grad.clone()
+    y = torch.randn(9, 4, generator=gen, requires_grad=True)
+    nt.cross_entropy(y * 1.0, t).backward()  # same shape, non-leaf
+    assert torch.equal(x.grad, kept)
+
+
+def test_pool_same_shape_twice_in_one_graph():
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(12, 7, generator=gen, requires_grad=True)
+    t = torch.randint(0, 7, (12,), generator=gen)
+    for _ in range(3):
+        x.grad = None
+        (nt.cross_entropy(x * 1.0, t) + nt.cross_entropy(x * 2.0, t)).backward()
+        got = x.grad.clone()
+        x.grad = None
+        (F.cross_entropy(x * 1.0, t) + F.cross_entropy(x * 2.0, t)).backward()
+        torch.testing.assert_close(got, x.grad, rtol=1e-5, atol=1e-6)
+    assert len(_pooled((12, 7))) == 2
+
+
+def test_pool_bce_and_channels_first_copy():
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(4, 5, 3, generator=gen)  # (N, C, d): copied to class-last
+    w = torch.randn(3, 3, generator=gen, requires_grad=True)
+    t = torch.randint(0, 5, (4, 3), generator=gen)
+    p = torch.rand(4, 5, 3, generator=gen)
+    for fn, target in ((nt.cross_entropy, t), (NT_BCE, p)):
+        ref_fn = F.cross_entropy if fn is nt.cross_entropy else F_BCE
+        for _ in range(3):
+            (g,) = torch.autograd.grad(fn(x @ w, target), w)
+            (r,) = torch.autograd.grad(ref_fn(x @ w, target), w)
+            torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-6)
+
+
+def test_pool_limit():
+    gen = torch.Generator().manual_seed(8)
+    x = torch.randn(10, 5, generator=gen)
+    w = torch.randn(5, 6, generator=gen, requires_grad=True)
+    t = torch.randint(0, 6, (10,), generator=gen)
+    old = nt.set_gradient_pool_bytes(0)
+    try:
+        assert nt._POOL._bufs == {}
+        _nonleaf_grad(x, w, t)
+        assert _pooled((10, 6)) == []
+        nt.set_gradient_pool_bytes(10 * 6 * 4)  # room for exactly one
+        _nonleaf_grad(x, w, t)
+        assert len(_pooled((10, 6))) == 1
+        _nonleaf_grad(torch.randn(3, 5, generator=gen), w, t[:3])
+        assert _pooled((10, 6)) == []  # least recently used went
+        with pytest.raises(ValueError, match="nbytes"):
+            nt.set_gradient_pool_bytes(-1)
+    finally:
+        assert nt.set_gradient_pool_bytes(old) == 10 * 6 * 4
+
+
 def _big_case(seed):
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(256, 300, generator=gen)  # above numxent's parallel threshold

@@ -45,8 +45,24 @@ Served calls save the input for backward (double backward and a second
 ``retain_graph`` backward recompute from it), so modifying the input in place
 between forward and backward raises PyTorch's usual version-counter error.
 ``torch.compile``, ``torch.jit.script`` and ``torch.func`` transforms are not
-supported by the served path. The gradient buffer is a fresh tensor each call
-(float32 logits of N x C cost exactly one N x C buffer; PyTorch's loss keeps
+supported by the served path.
+
+Gradient buffers are pooled. A fresh N x C tensor costs the OS a zeroing
+page fault per 4 KiB page on first touch -- in a training step that is most
+of the loss's time (measured: 8.5 ms with a reused buffer vs ~44 ms fresh at
+1,024 x 32,000 float32). The bridge therefore keeps the gradient buffers it
+handed to autograd (up to :func:`set_gradient_pool_bytes`, default 2 GiB,
+least recently used dropped first) and reuses one only when nothing else
+holds it any more: no other Python reference (``sys.getrefcount``), no C++
+reference to the tensor (``Tensor._use_count``) and no other tensor on its
+storage (views, ``detach()``). A gradient still held anywhere -- by
+``torch.autograd.grad``'s result, a hook, a ``.numpy()`` array, a leaf's
+``.grad`` -- is never overwritten: the call allocates a new buffer instead.
+When the input is a leaf the buffer leaves the pool in backward, so
+PyTorch's ``AccumulateGrad`` can adopt it as ``.grad`` without a copy. The
+price is memory kept between steps: one N x C buffer per recent (shape,
+dtype); ``set_gradient_pool_bytes(0)`` turns pooling off and frees them.
+Peak memory of the loss is one N x C buffer either way (PyTorch's loss keeps
 the log-probabilities and allocates the gradient: three).
 
 >>> import torch
@@ -60,6 +76,10 @@ the log-probabilities and allocates the gradient: three).
 
 from __future__ import annotations
 
+import sys
+import threading
+from collections import OrderedDict
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -72,6 +92,7 @@ __all__ = [
     "binary_cross_entropy_with_logits",
     "CrossEntropyLoss",
     "BCEWithLogitsLoss",
+    "set_gradient_pool_bytes",
 ]
 
 _SERVED_DTYPES = (torch.float32, torch.float64)
@@ -95,22 +116,146 @@ def _class_first(t: torch.Tensor) -> torch.Tensor:
     return t.movedim(-1, 1) if t.dim() > 2 else t
 
 
+# --------------------------------------------------------------------------
+# gradient buffer pool
+# --------------------------------------------------------------------------
+def _tensor_refs(bufs: list, i: int) -> int:
+    return sys.getrefcount(bufs[i])
+
+
+def _storage_refs(t: torch.Tensor) -> int:
+    return torch._C._storage_Use_Count(t.untyped_storage()._cdata)
+
+
+def _probe_baseline():
+    """Reference counts of a pooled tensor nobody else holds, measured through
+    the very calls the pool makes (robust to interpreter differences)."""
+    try:
+        probe = [torch.empty(1)]
+        base = (_tensor_refs(probe, 0), probe[0]._use_count(), _storage_refs(probe[0]))
+        held = probe[0]  # a second holder must be visible
+        seen = _tensor_refs(probe, 0) > base[0]
+        view = probe[0].detach()
+        seen_storage = _storage_refs(probe[0]) > base[2]
+        del held, view
+        return base if seen and seen_storage and base[1] == 1 else None
+    except Exception:  # private API missing in this PyTorch: no pooling
+        return None
+
+
+class _GradientPool:
+    """Buffers handed to autograd, reused once nobody else holds them."""
+
+    PER_KEY = 4
+
+    def __init__(self, limit_bytes: int):
+        self.limit = int(limit_bytes)
+        self._lock = threading.Lock()
+        self._bufs: OrderedDict = OrderedDict()  # (shape, dtype) -> [Tensor]
+        self._base = _probe_baseline()
+
+    def _unshared(self, bufs: list, i: int) -> bool:
+        base = self._base
+        return (
+            _tensor_refs(bufs, i) == base[0]
+            and bufs[i]._use_count() == base[1]
+            and _storage_refs(bufs[i]) == base[2]
+        )
+
+    def take(self, shape, dtype) -> torch.Tensor:
+        """A contiguous tensor of ``shape``/``dtype`` that nobody else holds."""
+        shape = tuple(shape)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if self._base is None or nbytes == 0 or nbytes > self.limit:
+            return torch.empty(shape, dtype=dtype)
+        key = (shape, dtype)
+        with self._lock:
+            bufs = self._bufs.setdefault(key, [])
+            self._bufs.move_to_end(key)
+            for i in range(len(bufs)):
+                if self._unshared(bufs, i):
+                    t = bufs[i]
+                    return t
+            t = torch.empty(shape, dtype=dtype)
+            bufs.append(t)
+            if len(bufs) > self.PER_KEY:
+                del bufs[0]
+            self._trim()
+            return t
+
+    def discard(self, t: torch.Tensor) -> None:
+        with self._lock:
+            bufs = self._bufs.get((tuple(t.shape), t.dtype), ())
+            for i in range(len(bufs)):
+                if bufs[i] is t:
+                    del bufs[i]
+                    return
+
+    def _trim(self) -> None:
+        def size(item):
+            (shape, dtype), bufs = item
+            return int(np.prod(shape, dtype=np.int64)) * dtype.itemsize * len(bufs)
+
+        total = sum(map(size, self._bufs.items()))
+        while total > self.limit and self._bufs:
+            total -= size(self._bufs.popitem(last=False))
+
+    def set_limit(self, nbytes: int) -> int:
+        with self._lock:
+            old, self.limit = self.limit, int(nbytes)
+            self._trim()
+        return old
+
+
+_POOL = _GradientPool(2 << 30)
+
+
+def set_gradient_pool_bytes(nbytes: int) -> int:
+    """Cap the memory the bridge keeps in reusable gradient buffers.
+
+    Parameters
+    ----------
+    nbytes : int
+        Total bytes of pooled buffers kept between calls (default 2 GiB);
+        buffers larger than this are never pooled. 0 turns pooling off and
+        releases the buffers the pool holds.
+
+    Returns
+    -------
+    int: the previous limit.
+
+    >>> old = set_gradient_pool_bytes(0)   # every call allocates afresh
+    >>> set_gradient_pool_bytes(old)
+    0
+    """
+    nbytes = int(nbytes)
+    if nbytes < 0:
+        raise ValueError(f"nbytes must be >= 0, got {nbytes}")
+    return _POOL.set_limit(nbytes)
+
+
 def _logits_and_buffer(x: torch.Tensor, need_grad: bool):
     """NumPy logits for the kernel and the tensor that will hold the gradient.
 
-    A contiguous ``x`` is read in place and a fresh buffer receives the
-    gradient; otherwise ``x`` is copied once and the copy, owned here, is
-    overwritten by its own gradient (numxent's ``out=logits``).
+    A contiguous ``x`` is read in place and a pooled buffer receives the
+    gradient; otherwise ``x`` is copied once into a pooled buffer, which is
+    then overwritten by its own gradient (numxent's ``out=logits``).
     """
     x = x.detach()
-    # torch.empty rather than np.empty: NumPy's huge-page request makes a
-    # fresh buffer cheaper on average but stalls for tens of milliseconds
-    # whenever the kernel has to compact memory (measured in training steps).
     if x.is_contiguous():
-        buf = torch.empty_like(x, memory_format=torch.contiguous_format)
-        return x.numpy(), (buf if need_grad else None)
-    xc = x.contiguous()
-    return xc.numpy(), (xc if need_grad else None)
+        buf = _POOL.take(x.shape, x.dtype) if need_grad else None
+        return x.numpy(), buf
+    if not need_grad:
+        return x.contiguous().numpy(), None
+    buf = _POOL.take(x.shape, x.dtype)
+    buf.copy_(x)
+    return buf.numpy(), buf
+
+
+def _release_to_leaf(input: torch.Tensor, grad: torch.Tensor) -> None:
+    """A leaf's AccumulateGrad adopts a gradient only nobody else holds."""
+    if input.is_leaf:
+        _POOL.discard(grad)
 
 
 def _np(t: torch.Tensor | None):
@@ -200,6 +345,7 @@ class _CrossEntropyFunction(torch.autograd.Function):
                 out=grad.numpy(),
             )
         grad = _scale(grad, grad_output, reduction == "none")
+        _release_to_leaf(input, grad)
         return _class_first(grad), None, None, None, None, None
 
 
@@ -252,6 +398,7 @@ class _BCEWithLogitsFunction(torch.autograd.Function):
             grad = grad.mul_(grad_output)
         else:
             grad = _scale(grad, grad_output, False)
+        _release_to_leaf(input, grad)
         return (grad,) + (None,) * 4
 
 

@@ -133,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
         "spinning OpenMP threads cannot slow the next one's samples); "
         "interleaved: round-robin over the peers (robust to load drift)",
     )
+    p.add_argument(
+        "--training",
+        action="store_true",
+        help="also time training steps with PyTorch's loss vs numxent.torch's "
+        "(an MLP with 1,000 classes, batch 4,096; an LM head 512 -> 32,000, "
+        "4,096 tokens; --quick: batch and tokens 1,024); needs torch",
+    )
     p.add_argument("--warm-starts", type=int, help="warm-cache start-up runs")
     p.add_argument("--cold-starts", type=int, help="cold-cache start-up runs")
     p.add_argument(
@@ -213,6 +220,7 @@ def _settings(args: argparse.Namespace, parser) -> dict:
         "stat": args.stat,
         "order": args.order,
         "seed": args.seed,
+        "training": bool(args.training),
     }
     for key, defaults in _DEFAULTS.items():
         value = getattr(args, key)
@@ -372,6 +380,12 @@ def run(s: dict, threads: int, command: str, quiet: bool = False) -> dict:
     units = (len(workloads) + len(thp_workloads)) * (s["repeat"] + 1)
     if do_startup:
         units += max(1, s["cold_starts"]) + s["warm_starts"]
+    training_opts = {}
+    if s.get("training"):
+        from .training import QUICK, n_children
+
+        training_opts = dict(QUICK) if s["quick"] else {}
+        units += n_children(**training_opts)
     progress = Progress(units, enabled=not quiet)
     notes: list[str] = []
     seen_notes: set[str] = set()
@@ -458,6 +472,21 @@ def run(s: dict, threads: int, command: str, quiet: bool = False) -> dict:
             )
         except Exception as exc:
             note(f"start-up measurement failed: {exc}")
+    training = None
+    if s.get("training"):
+        if importlib.util.find_spec("torch") is None:
+            note("training benchmark skipped: torch is not installed")
+        else:
+            from .training import run_training
+
+            try:
+                rows = run_training(
+                    on_step=lambda m: progress.advance(1, "training", m),
+                    **training_opts,
+                )
+                training = {"options": training_opts, "rows": rows}
+            except Exception as exc:
+                note(f"training benchmark failed: {exc}")
     progress.close()
 
     for e in results:
@@ -483,6 +512,7 @@ def run(s: dict, threads: int, command: str, quiet: bool = False) -> dict:
         },
         "results": results,
         "startup": startup,
+        "training": training,
         "thp_worker": thp_info,
         "notes": notes,
     }

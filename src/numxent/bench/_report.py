@@ -147,6 +147,17 @@ def targets(results: dict) -> list[dict]:
         elif op == "bce" and shape == (1_000_000, 100):
             check("numxent BCE out= ≤ × copy", where, to_copy.get("numxent_out"),
                   1.5, True)  # fmt: skip
+    tr = (results.get("training") or {}).get("rows") or []
+    for t, n in zip(tr[0::2], tr[1::2], strict=True):
+        where = (
+            f"training {t['task']} {t['batch']:,}×{t['classes']:,}, "
+            f"torch threads {t['threads']}"
+        )
+        check("PyTorch loss fwd+bwd ÷ numxent's in the step ≥", where,
+              t["loss_ms"] / n["loss_ms"], 8.0, False)  # fmt: skip
+        if t["task"] == "lm":
+            check("PyTorch step ÷ numxent step ≥", where,
+                  t["step_ms"] / n["step_ms"], 1.2, False)  # fmt: skip
     st = results.get("startup") or {}
     for kind, limit in (("warm", 1.0), ("cold", 5.0)):
         if st.get(kind):
@@ -256,6 +267,12 @@ def text_tables(results: dict) -> str:
     st = results.get("startup")
     if st:
         parts.append(_startup_text(st))
+    tr = (results.get("training") or {}).get("rows")
+    if tr:
+        from .training import summary
+
+        parts += ["training steps (PyTorch ÷ numxent):"]
+        parts += [f"  {line}" for line in summary(tr)] + [""]
     rows = targets(results)
     if rows:
         missed = [f"{r['target']} {r['limit']:g} at {r['where']} ({r['value']:.2f})"
@@ -424,6 +441,22 @@ def markdown_report(results: dict, plot_file: str | None) -> str:
             out += [f"### {op}, {dtype}", "", md_table(headers, rows, "l"), ""]
     if results.get("startup"):
         out += ["## Start-up", "", _startup_md(results["startup"]), ""]
+    tr = (results.get("training") or {}).get("rows")
+    if tr:
+        from .training import markdown as training_md
+
+        out += [
+            "## Training step",
+            "",
+            "`numxent.bench.training`: the same model, data and seed trained "
+            "with `torch.nn.functional.cross_entropy` and with "
+            "`numxent.torch.cross_entropy`, their steps interleaved in one "
+            "process per torch thread count (median of the timed steps); "
+            "the loss's forward+backward timed alone on the model's output; "
+            "peak memory from separate processes (extra resident MiB).",
+            "",
+            training_md(tr),
+        ]
     rows = targets(results)
     if rows:
         out += [

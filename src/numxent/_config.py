@@ -124,6 +124,9 @@ def launch(parallel_kernel, serial_kernel, n_elements: int, *args) -> None:
     if n_elements < SERIAL_BELOW or _omp_inherited:
         serial_kernel(*args)
         return
+    if _layer is not None and numba.get_num_threads() == 1:
+        serial_kernel(*args)  # numba.set_num_threads(1) in this thread
+        return
     layer = _layer
     if layer is None:
         # The first launch starts Numba's pool; only then is the layer known.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numbers
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import numba
@@ -25,38 +26,60 @@ from .functional import binary_cross_entropy_with_logits, cross_entropy, log_sof
 __all__ = ["CrossEntropyClassifier"]
 
 
+#: Rows of a block: its logits and its rows of X together hold about this
+#: many elements, so that the block stays in cache between the GEMM that
+#: makes its logits, the fused loss that overwrites them with the gradient
+#: and the GEMM that reads them back.
+BLOCK_ELEMENTS = 1 << 17
+
+
 @contextmanager
-def _thread_limits(n_threads):
-    """Numba's and BLAS's thread counts set to ``n_threads`` for a block."""
-    if n_threads is None:
-        yield
-        return
+def _fit_threads(n_threads: int):
+    """BLAS on one thread for the block: the objective's threads are ours.
+
+    OpenBLAS's idle worker threads spin after every call, taking the cores
+    that the next (Numba) kernel needs -- measured on 2 cores: the fused loss
+    ran no faster on 2 threads than on 1 right after a 2-thread GEMM. The
+    objective therefore runs ``n_threads`` Python threads over row blocks,
+    each calling single-threaded BLAS and the serial kernel (Numba's thread
+    count is thread-local: set to 1 inside the workers).
+    """
     from threadpoolctl import threadpool_limits
 
-    before = numba.get_num_threads()
-    numba.set_num_threads(n_threads)
-    try:
-        with threadpool_limits(limits=n_threads, user_api="blas"):
-            yield
-    finally:
-        numba.set_num_threads(before)
+    with threadpool_limits(limits=1, user_api="blas"):
+        if n_threads == 1:
+            before = numba.get_num_threads()
+            numba.set_num_threads(1)
+            try:
+                yield None
+            finally:
+                numba.set_num_threads(before)
+        else:
+            with ThreadPoolExecutor(n_threads, initializer=numba.set_num_threads,
+                                    initargs=(1,)) as pool:  # fmt: skip
+                yield pool
 
 
 class _Objective:
-    """``f(theta)`` and its gradient for L-BFGS, with preallocated buffers.
+    """Loss and gradient of the penalised problem, as L-BFGS wants them.
 
-    ``theta`` (float64) holds ``W`` of shape (n_out, n_features) row-major,
-    then ``b`` of shape (n_out,) when there is an intercept. The objective is
-    scikit-learn's ``LinearModelLoss`` one::
+    The objective is scikit-learn's ``LinearModelLoss`` one::
 
-        sum_i s_i loss_i / sum_i s_i  +  ||W||^2 / (2 C sum_i s_i)
+        sum_i s_i loss_i / S  +  ||W||^2 / (2 C S),    S = sum_i s_i
 
     (``s_i`` the sample weights with class weights folded in), which has the
     same minimiser as ``LogisticRegression``'s ``C sum_i s_i loss_i +
     ||W||^2 / 2``. For multi-label problems ``loss_i`` is the sum over labels.
+
+    Evaluated block by block of rows (:data:`BLOCK_ELEMENTS`): ``Z = X_b @
+    W.T + b``, the fused ``reduction="sum"`` loss overwriting ``Z`` with its
+    gradient (``out=Z``), ``G_b.T @ X_b`` -- one read of ``X`` per evaluation
+    while each block is in cache. Blocks have a fixed size and their partial
+    sums are added in block order, so the result does not depend on the
+    number of threads.
     """
 
-    def __init__(self, X, target, sw, kind, n_out, fit_intercept, l2, eps):
+    def __init__(self, X, target, sw, kind, n_out, fit_intercept, l2, eps, pool):
         self.X, self.target, self.sw, self.kind = X, target, sw, kind
         self.n_out, self.fit_intercept, self.l2, self.eps = (
             n_out,
@@ -66,51 +89,76 @@ class _Objective:
         )
         n, f = X.shape
         self.n_coef = n_out * f
-        shape = (n,) if kind == "binary" else (n, n_out)
-        # Z holds the logits, then (in place, out=Z) the gradient dloss/dZ.
-        self.Z = np.empty(shape, dtype=X.dtype)
+        self.S = float(n if sw is None else np.sum(sw))
+        rows = max(16, BLOCK_ELEMENTS // (f + n_out))
+        self.bounds = list(range(0, n, rows)) + [n]
+        n_blocks = len(self.bounds) - 1
+        self.pool = pool if n_blocks > 1 else None
+        n_workers = pool._max_workers if self.pool is not None else 1
+        self.ranges = np.linspace(0, n_blocks, n_workers + 1).round().astype(int)
+        zshape = (rows,) if kind == "binary" else (rows, n_out)
+        self.Z = [np.empty(zshape, dtype=X.dtype) for _ in range(n_workers)]
         self.W = np.empty((n_out, f), dtype=X.dtype)
-        self.GW = np.empty((n_out, f), dtype=X.dtype)
+        self.b = np.empty(n_out, dtype=X.dtype)
+        self.gw_parts = np.empty((n_blocks, n_out, f), dtype=X.dtype)
+        self.gb_parts = np.zeros((n_blocks, n_out))
+        self.loss_parts = np.empty(n_blocks)
         self.n_evals = 0
 
+    def _blocks(self, worker: int) -> None:
+        X, W, b, Zbuf = self.X, self.W, self.b, self.Z[worker]
+        bounds, kind = self.bounds, self.kind
+        for k in range(self.ranges[worker], self.ranges[worker + 1]):
+            lo, hi = bounds[k], bounds[k + 1]
+            Xb, Z = X[lo:hi], Zbuf[: hi - lo]
+            sw = None if self.sw is None else self.sw[lo:hi]
+            if kind == "binary":
+                np.matmul(Xb, W[0], out=Z)
+            else:
+                np.matmul(Xb, W.T, out=Z)
+            if self.fit_intercept:
+                Z += b if kind != "binary" else b[0]
+            if kind == "multiclass":
+                loss, G = cross_entropy(Z, self.target[lo:hi], sample_weight=sw,
+                                        label_smoothing=self.eps, reduction="sum",
+                                        return_grad=True, out=Z)  # fmt: skip
+            else:
+                loss, G = binary_cross_entropy_with_logits(
+                    Z, self.target[lo:hi], sample_weight=sw, reduction="sum",
+                    return_grad=True, out=Z,
+                )  # fmt: skip
+            self.loss_parts[k] = loss
+            if kind == "binary":
+                np.matmul(G, Xb, out=self.gw_parts[k, 0])
+                if self.fit_intercept:
+                    self.gb_parts[k, 0] = np.sum(G, dtype=np.float64)
+            else:
+                np.matmul(G.T, Xb, out=self.gw_parts[k])
+                if self.fit_intercept:
+                    np.sum(G, axis=0, dtype=np.float64, out=self.gb_parts[k])
+
     def __call__(self, theta):
-        X, Z, n_out = self.X, self.Z, self.n_out
-        W64 = theta[: self.n_coef].reshape(n_out, -1)
+        W64 = theta[: self.n_coef].reshape(self.n_out, -1)
         self.W[...] = W64
-        if self.kind == "binary":
-            np.matmul(X, self.W[0], out=Z)
-        else:
-            np.matmul(X, self.W.T, out=Z)
         if self.fit_intercept:
-            Z += theta[self.n_coef :].astype(X.dtype)
-        if self.kind == "multiclass":
-            loss, G = cross_entropy(
-                Z,
-                self.target,
-                sample_weight=self.sw,
-                label_smoothing=self.eps,
-                return_grad=True,
-                out=Z,
-            )
-            scale = 1.0
+            self.b[...] = theta[self.n_coef :]
+        if self.pool is None:
+            self._blocks(0)
         else:
-            loss, G = binary_cross_entropy_with_logits(
-                Z, self.target, sample_weight=self.sw, return_grad=True, out=Z
-            )
-            # "mean" of BCE divides by n_labels too: the objective sums labels.
-            scale = 1.0 if self.kind == "binary" else float(n_out)
+            for fut in [self.pool.submit(self._blocks, w) for w in range(len(self.Z))]:
+                fut.result()
+        inv_s = 1.0 / self.S
         grad = np.empty_like(theta)
-        gW = grad[: self.n_coef].reshape(n_out, -1)
-        if self.kind == "binary":
-            np.matmul(G, X, out=self.GW[0])
-        else:
-            np.matmul(G.T, X, out=self.GW)
-        np.multiply(self.GW, scale, out=gW)
+        gW = grad[: self.n_coef].reshape(self.n_out, -1)
+        np.add.reduce(self.gw_parts, axis=0, dtype=np.float64, out=gW)
+        gW *= inv_s
         gW += self.l2 * W64
         if self.fit_intercept:
-            grad[self.n_coef :] = G.sum(axis=0, dtype=np.float64) * scale
+            np.add.reduce(self.gb_parts, axis=0, out=grad[self.n_coef :])
+            grad[self.n_coef :] *= inv_s
         self.n_evals += 1
-        value = float(loss) * scale + 0.5 * self.l2 * float(W64.ravel() @ W64.ravel())
+        value = float(np.sum(self.loss_parts)) * inv_s
+        value += 0.5 * self.l2 * float(W64.ravel() @ W64.ravel())
         return value, grad
 
 
@@ -119,8 +167,8 @@ class CrossEntropyClassifier(ClassifierMixin, BaseEstimator):
 
     Minimises scikit-learn's ``LogisticRegression`` objective (L2 penalty,
     ``lbfgs`` solver) with every loss-and-gradient evaluation made by one
-    fused, thread-parallel numxent call on the logits ``X @ W.T + b``
-    followed by ``G.T @ X`` in BLAS::
+    fused numxent call on the logits ``X @ W.T + b`` followed by ``G.T @ X``
+    in BLAS, block by block of rows on ``n_threads`` threads::
 
         min_{W, b}  sum_i s_i loss_i / S  +  ||W||_F^2 / (2 C S),   S = sum_i s_i
 
@@ -168,8 +216,12 @@ class CrossEntropyClassifier(ClassifierMixin, BaseEstimator):
         targets become ``(1 - eps) onehot + eps / n_classes`` (numxent's
         ``label_smoothing``); sigmoid targets become ``(1 - eps) y + eps / 2``.
     n_threads : int or None, default None
-        Threads for numxent's kernels and for BLAS during ``fit`` (restored
-        afterwards); None leaves the current settings.
+        Threads that evaluate the objective during ``fit``, each over its own
+        blocks of rows with single-threaded BLAS and numxent's serial kernel
+        (BLAS's own threads are held to 1 during ``fit`` and restored
+        afterwards). None: Numba's thread count (``numba.get_num_threads()``,
+        all cores by default). The fit does not depend on it: blocks have a
+        fixed size and are summed in order.
 
     Attributes
     ----------
@@ -362,8 +414,8 @@ class CrossEntropyClassifier(ClassifierMixin, BaseEstimator):
         self._kind = kind
         l2 = 0.0 if np.isinf(self.C) else 1.0 / (self.C * sw_sum)
         theta0 = self._initial_theta(n_out, n_features)
-        objective = _Objective(
-            X, target, sw, kind, n_out, bool(self.fit_intercept), l2, eps
+        n_threads = (
+            numba.get_num_threads() if self.n_threads is None else self.n_threads
         )
         every = max(1, 10 // int(self.verbose)) if self.verbose else 0
         n_calls = [0]
@@ -373,7 +425,10 @@ class CrossEntropyClassifier(ClassifierMixin, BaseEstimator):
             if every and n_calls[0] % every == 0:
                 print(f"iter {n_calls[0]:5d}  objective {intermediate_result.fun:.8g}")
 
-        with _thread_limits(self.n_threads):
+        with _fit_threads(int(n_threads)) as pool:
+            objective = _Objective(
+                X, target, sw, kind, n_out, bool(self.fit_intercept), l2, eps, pool
+            )
             res = optimize.minimize(
                 objective,
                 theta0,

@@ -857,3 +857,33 @@ def test_logsumexp_1d_and_large_values():
         [-np.log(2.0), -np.log(2.0), -2000.0 - np.log(2.0)],
         rtol=1e-15,
     )
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("n", [60, 12_000], ids=["serial", "parallel"])
+def test_nonfinite_rows_inside_a_tile_in_place_and_alone(dtype, label_smoothing, n):
+    """Non-finite rows among finite ones in one tile of narrow rows: in place
+    (out=logits), forward-only and row-by-row give the same bits."""
+    x8, y8 = _ce_nonfinite_logits()
+    rng = np.random.default_rng(801)
+    x = rng.normal(size=(n, 4)) * 3
+    y = rng.integers(0, 4, n)
+    x[5:61:7], y[5:61:7] = x8, y8  # rows 5, 12, ..., 54
+    x = x.astype(dtype)
+    y[3] = -100  # an ignored row too
+    kw = dict(reduction="none", label_smoothing=label_smoothing)
+    loss, grad = nx.cross_entropy(x, y, return_grad=True, **kw)
+    inplace = x.copy()
+    loss_ip, grad_ip = nx.cross_entropy(inplace, y, return_grad=True, out=inplace, **kw)
+    assert grad_ip is inplace
+    np.testing.assert_array_equal(loss_ip, loss)
+    np.testing.assert_array_equal(grad_ip, grad)
+    np.testing.assert_array_equal(nx.cross_entropy(x, y, **kw), loss)
+    for i in list(range(60)) + list(range(60, n, 997)):
+        li, gi = nx.cross_entropy(x[[i]], y[[i]], return_grad=True, **kw)
+        np.testing.assert_array_equal(li, loss[[i]])
+        np.testing.assert_array_equal(gi, grad[[i]])
+    t_loss, t_grad = torch_ce(x, y, dtype=dtype, **kw)
+    assert_close(loss, t_loss, dtype)
+    assert_close(grad, t_grad, dtype)

@@ -10,8 +10,9 @@ a row's values never depend on which variant or how many threads ran it, and
 no kernel sums across rows (the caller reduces the per-row values in a fixed
 order; binary cross-entropy sums within fixed 8,192-element blocks), so
 results are bitwise identical for any thread count. Rows of at most 64
-classes are processed a tile of rows at a time (``_ce_hard_tile``) so that
-the exp loop stays long enough to vectorise.
+classes are processed a tile of rows at a time (``_ce_hard_tile``, the
+``ce_narrow_*`` pair) so that the exp loop stays long enough to vectorise;
+the caller picks the pair from C, so a first call compiles one loop shape.
 
 Precision: float32 rows are exponentiated in float32 (the vectorised exp
 below, <= 1 ulp); row sums, logs, losses and gradient scales are float64;
@@ -317,12 +318,6 @@ def _rows_per_task(n_classes):
     return ROWS_PER_TASK
 
 
-@njit(inline="always")
-def _n_tasks(n_rows, n_classes):
-    per_task = _rows_per_task(n_classes)
-    return (n_rows + per_task - 1) // per_task
-
-
 def exp_nonpos(d):
     """exp(d) for d <= 0, in d's float type (the exp_shifted element)."""
     return _exp_f32(d) if isinstance(d, np.float32) else _exp_f64(d)
@@ -469,26 +464,32 @@ def _ce_hard_tile(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
     want_grad = grad.shape[0] > 0
     ms = np.empty(n, x.dtype)
     xi = int_view(x)
+    # Rows holding NaN/inf take the exact scalar path right here, while their
+    # logits are unread by anything else; their gradient rows wait in
+    # `exact` until the tile's vector loop (which writes every row) is done.
+    n_exact = 0
     for r in range(n):
         m, finite = row_max(xi, r0 + r)
-        if y[r0 + r] != ignore_index and not finite:
-            # NaN/inf rows need the exact path, which must read the logits
-            # before anything is written (out=logits): do the tile row-wise.
-            _ce_hard_rows(x, y, w, w_total, sw, ignore_index, eps, gscale,
-                          loss_rows, grad, r0, r1)  # fmt: skip
-            return
         ms[r] = m
+        if y[r0 + r] != ignore_index and not finite:
+            n_exact += 1
+    exact = np.empty((n if n_exact > 0 else 0, n_classes), x.dtype)
+    is_exact = np.zeros(n, np.bool_)
     d = np.empty(n * n_classes, x.dtype)
     d_ys = np.empty(n, np.float64)
     wds = np.zeros(n, np.float64)
     for r in range(n):
         i = r0 + r
         o = r * n_classes
-        if y[i] == ignore_index:
+        m = ms[r]
+        if y[i] == ignore_index or n_exact > 0 and not row_max(xi, i)[1]:
+            if y[i] != ignore_index:
+                is_exact[r] = True
+                _ce_hard_row_exact(x, y, w, w_total, sw, eps, gscale, loss_rows,
+                                   want_grad, exact, r, i)  # fmt: skip
             for k in range(n_classes):
                 d[o + k] = 0.0
             continue
-        m = ms[r]
         d_ys[r] = np.float64(x[i, y[i]]) - np.float64(m)
         if eps > 0.0:
             wds[r] = _shifted_dot(w, x, i, np.float64(m))
@@ -507,6 +508,11 @@ def _ce_hard_tile(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
     for r in range(n):
         i = r0 + r
         ei = e0 + r
+        if is_exact[r]:
+            if want_grad:
+                for k in range(n_classes):
+                    e[ei, k] = exact[r, k]
+            continue
         if y[i] == ignore_index:
             loss_rows[i] = 0.0
             for k in range(n_classes):
@@ -519,32 +525,44 @@ def _ce_hard_tile(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
                         d_ys[r], wds[r], y[i], i)  # fmt: skip
 
 
-@njit(**_HELPER)
-def _ce_hard_task(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, grad, b):
-    n_rows, n_classes = x.shape
-    per_task = _rows_per_task(n_classes)
-    r0 = b * per_task
-    r1 = min(n_rows, r0 + per_task)
-    if n_classes <= NARROW_CLASSES:
-        _ce_hard_tile(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows,
-                      grad, r0, r1)  # fmt: skip
-    else:
-        _ce_hard_rows(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows,
-                      grad, r0, r1)  # fmt: skip
+# Two kernel pairs, chosen by the caller from C: a call compiles only the
+# loop shape it uses (a cold start compiles one pair, not both).
 
 
 @njit(parallel=True, **_JIT)
 def ce_hard_par(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, grad):
-    for b in prange(_n_tasks(x.shape[0], x.shape[1])):
-        _ce_hard_task(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows,
-                      grad, b)  # fmt: skip
+    """Rows of more than NARROW_CLASSES classes, ROWS_PER_TASK rows a task."""
+    n_rows = x.shape[0]
+    for b in prange((n_rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
+        r0 = b * ROWS_PER_TASK
+        _ce_hard_rows(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows,
+                      grad, r0, min(n_rows, r0 + ROWS_PER_TASK))  # fmt: skip
 
 
 @njit(**_JIT)
 def ce_hard_ser(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, grad):
-    for b in range(_n_tasks(x.shape[0], x.shape[1])):
-        _ce_hard_task(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows,
-                      grad, b)  # fmt: skip
+    _ce_hard_rows(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, grad,
+                  0, x.shape[0])  # fmt: skip
+
+
+@njit(parallel=True, **_JIT)
+def ce_narrow_par(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, grad):
+    """Rows of at most NARROW_CLASSES classes, a tile of rows a task."""
+    n_rows = x.shape[0]
+    per_task = _rows_per_task(x.shape[1])
+    for b in prange((n_rows + per_task - 1) // per_task):
+        r0 = b * per_task
+        _ce_hard_tile(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows,
+                      grad, r0, min(n_rows, r0 + per_task))  # fmt: skip
+
+
+@njit(**_JIT)
+def ce_narrow_ser(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, grad):
+    n_rows = x.shape[0]
+    per_task = _rows_per_task(x.shape[1])
+    for r0 in range(0, n_rows, per_task):
+        _ce_hard_tile(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows,
+                      grad, r0, min(n_rows, r0 + per_task))  # fmt: skip
 
 
 # --------------------------------------------------------------------------

@@ -205,7 +205,10 @@ def cross_entropy(
     if hard:
         w_total = float(n_classes) if weight is None else float(np.add.reduce(w))
         args = (xk, y, w, w_total, sw, ignore_k, eps, gscale, per_row, kgrad2)
-        launch(K.ce_hard_par, K.ce_hard_ser, n_el, *args)
+        if n_classes <= K.NARROW_CLASSES:
+            launch(K.ce_narrow_par, K.ce_narrow_ser, n_el, *args)
+        else:
+            launch(K.ce_hard_par, K.ce_hard_ser, n_el, *args)
     else:
         args = (xk, tc, w, sw, eps, gscale, per_row, kgrad2)
         launch(K.ce_soft_par, K.ce_soft_ser, n_el, *args)

@@ -259,11 +259,14 @@ def _exp_f64(d0):
 
 
 def _exp_shifted_f32(x, i, m, e, ei, fix):
+    # fix is a power of two <= 2**61: ek * fix is exact in float32 too, and
+    # converting float32 -> int64 directly saves a widening per element.
+    fix32 = np.float32(fix)
     acc = np.int64(0)
     for k in range(x.shape[1]):
         ek = _exp_f32(x[i, k] - m)
         e[ei, k] = ek
-        acc += np.int64(ek * fix)
+        acc += np.int64(ek * fix32)
     return acc / fix
 
 

@@ -16,7 +16,10 @@ the caller picks the pair from C, so a first call compiles one loop shape.
 
 Precision: float32 rows are exponentiated in float32 (the vectorised exp
 below, <= 1 ulp); row sums, logs, losses and gradient scales are float64;
-float64 rows are float64 throughout. Rows holding NaN or +inf take a scalar
+float64 rows are float64 throughout. Binary cross-entropy on float32 logits
+is elementwise float32 arithmetic (float32-sized exp and log1p polynomials;
+loss within 4 ulp of float64, subnormal tails included; tests/test_accuracy)
+and float64 block sums. Rows holding NaN or +inf take a scalar
 float64 path (``*_exact``) whose NaN/inf pattern is PyTorch's.
 
 Row layout of the softmax cross-entropy kernels (a row stays in cache between
@@ -679,6 +682,13 @@ BCE_BLOCK = 8192
 _LN2 = 0.6931471805599453
 _SQRT2_M1 = 0.41421356237309503
 _ATANH_C = tuple(1.0 / (2 * j + 1) for j in range(12))
+_F32_LN2 = np.float32(_LN2)
+_F32_SQRT2_M1 = np.float32(_SQRT2_M1)
+_F32_ATANH_C = tuple(np.float32(1.0 / (2 * j + 1)) for j in range(5))
+_F32_0 = np.float32(0.0)
+_F32_HALF = np.float32(0.5)
+_F32_1 = np.float32(1.0)
+_F32_2 = np.float32(2.0)
 
 
 @njit(inline="always")
@@ -703,8 +713,86 @@ def _log1p_unit(e):
     return _fma(2.0 * s, q, _LN2 if big else 0.0)
 
 
+# exp for float32 BCE tails down to the subnormal range: below the normal
+# range the argument is shifted up by 22.1875 (few bits: the sum is exact)
+# and the result scaled by exp(-22.1875) (one more rounding).
+_F32_TAIL_SHIFT = np.float32(22.1875)
+_F32_TAIL_SCALE = np.float32(math.exp(-22.1875))
+
+
+@njit(inline="always")
+def _exp_f32_wide(d0):
+    """exp(d0) for d0 <= 0, float32, subnormal results included."""
+    tail = d0 < _F32_LO
+    e = _exp_f32(d0 + _F32_TAIL_SHIFT if tail else d0)
+    return e * _F32_TAIL_SCALE if tail else e
+
+
+@njit(inline="always")
+def _log1p_unit_f32(e):
+    """log(1 + e) for e in [0, 1], float32 arithmetic: ``_log1p_unit``'s
+    reduction with 5 series terms (s**10/11 < 3e-9, below float32's 6e-8)."""
+    big = e > _F32_SQRT2_M1
+    v_big = (e - _F32_1) * _F32_HALF
+    v = v_big if big else e
+    s = v / (_F32_2 + v)
+    z = s * s
+    c0, c1, c2, c3, c4 = _F32_ATANH_C
+    q = _fma(_fma(_fma(_fma(c4, z, c3), z, c2), z, c1), z, c0)
+    return _fma(_F32_2 * s, q, _F32_LN2 if big else _F32_0)
+
+
 @njit(**_HELPER)
-def _bce_segment(x, t, fac, pwv, loss, grad, gscale):
+def _bce_segment_f32(x, t, fac, pwv, loss, grad, gscale):
+    # _bce_segment_f64's formulas in float32 arithmetic, every array float32:
+    # one vector width through the loop (8 lanes where float64 has 4) and
+    # float32-sized polynomials (exp degree 7, log1p 5 terms). Elementwise
+    # values are within a few float32 ulp; block sums are float64.
+    gs = np.float32(gscale)
+    one = _F32_1
+    zero = _F32_0
+    for c in range(x.shape[0]):
+        xv = x[c]
+        tv = t[c]
+        pwt = pwv[c] * tv
+        pos = xv if xv > zero else zero
+        neg = -xv if xv < zero else zero
+        e = _exp_f32_wide(-abs(xv))
+        pos_term = (one - tv) * pos
+        neg_term = pwt * neg
+        lv = (one + (pwv[c] - one) * tv) * _log1p_unit_f32(e)
+        lv += pos_term if tv != one else zero
+        lv += neg_term if pwt != zero else zero
+        lv = fac[c] * lv
+        loss[c] = lv if xv == xv else xv
+        rcp = one / (one + e)
+        e_rcp = e * rcp
+        sig_pos = rcp if xv >= zero else e_rcp
+        sig_neg = e_rcp if xv >= zero else rcp
+        g = (fac[c] * gs) * ((one - tv) * sig_pos - pwt * sig_neg)
+        grad[c] = g if xv == xv else xv
+
+
+def bce_segment(x, t, fac, pwv, loss, grad, gscale):
+    """One contiguous stretch of BCE: float32 or float64 arithmetic by x's
+    dtype (fac, pwv, loss, grad have x's dtype)."""
+    f = _bce_segment_f32 if x.dtype == np.float32 else _bce_segment_f64
+    return f(x, t, fac, pwv, loss, grad, gscale)
+
+
+@overload(bce_segment)
+def _bce_segment_impl(x, t, fac, pwv, loss, grad, gscale):
+    if x.dtype == types.float32:
+        return lambda x, t, fac, pwv, loss, grad, gscale: _bce_segment_f32(
+            x, t, fac, pwv, loss, grad, gscale
+        )
+    return lambda x, t, fac, pwv, loss, grad, gscale: _bce_segment_f64(
+        x, t, fac, pwv, loss, grad, gscale
+    )
+
+
+@njit(**_HELPER)
+def _bce_segment_f64(x, t, fac, pwv, loss, grad, gscale):
     # One stretch of a row, all arrays contiguous and aligned from 0: x, t
     # and grad (the gradient or a scratch row) slices, fac (weight * sample
     # weight), pwv (pos_weight). Only selects between values computed
@@ -776,7 +864,7 @@ def _bce_block(x, t, w, pw, sw, fac_pat, pw_pat, row_scale, gscale, block_sums,
     start = b * BCE_BLOCK
     stop = min(start + BCE_BLOCK, n_el)
     want_grad = grad.shape[0] > 0
-    loss = np.empty(BCE_BLOCK, np.float64)
+    loss = np.empty(BCE_BLOCK, x.dtype)
     gscratch = np.empty(0 if want_grad else BCE_BLOCK, x.dtype)
     g = grad if want_grad else gscratch
     g0 = start if want_grad else 0
@@ -786,14 +874,14 @@ def _bce_block(x, t, w, pw, sw, fac_pat, pw_pat, row_scale, gscale, block_sums,
         phase = start % (fac_pat.shape[0] - BCE_BLOCK)
         fac = fac_pat[phase : phase + n]
         pwv = pw_pat[phase : phase + n]
-        _bce_segment(x[start:stop], t[start:stop], fac, pwv, loss, g[g0 : g0 + n],
-                     gscale)  # fmt: skip
+        bce_segment(x[start:stop], t[start:stop], fac, pwv, loss, g[g0 : g0 + n],
+                    gscale)  # fmt: skip
         total = _ordered_sum(loss, n)
         if elem_loss.shape[0] > 0:
             elem_loss[start:stop] = loss[:n]
     else:
-        fac = np.empty(BCE_BLOCK, np.float64)
-        pwv = np.empty(BCE_BLOCK, np.float64)
+        fac = np.empty(BCE_BLOCK, x.dtype)
+        pwv = np.empty(BCE_BLOCK, x.dtype)
         j = start
         while j < stop:
             r = j // n_cols
@@ -809,8 +897,8 @@ def _bce_block(x, t, w, pw, sw, fac_pat, pw_pat, row_scale, gscale, block_sums,
                     fac[c] = w[r, c0 + c] * sw[r, c0 + c]
                     pwv[c] = pw[r, c0 + c]
             gj = g0 + j - start
-            _bce_segment(x[j : j + n], t[j : j + n], fac, pwv, loss,
-                         g[gj : gj + n], gscale)  # fmt: skip
+            bce_segment(x[j : j + n], t[j : j + n], fac, pwv, loss,
+                        g[gj : gj + n], gscale)  # fmt: skip
             total += _ordered_sum(loss, n)
             if elem_loss.shape[0] > 0:
                 elem_loss[j : j + n] = loss[:n]

@@ -326,6 +326,8 @@ def binary_cross_entropy_with_logits(
     block_sums = np.empty(-(-n_el // K.BCE_BLOCK), dtype=np.float64)
     gscale = 1.0 / denom if red == "mean" else 1.0
     fac_pat, pw_pat, row_scale = _bce_weight_pattern(w2, pw2, sw2)
+    if cdtype != np.float64:  # the float32 kernel reads float32 patterns
+        fac_pat, pw_pat = fac_pat.astype(cdtype), pw_pat.astype(cdtype)
     args = (xk, tk, w2, pw2, sw2, fac_pat, pw_pat, row_scale, gscale, block_sums,
             elem, kgrad1)  # fmt: skip
     launch(K.bce_par, K.bce_ser, n_el, *args)

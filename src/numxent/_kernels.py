@@ -133,6 +133,17 @@ def _fma(typingctx, a, b, c):
     return a(a, b, c), codegen
 
 
+@intrinsic
+def _float_to_bits(typingctx, f):
+    """Reinterpret float32 / float64 bits as int32 / int64 (no conversion)."""
+    ity = types.int32 if f.bitwidth == 32 else types.int64
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], context.get_value_type(ity))
+
+    return ity(f), codegen
+
+
 if numba.config.DISABLE_JIT:  # plain-Python stand-ins for the intrinsics
 
     def _bits_to_float(bits):  # noqa: F811
@@ -143,6 +154,11 @@ if numba.config.DISABLE_JIT:  # plain-Python stand-ins for the intrinsics
     def _fma(a, b, c):  # noqa: F811  (two roundings: fine for coverage)
         return a * b + c
 
+    def _float_to_bits(f):  # noqa: F811
+        return np.asarray(f).view(
+            np.int32 if np.asarray(f).dtype == np.float32 else np.int64
+        )[()]
+
 
 _F32_LO = np.float32(-87.33654)
 _F32_LOG2E = np.float32(1.4426950408889634)
@@ -150,6 +166,8 @@ _F32_MAGIC = np.float32(12582912.0)  # 1.5 * 2**23
 _F32_NLN2HI = np.float32(-0.693359375)
 _F32_NLN2LO = np.float32(2.12194440e-4)
 _F32_P = tuple(np.float32(1.0 / math.factorial(j)) for j in range(8))
+# 127 - bits(1.5 * 2**23): turns bits(magic + k) into the biased exponent k+127
+_F32_BIAS_FROM_MAGIC = np.int32(127 - 0x4B400000)
 _F64_LO = -708.3964185322641
 _F64_LOG2E = 1.4426950408889634
 _F64_MAGIC = 6755399441055744.0  # 1.5 * 2**52
@@ -238,11 +256,14 @@ def _exp_f32(d0):
     lo, log2e, magic = _F32_LO, _F32_LOG2E, _F32_MAGIC
     p0, p1, p2, p3, p4, p5, p6, p7 = _F32_P
     d = d0 if d0 > lo else lo
-    kf = (d * log2e + magic) - magic
+    # t = magic + rint(d log2e) exactly (its ulp is 1); its low bits are k.
+    t = _fma(d, log2e, magic)
+    kf = t - magic
     r = _fma(kf, _F32_NLN2LO, _fma(kf, _F32_NLN2HI, d))
     p = _fma(_fma(_fma(p7, r, p6), r, p5), r, p4)
     p = _fma(_fma(_fma(_fma(p, r, p3), r, p2), r, p1), r, p0)
-    e = p * _bits_to_float(np.int32((np.int32(kf) + np.int32(127)) << 23))
+    # 2**k: (bits(t) - bits(magic) + 127) << 23, no float->int conversion
+    e = p * _bits_to_float(np.int32((_float_to_bits(t) + _F32_BIAS_FROM_MAGIC) << 23))
     return e if d0 >= lo else np.float32(0.0)
 
 

@@ -129,3 +129,35 @@ def test_bad_arguments_exit_with_a_message(tmp_path, capsys):
     assert "NxC" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--ops", "nope", "--out", str(tmp_path)])
+
+
+def test_training_benchmark_smoke(capsys):
+    """The training-step benchmark at toy sizes: both losses train the same
+    model to the same loss, and the report's table and targets are made."""
+    pytest.importorskip("torch")
+    from numxent.bench._report import targets
+    from numxent.bench.training import markdown, run_training
+
+    tiny = dict(mlp_in=8, mlp_hidden=16, mlp_classes=10, batch=64, lm_hidden=8,
+                vocab=50, lm_tokens=32, steps=2, warmup=1, loss_reps=2)  # fmt: skip
+    rows = run_training(tasks="mlp,lm", threads="1", **tiny)
+    assert [(r["task"], r["impl"]) for r in rows] == [
+        ("mlp", "torch"),
+        ("mlp", "numxent"),
+        ("lm", "torch"),
+        ("lm", "numxent"),
+    ]
+    for r in rows:
+        assert r["step_ms"] > 0 and r["loss_ms"] > 0
+        assert r["loss_rel_diff"] < 1e-5
+        assert r["threading_layer"]
+    table = markdown(rows)
+    assert "| mlp | 64 × 10 | 1 | numxent |" in table
+    assert "faster with numxent" in table
+    found = targets({"training": {"rows": rows}})
+    assert {t["where"] for t in found} == {
+        "training mlp 64×10, torch threads 1",
+        "training lm 32×50, torch threads 1",
+    }
+    with pytest.raises(ValueError, match="unknown task"):
+        run_training(tasks="cnn", threads="1", **tiny)

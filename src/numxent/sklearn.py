@@ -31,6 +31,10 @@ __all__ = ["CrossEntropyClassifier"]
 #: makes its logits, the fused loss that overwrites them with the gradient
 #: and the GEMM that reads them back.
 BLOCK_ELEMENTS = 1 << 17
+#: Partial sums kept per evaluation: blocks are added in order within each of
+#: at most this many groups (float64, n_classes x n_features each), then the
+#: groups in order -- the same sums whatever the number of threads.
+MAX_GROUPS = 32
 
 
 @contextmanager
@@ -74,68 +78,75 @@ class _Objective:
     Evaluated block by block of rows (:data:`BLOCK_ELEMENTS`): ``Z = X_b @
     W.T + b``, the fused ``reduction="sum"`` loss overwriting ``Z`` with its
     gradient (``out=Z``), ``G_b.T @ X_b`` -- one read of ``X`` per evaluation
-    while each block is in cache. Blocks have a fixed size and their partial
-    sums are added in block order, so the result does not depend on the
+    while each block is in cache. Blocks have a fixed size and are summed in a
+    fixed order (:data:`MAX_GROUPS`), so the result does not depend on the
     number of threads.
     """
 
     def __init__(self, X, target, sw, kind, n_out, fit_intercept, l2, eps, pool):
         self.X, self.target, self.sw, self.kind = X, target, sw, kind
-        self.n_out, self.fit_intercept, self.l2, self.eps = (
-            n_out,
-            fit_intercept,
-            l2,
-            eps,
-        )
+        self.n_out, self.fit_intercept = n_out, fit_intercept
+        self.l2, self.eps = l2, eps
         n, f = X.shape
         self.n_coef = n_out * f
         self.S = float(n if sw is None else np.sum(sw))
         rows = max(16, BLOCK_ELEMENTS // (f + n_out))
         self.bounds = list(range(0, n, rows)) + [n]
         n_blocks = len(self.bounds) - 1
-        self.pool = pool if n_blocks > 1 else None
-        n_workers = pool._max_workers if self.pool is not None else 1
-        self.ranges = np.linspace(0, n_blocks, n_workers + 1).round().astype(int)
+        # Blocks -> a fixed number of groups, each summed in block order into
+        # its own float64 partial; workers take whole groups.
+        n_groups = min(n_blocks, MAX_GROUPS)
+        self.groups = np.linspace(0, n_blocks, n_groups + 1).round().astype(int)
+        self.pool = pool if n_groups > 1 else None
+        n_workers = 1 if self.pool is None else min(pool._max_workers, n_groups)
+        self.ranges = np.linspace(0, n_groups, n_workers + 1).round().astype(int)
         zshape = (rows,) if kind == "binary" else (rows, n_out)
         self.Z = [np.empty(zshape, dtype=X.dtype) for _ in range(n_workers)]
+        self.gw_tmp = [np.empty((n_out, f), dtype=X.dtype) for _ in range(n_workers)]
         self.W = np.empty((n_out, f), dtype=X.dtype)
         self.b = np.empty(n_out, dtype=X.dtype)
-        self.gw_parts = np.empty((n_blocks, n_out, f), dtype=X.dtype)
-        self.gb_parts = np.zeros((n_blocks, n_out))
+        self.gw_parts = np.empty((n_groups, n_out, f))
+        self.gb_parts = np.empty((n_groups, n_out))
         self.loss_parts = np.empty(n_blocks)
         self.n_evals = 0
 
     def _blocks(self, worker: int) -> None:
         X, W, b, Zbuf = self.X, self.W, self.b, self.Z[worker]
+        tmp = self.gw_tmp[worker]
         bounds, kind = self.bounds, self.kind
-        for k in range(self.ranges[worker], self.ranges[worker + 1]):
-            lo, hi = bounds[k], bounds[k + 1]
-            Xb, Z = X[lo:hi], Zbuf[: hi - lo]
-            sw = None if self.sw is None else self.sw[lo:hi]
-            if kind == "binary":
-                np.matmul(Xb, W[0], out=Z)
-            else:
-                np.matmul(Xb, W.T, out=Z)
-            if self.fit_intercept:
-                Z += b if kind != "binary" else b[0]
-            if kind == "multiclass":
-                loss, G = cross_entropy(Z, self.target[lo:hi], sample_weight=sw,
-                                        label_smoothing=self.eps, reduction="sum",
-                                        return_grad=True, out=Z)  # fmt: skip
-            else:
-                loss, G = binary_cross_entropy_with_logits(
-                    Z, self.target[lo:hi], sample_weight=sw, reduction="sum",
-                    return_grad=True, out=Z,
-                )  # fmt: skip
-            self.loss_parts[k] = loss
-            if kind == "binary":
-                np.matmul(G, Xb, out=self.gw_parts[k, 0])
+        for g in range(self.ranges[worker], self.ranges[worker + 1]):
+            gw, gb = self.gw_parts[g], self.gb_parts[g]
+            gw[...] = 0.0
+            gb[...] = 0.0
+            for k in range(self.groups[g], self.groups[g + 1]):
+                lo, hi = bounds[k], bounds[k + 1]
+                Xb, Z = X[lo:hi], Zbuf[: hi - lo]
+                sw = None if self.sw is None else self.sw[lo:hi]
+                if kind == "binary":
+                    np.matmul(Xb, W[0], out=Z)
+                else:
+                    np.matmul(Xb, W.T, out=Z)
                 if self.fit_intercept:
-                    self.gb_parts[k, 0] = np.sum(G, dtype=np.float64)
-            else:
-                np.matmul(G.T, Xb, out=self.gw_parts[k])
-                if self.fit_intercept:
-                    np.sum(G, axis=0, dtype=np.float64, out=self.gb_parts[k])
+                    Z += b if kind != "binary" else b[0]
+                if kind == "multiclass":
+                    loss, G = cross_entropy(Z, self.target[lo:hi], sample_weight=sw,
+                                            label_smoothing=self.eps, reduction="sum",
+                                            return_grad=True, out=Z)  # fmt: skip
+                else:
+                    loss, G = binary_cross_entropy_with_logits(
+                        Z, self.target[lo:hi], sample_weight=sw, reduction="sum",
+                        return_grad=True, out=Z,
+                    )  # fmt: skip
+                self.loss_parts[k] = loss
+                if kind == "binary":
+                    np.matmul(G, Xb, out=tmp[0])
+                    if self.fit_intercept:
+                        gb[0] += np.sum(G, dtype=np.float64)
+                else:
+                    np.matmul(G.T, Xb, out=tmp)
+                    if self.fit_intercept:
+                        gb += np.sum(G, axis=0, dtype=np.float64)
+                gw += tmp
 
     def __call__(self, theta):
         W64 = theta[: self.n_coef].reshape(self.n_out, -1)
@@ -150,7 +161,7 @@ class _Objective:
         inv_s = 1.0 / self.S
         grad = np.empty_like(theta)
         gW = grad[: self.n_coef].reshape(self.n_out, -1)
-        np.add.reduce(self.gw_parts, axis=0, dtype=np.float64, out=gW)
+        np.add.reduce(self.gw_parts, axis=0, out=gW)
         gW *= inv_s
         gW += self.l2 * W64
         if self.fit_intercept:

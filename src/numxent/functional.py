@@ -159,10 +159,10 @@ def cross_entropy(
     # The weights as the kernels read them: float64, contiguous, and a private
     # copy if they share memory with ``out``.
     if weight is None:
-        w = _unit_weights(n_classes)
+        w = _unit_weights(n_classes)  # cached, read-only, private: as is
     else:
         w = V.check_nonneg_weights(weight, "weight", (n_classes,))
-    w = _detach_from_out(V.as_compute(w, np.float64), out)
+        w = _detach_from_out(V.as_compute(w, np.float64), out)
     sw = _EMPTY_F64
     if sample_weight is not None:
         sw = V.check_nonneg_weights(sample_weight, "sample_weight", lead).reshape(-1)

@@ -557,6 +557,29 @@ def test_pool_bce_and_channels_first_copy():
             torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-6)
 
 
+def test_pool_concurrent_threads_never_share_a_buffer():
+    gen = torch.Generator().manual_seed(9)
+    w = torch.randn(16, 300, generator=gen, requires_grad=True)
+    cases = [
+        (
+            torch.randn(128, 16, generator=gen),
+            torch.randint(0, 300, (128,), generator=gen),
+        )
+        for _ in range(8)
+    ]
+    expected = [_nonleaf_grad(x, w, t).clone() for x, t in cases]
+
+    def work(i):
+        for _ in range(15):
+            g = _nonleaf_grad(cases[i][0], w, cases[i][1])
+            if not torch.equal(g, expected[i]):
+                return False
+        return True
+
+    with ThreadPoolExecutor(4) as ex:
+        assert all(ex.map(work, range(8)))
+
+
 def test_pool_limit():
     gen = torch.Generator().manual_seed(8)
     x = torch.randn(10, 5, generator=gen)

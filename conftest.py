@@ -8,6 +8,7 @@ collect_ignore = [
         ("src/numxent/torch.py", "torch"),
         ("src/numxent/sklearn.py", "sklearn"),
         ("src/numxent/bench/_torch_worker.py", "torch"),
+        ("src/numxent/bench/sklearn_fit.py", "sklearn"),
     )
     if importlib.util.find_spec(module) is None
 ]

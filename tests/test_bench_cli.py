@@ -160,3 +160,29 @@ def test_training_benchmark_smoke(capsys):
     assert {t["where"] for t in found} == {"training lm 32×50, torch threads 1"}
     with pytest.raises(ValueError, match="unknown task"):
         run_training(tasks="cnn", threads="1", **tiny)
+
+
+def test_sklearn_fit_benchmark_in_the_report(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    from numxent.bench import sklearn_fit
+
+    rows = sklearn_fit.run_fits(n_samples=800, n_features=12, n_classes=4,
+                                dtypes=("float32",), threads=1)  # fmt: skip
+    assert [(r["model"], r["dtype"]) for r in rows] == [
+        ("numxent", "float32"),
+        ("sklearn", "float32"),
+    ]
+    for r in rows:
+        assert r["fit_s"] > 0 and r["n_iter"] >= 1 and 0 <= r["test_accuracy"] <= 1
+    assert rows[0]["coef_dtype"] == "float32"
+    table = sklearn_fit.markdown(rows)
+    assert "| CrossEntropyClassifier | float32 |" in table
+    assert "| LogisticRegression | float32 |" in table
+    assert "faster with numxent" in table
+    from numxent.bench._report import targets
+
+    found = targets({"sklearn_fit": {"rows": rows}})
+    assert [t["target"] for t in found] == [
+        "LogisticRegression fit ÷ CrossEntropyClassifier fit ≥",
+        "test accuracy difference ≤",
+    ]

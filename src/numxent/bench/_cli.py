@@ -140,6 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(an MLP with 1,000 classes, batch 4,096; an LM head 512 -> 32,000, "
         "4,096 tokens; --quick: batch and tokens 1,024); needs torch",
     )
+    p.add_argument(
+        "--sklearn-fit",
+        action="store_true",
+        help="also time CrossEntropyClassifier vs LogisticRegression(lbfgs) "
+        "fits on make_classification(200,000 x 100, 50 classes) for each "
+        "--dtypes (--quick: 20,000 samples); needs scikit-learn",
+    )
     p.add_argument("--warm-starts", type=int, help="warm-cache start-up runs")
     p.add_argument("--cold-starts", type=int, help="cold-cache start-up runs")
     p.add_argument(
@@ -221,6 +228,7 @@ def _settings(args: argparse.Namespace, parser) -> dict:
         "order": args.order,
         "seed": args.seed,
         "training": bool(args.training),
+        "sklearn_fit": bool(args.sklearn_fit),
     }
     for key, defaults in _DEFAULTS.items():
         value = getattr(args, key)
@@ -386,6 +394,12 @@ def run(s: dict, threads: int, command: str, quiet: bool = False) -> dict:
 
         training_opts = dict(QUICK) if s["quick"] else {}
         units += n_children(**training_opts)
+    fit_opts = {}
+    if s.get("sklearn_fit"):
+        fit_opts = dict(
+            n_samples=20_000 if s["quick"] else 200_000, dtypes=tuple(s["dtypes"])
+        )
+        units += 2 * len(s["dtypes"])
     progress = Progress(units, enabled=not quiet)
     notes: list[str] = []
     seen_notes: set[str] = set()
@@ -487,6 +501,22 @@ def run(s: dict, threads: int, command: str, quiet: bool = False) -> dict:
                 training = {"options": training_opts, "rows": rows}
             except Exception as exc:
                 note(f"training benchmark failed: {exc}")
+    sklearn_fit = None
+    if s.get("sklearn_fit"):
+        if importlib.util.find_spec("sklearn") is None:
+            note("scikit-learn fit benchmark skipped: scikit-learn is not installed")
+        else:
+            from .sklearn_fit import run_fits
+
+            try:
+                rows = run_fits(
+                    threads=threads,
+                    on_step=lambda m: progress.advance(1, "sklearn-fit", m),
+                    **fit_opts,
+                )
+                sklearn_fit = {"options": fit_opts, "rows": rows}
+            except Exception as exc:
+                note(f"scikit-learn fit benchmark failed: {exc}")
     progress.close()
 
     for e in results:
@@ -513,6 +543,7 @@ def run(s: dict, threads: int, command: str, quiet: bool = False) -> dict:
         "results": results,
         "startup": startup,
         "training": training,
+        "sklearn_fit": sklearn_fit,
         "thp_worker": thp_info,
         "notes": notes,
     }

@@ -158,6 +158,20 @@ def targets(results: dict) -> list[dict]:
         if t["task"] == "lm":
             check("PyTorch step ÷ numxent step ≥", where,
                   t["step_ms"] / n["step_ms"], 1.2, False)  # fmt: skip
+    fits = (results.get("sklearn_fit") or {}).get("rows") or []
+    by = {(r["model"], r["dtype"]): r for r in fits}
+    for dtype in dict.fromkeys(r["dtype"] for r in fits):
+        n, sk = by.get(("numxent", dtype)), by.get(("sklearn", dtype))
+        if n is None or sk is None:
+            continue
+        where = (
+            f"fit {n['n_samples']:,}×{n['n_features']}, "
+            f"{n['n_classes']} classes {dtype}"
+        )
+        check("LogisticRegression fit ÷ CrossEntropyClassifier fit ≥", where,
+              sk["fit_s"] / n["fit_s"], 2.0, False)  # fmt: skip
+        check("test accuracy difference ≤", where,
+              abs(n["test_accuracy"] - sk["test_accuracy"]), 0.002, True)  # fmt: skip
     st = results.get("startup") or {}
     for kind, limit in (("warm", 1.0), ("cold", 5.0)):
         if st.get(kind):
@@ -273,6 +287,12 @@ def text_tables(results: dict) -> str:
 
         parts += ["training steps (PyTorch ÷ numxent):"]
         parts += [f"  {line}" for line in summary(tr)] + [""]
+    fits = (results.get("sklearn_fit") or {}).get("rows")
+    if fits:
+        from .sklearn_fit import summary as fit_summary
+
+        parts += ["scikit-learn estimator fit (LogisticRegression ÷ numxent):"]
+        parts += [f"  {line}" for line in fit_summary(fits)] + [""]
     rows = targets(results)
     if rows:
         missed = [f"{r['target']} {r['limit']:g} at {r['where']} ({r['value']:.2f})"
@@ -456,6 +476,19 @@ def markdown_report(results: dict, plot_file: str | None) -> str:
             "peak memory from separate processes (extra resident MiB).",
             "",
             training_md(tr),
+        ]
+    fits = (results.get("sklearn_fit") or {}).get("rows")
+    if fits:
+        from .sklearn_fit import markdown as fit_md
+
+        out += [
+            "## scikit-learn estimator fit",
+            "",
+            "`numxent.bench.sklearn_fit`: `CrossEntropyClassifier` vs "
+            '`LogisticRegression(solver="lbfgs")` on the same split, each fit '
+            "timed once after a warm-up fit that compiles numxent's kernels.",
+            "",
+            fit_md(fits),
         ]
     rows = targets(results)
     if rows:

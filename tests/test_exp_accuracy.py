@@ -120,3 +120,16 @@ def test_row_sum_log_within_one_ulp():
     ulps = np.abs(out[keep].astype(np.longdouble) - ref[keep]) / spacing
     limit = 1.0 if np.finfo(np.longdouble).eps < np.finfo(np.float64).eps else 1.5
     assert float(ulps.max()) < limit
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 128, 129, 1000, 123_457])
+def test_ordered_total_against_exact_sum(n):
+    """The reductions' fixed-order sum: within (log2 n) * eps of math.fsum."""
+    from numxent._kernels import ordered_total
+
+    rng = np.random.default_rng(n)
+    v = rng.random(n) * rng.choice([1.0, 1e8], n)
+    ref = math.fsum(v)
+    bound = 2.0**-52 * max(1.0, math.log2(max(n, 2))) * abs(ref)
+    assert abs(ordered_total(v) - ref) <= bound
+    assert ordered_total(v) == ordered_total(v.copy())

@@ -938,6 +938,31 @@ def _ordered_sum(v, n):
     return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
 
 
+@njit(**_JIT)
+def ordered_total(v):
+    """sum(v) in a fixed order with O(log n) rounding growth: blocks of 128
+    (eight interleaved partial sums each), then a pairwise tree over the
+    block sums. One Numba call costs ~0.15 us where ``np.add.reduce`` on a
+    small array costs ~0.6 us (most of a 64 x 10 call's reduction)."""
+    n = v.shape[0]
+    if n <= 128:
+        return _ordered_sum(v, n)
+    nb = (n + 127) // 128
+    parts = np.empty(nb, np.float64)
+    for b in range(nb):
+        lo = b * 128
+        parts[b] = _ordered_sum(v[lo:], min(128, n - lo))
+    while nb > 1:
+        half = nb // 2
+        for j in range(half):
+            parts[j] = parts[2 * j] + parts[2 * j + 1]
+        if nb % 2 == 1:
+            parts[half] = parts[nb - 1]
+            half += 1
+        nb = half
+    return parts[0]
+
+
 @njit(**_HELPER)
 def _bce_block(x, t, w, pw, sw, fac_pat, pw_pat, row_scale, gscale, block_sums,
                elem_loss, grad, b):  # fmt: skip

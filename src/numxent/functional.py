@@ -52,7 +52,7 @@ def _logits_for_kernel(x: np.ndarray, out: np.ndarray | None, cdtype) -> np.ndar
 def _finish_loss(per_row: np.ndarray, reduction: str, denom: float, dtype, shape):
     if reduction == "none":
         return per_row.reshape(shape).astype(dtype)
-    total = float(np.add.reduce(per_row))  # float64, pairwise: a fixed order
+    total = float(K.ordered_total(per_row))  # float64, a fixed order
     if reduction == "sum":
         return dtype.type(total)
     return dtype.type(total / denom if denom != 0.0 else math.nan)

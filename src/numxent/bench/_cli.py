@@ -372,6 +372,21 @@ def _run_thp_worker(workloads, thp_peers, s, threads, progress) -> dict:
 # the run
 
 
+def _optional_section(enabled, module, library, label, runner, note):
+    """``runner()``'s result, or None with a note when ``module`` is missing
+    or the run fails (an optional section never stops the report)."""
+    if not enabled:
+        return None
+    if importlib.util.find_spec(module) is None:
+        note(f"{label} skipped: {library} is not installed")
+        return None
+    try:
+        return runner()
+    except Exception as exc:
+        note(f"{label} failed: {exc}")
+        return None
+
+
 def run(s: dict, threads: int, command: str, quiet: bool = False) -> dict:
     """Run the grid described by settings ``s``; the results dict."""
     from ._machine import load_average, machine_info
@@ -486,37 +501,32 @@ def run(s: dict, threads: int, command: str, quiet: bool = False) -> dict:
             )
         except Exception as exc:
             note(f"start-up measurement failed: {exc}")
-    training = None
-    if s.get("training"):
-        if importlib.util.find_spec("torch") is None:
-            note("training benchmark skipped: torch is not installed")
-        else:
-            from .training import run_training
 
-            try:
-                rows = run_training(
-                    on_step=lambda m: progress.advance(1, "training", m),
-                    **training_opts,
-                )
-                training = {"options": training_opts, "rows": rows}
-            except Exception as exc:
-                note(f"training benchmark failed: {exc}")
-    sklearn_fit = None
-    if s.get("sklearn_fit"):
-        if importlib.util.find_spec("sklearn") is None:
-            note("scikit-learn fit benchmark skipped: scikit-learn is not installed")
-        else:
-            from .sklearn_fit import run_fits
+    def training_run():
+        from .training import run_training
 
-            try:
-                rows = run_fits(
-                    threads=threads,
-                    on_step=lambda m: progress.advance(1, "sklearn-fit", m),
-                    **fit_opts,
-                )
-                sklearn_fit = {"options": fit_opts, "rows": rows}
-            except Exception as exc:
-                note(f"scikit-learn fit benchmark failed: {exc}")
+        rows = run_training(
+            on_step=lambda m: progress.advance(1, "training", m), **training_opts
+        )
+        return {"options": training_opts, "rows": rows}
+
+    def fit_run():
+        from .sklearn_fit import run_fits
+
+        rows = run_fits(
+            threads=threads,
+            on_step=lambda m: progress.advance(1, "sklearn-fit", m),
+            **fit_opts,
+        )
+        return {"options": fit_opts, "rows": rows}
+
+    training = _optional_section(
+        s.get("training"), "torch", "torch", "training benchmark", training_run, note
+    )
+    sklearn_fit = _optional_section(
+        s.get("sklearn_fit"), "sklearn", "scikit-learn",
+        "scikit-learn fit benchmark", fit_run, note,
+    )  # fmt: skip
     progress.close()
 
     for e in results:

@@ -9,6 +9,7 @@ fall-back to PyTorch cannot pass for parity.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -578,6 +579,47 @@ def test_pool_concurrent_threads_never_share_a_buffer():
 
     with ThreadPoolExecutor(4) as ex:
         assert all(ex.map(work, range(8)))
+
+
+_FORK_WITH_POOL_LOCK_HELD = """
+import os, signal, threading, time, torch, numxent.torch as nt
+held = threading.Event()
+def hold():
+    with nt._POOL._lock:
+        held.set()
+        time.sleep(0.5)
+t = threading.Thread(target=hold)
+t.start()
+held.wait()
+pid = os.fork()
+if pid == 0:
+    x = torch.randn(8, 5)
+    w = torch.randn(5, 5, requires_grad=True)
+    y = torch.zeros(8, dtype=torch.long)
+    (g,) = torch.autograd.grad(nt.cross_entropy(x @ w, y), w)
+    os._exit(0 if torch.isfinite(g).all() else 3)
+for _ in range(600):  # a deadlocked child is killed, not left behind
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        break
+    time.sleep(0.05)
+else:
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise SystemExit(4)
+t.join()
+raise SystemExit(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_pool_usable_in_a_child_forked_while_another_thread_held_its_lock():
+    proc = subprocess.run(
+        [sys.executable, "-c", _FORK_WITH_POOL_LOCK_HELD],
+        timeout=120,
+        capture_output=True,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
 
 
 def test_pool_limit():

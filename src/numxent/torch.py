@@ -76,6 +76,7 @@ the log-probabilities and allocates the gradient: three).
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from collections import OrderedDict
@@ -153,6 +154,13 @@ class _GradientPool:
         self._lock = threading.Lock()
         self._bufs: OrderedDict = OrderedDict()  # (shape, dtype) -> [Tensor]
         self._base = _probe_baseline()
+        if hasattr(os, "register_at_fork"):
+            # A fork while another thread holds the lock would leave the
+            # child's copy locked forever.
+            os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
 
     def _unshared(self, bufs: list, i: int) -> bool:
         base = self._base

@@ -457,6 +457,12 @@ def test_training_loop_matches_torch(threads):
 # --------------------------------------------------------------------------
 # gradient buffer pool
 # --------------------------------------------------------------------------
+@pytest.fixture
+def pool_small(monkeypatch):
+    """Pool even the tests' small buffers (by default only >= 1 MiB)."""
+    monkeypatch.setattr(nt._GradientPool, "MIN_BYTES", 1)
+
+
 def _pooled(shape, dtype=torch.float32):
     return list(nt._POOL._bufs.get((tuple(shape), dtype), ()))
 
@@ -468,6 +474,7 @@ def _nonleaf_grad(x, w, t, fn=None, **kw):
     return g
 
 
+@pytest.mark.usefixtures("pool_small")
 def test_pool_reuses_a_released_buffer_in_training_steps():
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(33, 8, generator=gen)
@@ -498,6 +505,7 @@ _HOLDERS = {  # how a caller may keep a returned gradient alive
 }
 
 
+@pytest.mark.usefixtures("pool_small")
 @pytest.mark.parametrize("holder", list(_HOLDERS))
 def test_pool_never_overwrites_a_gradient_still_held(holder):
     gen = torch.Generator().manual_seed(4)
@@ -518,6 +526,7 @@ def test_pool_never_overwrites_a_gradient_still_held(holder):
     assert torch.equal(got, expected[3:] if holder == "view" else expected)
 
 
+@pytest.mark.usefixtures("pool_small")
 def test_pool_leaf_input_adopts_the_buffer_and_is_not_reused():
     gen = torch.Generator().manual_seed(5)
     x = torch.randn(9, 4, generator=gen, requires_grad=True)
@@ -530,6 +539,7 @@ def test_pool_leaf_input_adopts_the_buffer_and_is_not_reused():
     assert torch.equal(x.grad, kept)
 
 
+@pytest.mark.usefixtures("pool_small")
 def test_pool_same_shape_twice_in_one_graph():
     gen = torch.Generator().manual_seed(6)
     x = torch.randn(12, 7, generator=gen, requires_grad=True)
@@ -544,6 +554,7 @@ def test_pool_same_shape_twice_in_one_graph():
     assert len(_pooled((12, 7))) == 2
 
 
+@pytest.mark.usefixtures("pool_small")
 def test_pool_bce_and_channels_first_copy():
     gen = torch.Generator().manual_seed(7)
     x = torch.randn(4, 5, 3, generator=gen)  # (N, C, d): copied to class-last
@@ -558,6 +569,7 @@ def test_pool_bce_and_channels_first_copy():
             torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.usefixtures("pool_small")
 def test_pool_concurrent_threads_never_share_a_buffer():
     gen = torch.Generator().manual_seed(9)
     w = torch.randn(16, 300, generator=gen, requires_grad=True)
@@ -583,6 +595,7 @@ def test_pool_concurrent_threads_never_share_a_buffer():
 
 _FORK_WITH_POOL_LOCK_HELD = """
 import os, signal, threading, time, torch, numxent.torch as nt
+nt._GradientPool.MIN_BYTES = 1  # the pool (and its lock) serves this small call
 held = threading.Event()
 def hold():
     with nt._POOL._lock:
@@ -622,6 +635,22 @@ def test_pool_usable_in_a_child_forked_while_another_thread_held_its_lock():
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
 
 
+def test_pool_defaults_skip_small_buffers_and_leaves():
+    gen = torch.Generator().manual_seed(10)
+    w = torch.randn(16, 300, generator=gen, requires_grad=True)
+    x = torch.randn(64, 16, generator=gen)
+    t = torch.randint(0, 300, (64,), generator=gen)
+    _nonleaf_grad(x, w, t)  # 64 x 300 float32: 75 KiB, from the heap
+    assert _pooled((64, 300)) == []
+    big_x = torch.randn(1024, 16, generator=gen)  # 1.2 MiB of logits: pooled
+    _nonleaf_grad(big_x, w, torch.randint(0, 300, (1024,), generator=gen))
+    assert len(_pooled((1024, 300))) == 1
+    leaf = torch.randn(1024, 301, generator=gen, requires_grad=True)
+    nt.cross_entropy(leaf, torch.randint(0, 301, (1024,), generator=gen)).backward()
+    assert _pooled((1024, 301)) == []
+
+
+@pytest.mark.usefixtures("pool_small")
 def test_pool_limit():
     gen = torch.Generator().manual_seed(8)
     x = torch.randn(10, 5, generator=gen)

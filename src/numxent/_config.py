@@ -114,18 +114,18 @@ def threading_layer() -> str | None:
     return _layer
 
 
-def launch(parallel_kernel, serial_kernel, n_elements: int, *args) -> None:
+def launch(
+    parallel_kernel, serial_kernel, n_elements: int, *args, serial_below=SERIAL_BELOW
+) -> None:
     """Run a kernel pair's parallel or serial variant on ``args``.
 
     Both variants compute every row with the same code, so which one runs
-    never changes a result bit.
+    never changes a result bit. ``serial_below``: the size (logits) under
+    which the serial variant is faster, measured per kernel pair.
     """
     global _layer
-    if n_elements < SERIAL_BELOW or _omp_inherited:
+    if n_elements < serial_below or _omp_inherited:
         serial_kernel(*args)
-        return
-    if _layer is not None and numba.get_num_threads() == 1:
-        serial_kernel(*args)  # numba.set_num_threads(1) in this thread
         return
     layer = _layer
     if layer is None:

@@ -209,7 +209,9 @@ def cross_entropy(
         if n_classes <= K.NARROW_CLASSES:
             launch(K.ce_narrow_par, K.ce_narrow_ser, n_el, *args)
         else:
-            launch(K.ce_hard_par, K.ce_hard_ser, n_el, *args)
+            # Wide rows: the parallel kernel, one task or more, measured faster
+            # than the serial one from ~4,096 logits (64 x 100: 7.6 vs 8.4 us).
+            launch(K.ce_hard_par, K.ce_hard_ser, n_el, *args, serial_below=4096)
     else:
         args = (xk, tc, w, sw, eps, gscale, per_row, kgrad2)
         launch(K.ce_soft_par, K.ce_soft_ser, n_el, *args)

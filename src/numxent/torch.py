@@ -58,8 +58,9 @@ reference to the tensor (``Tensor._use_count``) and no other tensor on its
 storage (views, ``detach()``). A gradient still held anywhere -- by
 ``torch.autograd.grad``'s result, a hook, a ``.numpy()`` array, a leaf's
 ``.grad`` -- is never overwritten: the call allocates a new buffer instead.
-When the input is a leaf the buffer leaves the pool in backward, so
-PyTorch's ``AccumulateGrad`` can adopt it as ``.grad`` without a copy. The
+A leaf input's gradient is never pooled (PyTorch's ``AccumulateGrad`` then
+adopts it as ``.grad`` without a copy), nor are buffers under 1 MiB (they
+come from the heap without page faults). The
 price is memory kept between steps: one N x C buffer per recent (shape,
 dtype); ``set_gradient_pool_bytes(0)`` turns pooling off and frees them.
 Peak memory of the loss is one N x C buffer either way (PyTorch's loss keeps
@@ -76,6 +77,7 @@ the log-probabilities and allocates the gradient: three).
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import threading
@@ -148,6 +150,8 @@ class _GradientPool:
     """Buffers handed to autograd, reused once nobody else holds them."""
 
     PER_KEY = 4
+    #: Smaller buffers come from the heap without page faults: not pooled.
+    MIN_BYTES = 1 << 20
 
     def __init__(self, limit_bytes: int):
         self.limit = int(limit_bytes)
@@ -173,8 +177,8 @@ class _GradientPool:
     def take(self, shape, dtype) -> torch.Tensor:
         """A contiguous tensor of ``shape``/``dtype`` that nobody else holds."""
         shape = tuple(shape)
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        if self._base is None or nbytes == 0 or nbytes > self.limit:
+        nbytes = math.prod(shape) * dtype.itemsize
+        if self._base is None or nbytes < self.MIN_BYTES or nbytes > self.limit:
             return torch.empty(shape, dtype=dtype)
         key = (shape, dtype)
         with self._lock:
@@ -191,18 +195,10 @@ class _GradientPool:
             self._trim()
             return t
 
-    def discard(self, t: torch.Tensor) -> None:
-        with self._lock:
-            bufs = self._bufs.get((tuple(t.shape), t.dtype), ())
-            for i in range(len(bufs)):
-                if bufs[i] is t:
-                    del bufs[i]
-                    return
-
     def _trim(self) -> None:
         def size(item):
             (shape, dtype), bufs = item
-            return int(np.prod(shape, dtype=np.int64)) * dtype.itemsize * len(bufs)
+            return math.prod(shape) * dtype.itemsize * len(bufs)
 
         total = sum(map(size, self._bufs.items()))
         while total > self.limit and self._bufs:
@@ -242,28 +238,28 @@ def set_gradient_pool_bytes(nbytes: int) -> int:
     return _POOL.set_limit(nbytes)
 
 
-def _logits_and_buffer(x: torch.Tensor, need_grad: bool):
+def _logits_and_buffer(x: torch.Tensor, need_grad: bool, pooled: bool):
     """NumPy logits for the kernel and the tensor that will hold the gradient.
 
-    A contiguous ``x`` is read in place and a pooled buffer receives the
-    gradient; otherwise ``x`` is copied once into a pooled buffer, which is
-    then overwritten by its own gradient (numxent's ``out=logits``).
+    A contiguous ``x`` is read in place and a fresh or pooled buffer receives
+    the gradient; otherwise ``x`` is copied once into such a buffer, which is
+    then overwritten by its own gradient (numxent's ``out=logits``). A leaf
+    input's gradient is never pooled: ``AccumulateGrad`` adopts it as
+    ``.grad`` without a copy only if nobody else holds it.
     """
     x = x.detach()
+    take = _POOL.take if pooled else _fresh
     if x.is_contiguous():
-        buf = _POOL.take(x.shape, x.dtype) if need_grad else None
-        return x.numpy(), buf
+        return x.numpy(), (take(x.shape, x.dtype) if need_grad else None)
     if not need_grad:
         return x.contiguous().numpy(), None
-    buf = _POOL.take(x.shape, x.dtype)
+    buf = take(x.shape, x.dtype)
     buf.copy_(x)
     return buf.numpy(), buf
 
 
-def _release_to_leaf(input: torch.Tensor, grad: torch.Tensor) -> None:
-    """A leaf's AccumulateGrad adopts a gradient only nobody else holds."""
-    if input.is_leaf:
-        _POOL.discard(grad)
+def _fresh(shape, dtype) -> torch.Tensor:
+    return torch.empty(shape, dtype=dtype)
 
 
 def _np(t: torch.Tensor | None):
@@ -299,7 +295,7 @@ class _CrossEntropyFunction(torch.autograd.Function):
         x_nl = _class_last(input)  # class dim last
         t_nl = _class_last(target) if soft else target
         need_grad = ctx.needs_input_grad[0]
-        x_np, buf = _logits_and_buffer(x_nl, need_grad)
+        x_np, buf = _logits_and_buffer(x_nl, need_grad, not input.is_leaf)
         kw = dict(
             weight=_np(weight),
             ignore_index=ignore_index,
@@ -341,7 +337,8 @@ class _CrossEntropyFunction(torch.autograd.Function):
         grad, ctx.grad_nl = ctx.grad_nl, None
         if grad is None:  # a second backward (retain_graph=True): recompute
             soft = target.is_floating_point()
-            x_np, grad = _logits_and_buffer(_class_last(input), True)
+            leaf = input.is_leaf
+            x_np, grad = _logits_and_buffer(_class_last(input), True, not leaf)
             _nx.cross_entropy(
                 x_np,
                 _np(_class_last(target) if soft else target),
@@ -353,7 +350,6 @@ class _CrossEntropyFunction(torch.autograd.Function):
                 out=grad.numpy(),
             )
         grad = _scale(grad, grad_output, reduction == "none")
-        _release_to_leaf(input, grad)
         return _class_first(grad), None, None, None, None, None
 
 
@@ -361,7 +357,7 @@ class _BCEWithLogitsFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, target, weight, pos_weight, reduction):
         need_grad = ctx.needs_input_grad[0]
-        x_np, buf = _logits_and_buffer(input, need_grad)
+        x_np, buf = _logits_and_buffer(input, need_grad, not input.is_leaf)
         kw = dict(weight=_np(weight), pos_weight=_np(pos_weight), reduction=reduction)
         try:
             if need_grad:
@@ -392,7 +388,7 @@ class _BCEWithLogitsFunction(torch.autograd.Function):
             )
         grad, ctx.grad = ctx.grad, None
         if grad is None:
-            x_np, grad = _logits_and_buffer(input, True)
+            x_np, grad = _logits_and_buffer(input, True, not input.is_leaf)
             _nx.binary_cross_entropy_with_logits(
                 x_np,
                 _np(target),
@@ -406,7 +402,6 @@ class _BCEWithLogitsFunction(torch.autograd.Function):
             grad = grad.mul_(grad_output)
         else:
             grad = _scale(grad, grad_output, False)
-        _release_to_leaf(input, grad)
         return (grad,) + (None,) * 4
 
 

@@ -45,8 +45,8 @@ def _fit_threads(n_threads: int):
     that the next (Numba) kernel needs -- measured on 2 cores: the fused loss
     ran no faster on 2 threads than on 1 right after a 2-thread GEMM. The
     objective therefore runs ``n_threads`` Python threads over row blocks,
-    each calling single-threaded BLAS and the serial kernel (Numba's thread
-    count is thread-local: set to 1 inside the workers).
+    each calling single-threaded BLAS and numxent's kernels on one thread
+    (Numba's thread count is thread-local: set to 1 inside the workers).
     """
     from threadpoolctl import threadpool_limits
 
@@ -67,7 +67,9 @@ def _fit_threads(n_threads: int):
 class _Objective:
     """Loss and gradient of the penalised problem, as L-BFGS wants them.
 
-    The objective is scikit-learn's ``LinearModelLoss`` one::
+    ``theta`` (float64) holds ``W`` of shape (n_out, n_features) row-major,
+    then ``b`` of shape (n_out,) when there is an intercept. The objective is
+    scikit-learn's ``LinearModelLoss`` one::
 
         sum_i s_i loss_i / S  +  ||W||^2 / (2 C S),    S = sum_i s_i
 

@@ -60,9 +60,9 @@ storage (views, ``detach()``). A gradient still held anywhere -- by
 ``.grad`` -- is never overwritten: the call allocates a new buffer instead.
 A leaf input's gradient is never pooled (PyTorch's ``AccumulateGrad`` then
 adopts it as ``.grad`` without a copy), nor are buffers under 1 MiB (they
-come from the heap without page faults). The
-price is memory kept between steps: one N x C buffer per recent (shape,
-dtype); ``set_gradient_pool_bytes(0)`` turns pooling off and frees them.
+come from the heap without page faults). The price is memory kept between
+steps: one N x C buffer per recent (shape, dtype);
+``set_gradient_pool_bytes(0)`` turns pooling off and frees them.
 Peak memory of the loss is one N x C buffer either way (PyTorch's loss keeps
 the log-probabilities and allocates the gradient: three).
 

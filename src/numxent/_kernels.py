@@ -144,6 +144,30 @@ def _float_to_bits(typingctx, f):
     return ity(f), codegen
 
 
+@intrinsic
+def _unmanaged(typingctx, ary):
+    """A view of ``ary`` without its reference-counted owner (meminfo NULL).
+
+    Numba increfs/decrefs every array an inlined per-row function re-binds:
+    atomic operations on arrays that came from Python, null checks on arrays
+    without an owner (those of a parfor task). For use inside one call, while
+    the owning argument keeps the memory alive.
+    """
+    if not isinstance(ary, types.Array):
+        return None
+
+    def codegen(context, builder, sig, args):
+        from numba.np.arrayobj import make_array, populate_array
+
+        src = make_array(sig.args[0])(context, builder, value=args[0])
+        dst = make_array(sig.return_type)(context, builder)
+        populate_array(dst, data=src.data, shape=src.shape, strides=src.strides,
+                       itemsize=src.itemsize, meminfo=None)  # fmt: skip
+        return dst._getvalue()
+
+    return ary(ary), codegen
+
+
 if numba.config.DISABLE_JIT:  # plain-Python stand-ins for the intrinsics
 
     def _bits_to_float(bits):  # noqa: F811
@@ -153,6 +177,9 @@ if numba.config.DISABLE_JIT:  # plain-Python stand-ins for the intrinsics
 
     def _fma(a, b, c):  # noqa: F811  (two roundings: fine for coverage)
         return a * b + c
+
+    def _unmanaged(ary):  # noqa: F811
+        return ary
 
     def _float_to_bits(f):  # noqa: F811
         return np.asarray(f).view(
@@ -522,6 +549,8 @@ def _ce_hard_row(
 @njit(**_HELPER)
 def _ce_hard_rows(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, grad,
                   r0, r1):  # fmt: skip
+    x, y, w, sw = _unmanaged(x), _unmanaged(y), _unmanaged(w), _unmanaged(sw)
+    loss_rows, grad = _unmanaged(loss_rows), _unmanaged(grad)
     fix = fixed_point_scale(x.shape[1])
     xi = int_view(x)
     if grad.shape[0] > 0:
@@ -733,6 +762,8 @@ def _ce_soft_row(x, xi, t, w, sw, eps, gscale, loss_rows, grad, e, ei, fix, i):
 
 @njit(**_HELPER)
 def _ce_soft_task(x, t, w, sw, eps, gscale, loss_rows, grad, b):
+    x, t, w, sw = _unmanaged(x), _unmanaged(t), _unmanaged(w), _unmanaged(sw)
+    loss_rows, grad = _unmanaged(loss_rows), _unmanaged(grad)
     n_rows, n_classes = x.shape
     rows = range(b * ROWS_PER_TASK, min(n_rows, (b + 1) * ROWS_PER_TASK))
     fix = fixed_point_scale(x.shape[1])
@@ -1095,6 +1126,7 @@ def _softmax_row(x, xi, mode, lse, out, e, ei, fix, i):
 
 @njit(**_HELPER)
 def _softmax_task(x, mode, lse, out, b):
+    x, lse, out = _unmanaged(x), _unmanaged(lse), _unmanaged(out)
     n_rows, n = x.shape
     rows = range(b * ROWS_PER_TASK, min(n_rows, (b + 1) * ROWS_PER_TASK))
     fix = fixed_point_scale(x.shape[1])

@@ -293,6 +293,7 @@ def test_blocked_objective_matches_naive_for_any_threads(kind, monkeypatch):
                 0.01,
                 0.1 if kind == "multiclass" else 0,
                 pool,
+                threads,
             )
             assert len(obj.bounds) > 40
             got[threads] = obj(theta)

@@ -85,7 +85,9 @@ class _Objective:
     number of threads.
     """
 
-    def __init__(self, X, target, sw, kind, n_out, fit_intercept, l2, eps, pool):
+    def __init__(
+        self, X, target, sw, kind, n_out, fit_intercept, l2, eps, pool, n_threads
+    ):
         self.X, self.target, self.sw, self.kind = X, target, sw, kind
         self.n_out, self.fit_intercept = n_out, fit_intercept
         self.l2, self.eps = l2, eps
@@ -100,7 +102,7 @@ class _Objective:
         n_groups = min(n_blocks, MAX_GROUPS)
         self.groups = np.linspace(0, n_blocks, n_groups + 1).round().astype(int)
         self.pool = pool if n_groups > 1 else None
-        n_workers = 1 if self.pool is None else min(pool._max_workers, n_groups)
+        n_workers = 1 if self.pool is None else min(n_threads, n_groups)
         self.ranges = np.linspace(0, n_groups, n_workers + 1).round().astype(int)
         zshape = (rows,) if kind == "binary" else (rows, n_out)
         self.Z = [np.empty(zshape, dtype=X.dtype) for _ in range(n_workers)]
@@ -440,8 +442,9 @@ class CrossEntropyClassifier(ClassifierMixin, BaseEstimator):
 
         with _fit_threads(int(n_threads)) as pool:
             objective = _Objective(
-                X, target, sw, kind, n_out, bool(self.fit_intercept), l2, eps, pool
-            )
+                X, target, sw, kind, n_out, bool(self.fit_intercept), l2, eps,
+                pool, int(n_threads),
+            )  # fmt: skip
             res = optimize.minimize(
                 objective,
                 theta0,

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 
+from ._machine import child_env
 from ._peers import PEERS, PeerUnavailable, make_peer, peers_for
 from ._report import (
     add_ratios,
@@ -309,7 +310,6 @@ def _workloads(s: dict) -> list[Workload]:
 
 def _run_thp_worker(workloads, thp_peers, s, threads, progress) -> dict:
     """Run ``_torch_worker`` with THP_MEM_ALLOC_ENABLE=1; its JSON, or raises."""
-    import numxent
 
     spec = {
         "threads": threads,
@@ -321,11 +321,7 @@ def _run_thp_worker(workloads, thp_peers, s, threads, progress) -> dict:
         "workloads": [w.to_dict() for w in workloads],
         "peers": {p: p for p in thp_peers},
     }
-    env = dict(os.environ)
-    env["THP_MEM_ALLOC_ENABLE"] = "1"
-    env["NUMBA_NUM_THREADS"] = str(max(threads, 1))
-    src = os.path.dirname(os.path.dirname(os.path.abspath(numxent.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [src, env.get("PYTHONPATH")] if p)
+    env = child_env(THP_MEM_ALLOC_ENABLE="1", NUMBA_NUM_THREADS=str(max(threads, 1)))
     proc = subprocess.Popen(
         [sys.executable, "-m", "numxent.bench._torch_worker"],
         stdin=subprocess.PIPE,

@@ -7,7 +7,22 @@ import os
 import platform
 import sys
 
-__all__ = ["load_average", "machine_info", "versions"]
+__all__ = ["child_env", "load_average", "machine_info", "versions"]
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """This process's environment for a benchmark child process, ``extra``
+    variables set, and PYTHONPATH leading to the numxent this process
+    imported (so the child runs the same code even when it is not
+    installed)."""
+    import numxent
+
+    env = dict(os.environ)
+    env.update(extra)
+    src = os.path.dirname(os.path.dirname(os.path.abspath(numxent.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [src, env.get("PYTHONPATH")] if p)
+    return env
+
 
 # import name -> distribution name
 _LIBRARIES = {

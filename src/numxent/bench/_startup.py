@@ -11,7 +11,6 @@ neither used nor touched.
 from __future__ import annotations
 
 import json
-import os
 import re
 import statistics
 import subprocess
@@ -19,7 +18,7 @@ import sys
 import tempfile
 import time
 
-import numxent
+from ._machine import child_env
 
 __all__ = ["FIRST_CALL", "error_summary", "measure_startup", "run_child"]
 
@@ -68,16 +67,10 @@ def error_summary(text: str, limit: int = 300) -> str:
 
 
 def _child_env(cache_dir: str, threads: int | None) -> dict[str, str]:
-    env = dict(os.environ)
-    env["NUMBA_CACHE_DIR"] = cache_dir
+    extra = {"NUMBA_CACHE_DIR": cache_dir}
     if threads is not None:
-        env["NUMBA_NUM_THREADS"] = str(threads)
-    # the numxent this process imported, even when it is not installed
-    src = os.path.dirname(os.path.dirname(os.path.abspath(numxent.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in [src, env.get("PYTHONPATH", "")] if p
-    )
-    return env
+        extra["NUMBA_NUM_THREADS"] = str(threads)
+    return child_env(**extra)
 
 
 def run_child(cache_dir: str, threads: int | None = None, timeout: float = 300) -> dict:

@@ -186,11 +186,9 @@ def child_time(cfg) -> dict:
 
 
 def _run_child(cfg) -> dict:
-    import numxent
+    from ._machine import child_env
 
-    env = dict(os.environ)
-    src = os.path.dirname(os.path.dirname(os.path.abspath(numxent.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [src, env.get("PYTHONPATH")] if p)
+    env = child_env()
     proc = subprocess.run(
         [sys.executable, "-m", "numxent.bench.training", "--child", json.dumps(cfg)],
         capture_output=True,

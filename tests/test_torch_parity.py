@@ -887,3 +887,35 @@ def test_nonfinite_rows_inside_a_tile_in_place_and_alone(dtype, label_smoothing,
     t_loss, t_grad = torch_ce(x, y, dtype=dtype, **kw)
     assert_close(loss, t_loss, dtype)
     assert_close(grad, t_grad, dtype)
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("n_classes", [4, 100], ids=["narrow", "wide"])
+@pytest.mark.parametrize("sign", [1.0, -1.0], ids=["+nan", "-nan"])
+def test_nan_of_either_sign_is_found_by_the_row_max(dtype, n_classes, sign):
+    """The row max's finiteness check reads NaNs by their bits; x86's default
+    NaN (0 * inf, inf - inf) has the sign bit set. Either sign, anywhere in a
+    row, must give PyTorch's NaN pattern, not a finite loss."""
+    rng = np.random.default_rng(802)
+    n = 6
+    x = rng.normal(size=(n, n_classes)).astype(dtype)
+    y = rng.integers(0, n_classes, n)
+    nan = np.copysign(np.nan, sign).astype(dtype)
+    assert np.signbit(nan) == (sign < 0)
+    x[1, 0] = nan
+    x[3, n_classes - 1] = nan
+    x[4, y[4]] = nan
+    x[5, :] = -np.inf
+    x[5, n_classes // 2] = nan
+    kw = dict(reduction="none")
+    loss, grad = nx.cross_entropy(x, y, return_grad=True, **kw)
+    t_loss, t_grad = torch_ce(x, y, dtype=dtype, **kw)
+    assert np.isnan(loss[[1, 3, 4, 5]]).all() and np.isfinite(loss[[0, 2]]).all()
+    assert_close(loss, t_loss, dtype)
+    assert_close(grad, t_grad, dtype)
+    for fn in (nx.logsumexp, nx.softmax):
+        assert_close(fn(x, axis=-1), FAMILY_TORCH[fn](torch.tensor(x), dim=-1).numpy(),
+                     dtype)  # fmt: skip
+
+
+FAMILY_TORCH = {nx.logsumexp: torch.logsumexp, nx.softmax: torch.softmax}

@@ -33,7 +33,13 @@ import threading
 import numba
 from numba.np.ufunc import parallel as _numba_parallel
 
-__all__ = ["launch", "threading_layer", "SERIAL_BELOW"]
+__all__ = [
+    "launch",
+    "launch_parallel",
+    "runs_serial",
+    "threading_layer",
+    "SERIAL_BELOW",
+]
 
 # Below this many logits a parallel launch costs more than it saves.
 SERIAL_BELOW = 1 << 15
@@ -123,10 +129,20 @@ def launch(
     never changes a result bit. ``serial_below``: the size (logits) under
     which the serial variant is faster, measured per kernel pair.
     """
-    global _layer
     if n_elements < serial_below or _omp_inherited:
         serial_kernel(*args)
-        return
+    else:
+        launch_parallel(parallel_kernel, *args)
+
+
+def runs_serial(n_elements: int, serial_below=SERIAL_BELOW) -> bool:
+    """Whether ``launch`` would run the serial variant for this size."""
+    return n_elements < serial_below or _omp_inherited
+
+
+def launch_parallel(parallel_kernel, *args) -> None:
+    """Run a parallel kernel, serialised where the threading layer needs it."""
+    global _layer
     layer = _layer
     if layer is None:
         # The first launch starts Numba's pool; only then is the layer known.

@@ -890,7 +890,7 @@ def test_nonfinite_rows_inside_a_tile_in_place_and_alone(dtype, label_smoothing,
 
 
 @pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: d.__name__)
-@pytest.mark.parametrize("n_classes", [4, 100], ids=["narrow", "wide"])
+@pytest.mark.parametrize("n_classes", [4, 300], ids=["narrow", "wide"])
 @pytest.mark.parametrize("sign", [1.0, -1.0], ids=["+nan", "-nan"])
 def test_nan_of_either_sign_is_found_by_the_row_max(dtype, n_classes, sign):
     """The row max's finiteness check reads NaNs by their bits; x86's default
@@ -920,3 +920,47 @@ def test_nan_of_either_sign_is_found_by_the_row_max(dtype, n_classes, sign):
 
 
 FAMILY_TORCH = {nx.logsumexp: torch.logsumexp, nx.softmax: torch.softmax}
+
+
+# Widths on both sides of the tile / row-at-a-time switch (NARROW_CLASSES:
+# 256 float32, 100 float64), and of the wide rows' prefetch and group sizes.
+WIDTHS = [1, 2, 10, 64, 99, 100, 101, 255, 256, 257, 1000, 4097]
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("n_classes", WIDTHS)
+@pytest.mark.parametrize("n_rows", [7, 300], ids=["serial", "parallel-ish"])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_every_row_width_matches_reference_and_torch(
+    dtype, n_classes, n_rows, label_smoothing
+):
+    """Both hard-label kernel shapes, serial and parallel launches, weights,
+    ignored and non-finite rows, forward-only and in place: the naive float64
+    reference and PyTorch agree with every one."""
+    rng = np.random.default_rng(n_classes * 7 + n_rows)
+    x = (rng.normal(size=(n_rows, n_classes)) * 4).astype(dtype)
+    y = rng.integers(0, n_classes, n_rows)
+    y[3] = -100
+    x[5, n_classes // 2] = np.nan
+    x[6, 0] = np.inf
+    w = rng.random(n_classes) + 0.2
+    kw = dict(weight=w, reduction="none", label_smoothing=label_smoothing)
+    loss, grad = nx.cross_entropy(x, y, return_grad=True, **kw)
+    t_loss, t_grad = torch_ce(x, y, dtype=dtype, **kw)
+    assert_close(loss, t_loss, dtype)
+    assert_close(grad, t_grad, dtype)
+    # the naive reference on the finite rows (its inf - inf is not PyTorch's)
+    keep = np.isfinite(x).all(axis=1)
+    ref_loss, ref_grad = cross_entropy_ref(x[keep].astype(np.float64), y[keep], **kw)
+    assert_close(loss[keep], ref_loss, dtype)
+    assert_close(grad[keep], ref_grad, dtype)
+    np.testing.assert_array_equal(nx.cross_entropy(x, y, **kw), loss)
+    inplace = x.copy()
+    nx.cross_entropy(inplace, y, return_grad=True, out=inplace, **kw)
+    np.testing.assert_array_equal(inplace, grad)
+    # "mean" over the finite rows
+    kw["reduction"] = "mean"
+    loss_m, grad_m = nx.cross_entropy(x[keep], y[keep], return_grad=True, **kw)
+    ref_m, ref_gm = cross_entropy_ref(x[keep].astype(np.float64), y[keep], **kw)
+    assert_close(loss_m, ref_m, dtype)
+    assert_close(grad_m, ref_gm, dtype)

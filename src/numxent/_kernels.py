@@ -680,73 +680,6 @@ def _ce_hard_rows(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
                                     wds[r], y[i], i)  # fmt: skip
 
 
-# Rows of at most this many classes get their maxima from a table of window
-# maxima over the flat tile (below) when the tile is all finite, instead of
-# a scalar max loop per row. Measured (one thread, float32, ns a row, table
-# vs per row): C = 2 11.6 vs 15.0, 3 12.7 vs 16.8, 8 15.5 vs 16.0, 10 18.9 vs
-# 20.0, 16 22.1 vs 18.5.
-TABLE_CLASSES = 10
-
-
-@njit(**_HELPER)
-def _window_max_pass(src, dst, width, m):
-    """dst[j] = max(src[j], src[j + width]) for j < m.
-
-    Its own compiled function, the two operands separate views: written
-    inline (two loads of one array at a runtime distance, arrays swapped in
-    a loop) the loop stayed scalar, 0.25 vs 0.045 ns an element."""
-    lo, hi = src[:m], src[width : width + m]
-    for j in range(m):
-        a, b = lo[j], hi[j]
-        dst[j] = a if a >= b else b
-
-
-@njit(**_HELPER)
-def _tile_max_by_table(x, r0, r1, ms):
-    """ms[r] = max of row r0 + r for r < r1 - r0, if rows r0..r1-1 hold only
-    finite values (returns True); else returns False and sets nothing.
-
-    Vector loops only: t_p[j] = max(x_j .. x_{j + 2**p - 1}) by doubling
-    (t_{p+1}[j] = max(t_p[j], t_p[j + 2**p]), elementwise, so it vectorises
-    with fastmath off), then a row of C classes, 2**p <= C < 2**(p+1), is the
-    max of two overlapping windows, t_p[s] and t_p[s + C - 2**p]. With no NaN
-    the float max is the integer-key max of ``row_max`` (+-0 aside, which
-    give the same x - m)."""
-    n_classes = x.shape[1]
-    n = r1 - r0
-    total = n * n_classes
-    xf = x.reshape(x.shape[0] * n_classes)  # C-contiguous: a flat view
-    base = r0 * n_classes
-    bad = 0
-    for j in range(total):
-        bad += 0 if abs(xf[base + j]) < np.inf else 1
-    if bad > 0:
-        return False
-    if n_classes == 1:
-        for r in range(n):
-            ms[r] = xf[base + r]
-        return True
-    ta = np.empty(total, x.dtype)
-    tb = np.empty(total, x.dtype)
-    _window_max_pass(xf[base : base + total], ta, 1, total - 1)
-    width = 2
-    k = 0
-    while 2 * width <= n_classes:  # ta (k even) or tb (k odd): windows of `width`
-        if k % 2 == 0:
-            _window_max_pass(ta, tb, width, total - 2 * width + 1)
-        else:
-            _window_max_pass(tb, ta, width, total - 2 * width + 1)
-        k += 1
-        width *= 2
-    if k % 2 == 1:
-        ta = tb
-    off = n_classes - width
-    for r in range(n):
-        a, b = ta[r * n_classes], ta[r * n_classes + off]
-        ms[r] = a if a >= b else b
-    return True
-
-
 @njit(**_HELPER)
 def _ce_hard_tile(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, grad,
                   r0, r1):  # fmt: skip
@@ -773,17 +706,14 @@ def _ce_hard_tile(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
     # Measured at 2 threads, float32: 262,144 x 100 -7 %, 500,000 x 32 +-0,
     # 1,000,000 x 10 +9 %: rows under 4 lines go without.
     prefetch = n_classes >= 4 * step
-    if n_classes <= TABLE_CLASSES and _tile_max_by_table(x, r0, r1, ms):
-        pass  # an all-finite tile: no row takes the exact path
-    else:
-        for r in range(n):
-            if prefetch:
-                lo = nxt_lo + r * per_row * step
-                _prefetch_lines(xf, lo, min(lo + per_row * step, nxt_hi), step)
-            m, finite = row_max(xi, r0 + r)
-            ms[r] = m
-            if y[r0 + r] != ignore_index and not finite:
-                n_exact += 1
+    for r in range(n):
+        if prefetch:
+            lo = nxt_lo + r * per_row * step
+            _prefetch_lines(xf, lo, min(lo + per_row * step, nxt_hi), step)
+        m, finite = row_max(xi, r0 + r)
+        ms[r] = m
+        if y[r0 + r] != ignore_index and not finite:
+            n_exact += 1
     exact = np.empty((n if n_exact > 0 else 0, n_classes), x.dtype)
     is_exact = np.zeros(n, np.bool_)
     d = np.empty(n * n_classes, x.dtype)

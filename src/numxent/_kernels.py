@@ -174,7 +174,8 @@ def _unmanaged(typingctx, ary):
 @intrinsic
 def _prefetch(typingctx, ary, idx):
     """Hint the cache to fetch the line holding ary.flat[idx] (llvm.prefetch,
-    read, into all levels). idx must be in bounds of a C-contiguous array."""
+    for reading, into all levels). idx must be in bounds of a C-contiguous
+    array."""
     if not isinstance(ary, types.Array):
         return None
 
@@ -545,22 +546,21 @@ def _ce_hard_finish(w, w_total, sw, eps, gscale, loss_rows, want_grad, e, ei, s,
 @njit(inline="always")
 def _ce_hard_finish_log(w, w_total, sw, eps, gscale, loss_rows, want_grad, e, ei,
                         s, log_s, d_y, wd, yi, i):  # fmt: skip
-    # Loss and gradient of row i from s = sum_k e_k and log_s = log(s), with
+    # Loss and gradient of row i from s = sum_k e_k and log_s = log(s), the
     # e_k parked in e[ei] (the gradient row, or a scratch row for
-    # forward-only calls).
+    # forward-only calls) and scaled in place.
     n_classes = w.shape[0]
     s_w = sw[i] if sw.shape[0] > 0 else 1.0
-    smooth = eps > 0.0
     w_y = w[yi]
     loss = (1.0 - eps) * w_y * (log_s - d_y)
-    if smooth:
+    if eps > 0.0:
         loss += (eps / n_classes) * (w_total * log_s - wd)
     loss_rows[i] = s_w * loss
     if want_grad:
         scale = s_w * gscale
         big_a = (1.0 - eps) * w_y + (eps / n_classes) * w_total
         c = scale * big_a / s
-        if smooth:
+        if eps > 0.0:
             b = scale * eps / n_classes
             for k in range(n_classes):
                 e[ei, k] = c * e[ei, k] - b * w[k]
@@ -573,6 +573,36 @@ def _ce_hard_finish_log(w, w_total, sw, eps, gscale, loss_rows, want_grad, e, ei
             for k in range(n_classes):
                 e[ei, k] = c_e * e[ei, k]
         e[ei, yi] -= scale * (1.0 - eps) * w_y
+
+
+@njit(inline="always")
+def _ce_hard_finish_from(w, w_total, sw, eps, gscale, loss_rows, want_grad, src, si,
+                         grad, i, s, log_s, d_y, wd, yi):  # fmt: skip
+    # _ce_hard_finish_log with the e_k in a scratch row src[si] and the
+    # gradient written to grad[i]. The same formulas written out twice, on
+    # purpose: with the loss in a shared inline helper, or with this function
+    # doing both jobs (src = e), the tile kernel's forward-only loop ran
+    # 1.6-2x slower (16 -> 25-36 ns a 10-class row).
+    n_classes = w.shape[0]
+    s_w = sw[i] if sw.shape[0] > 0 else 1.0
+    w_y = w[yi]
+    loss = (1.0 - eps) * w_y * (log_s - d_y)
+    if eps > 0.0:
+        loss += (eps / n_classes) * (w_total * log_s - wd)
+    loss_rows[i] = s_w * loss
+    if want_grad:
+        scale = s_w * gscale
+        big_a = (1.0 - eps) * w_y + (eps / n_classes) * w_total
+        c = scale * big_a / s
+        if eps > 0.0:
+            b = scale * eps / n_classes
+            for k in range(n_classes):
+                grad[i, k] = c * src[si, k] - b * w[k]
+        else:
+            c_e = grad.dtype.type(c)
+            for k in range(n_classes):
+                grad[i, k] = c_e * src[si, k]
+        grad[i, yi] -= scale * (1.0 - eps) * w_y
 
 
 @njit(**_HELPER)
@@ -600,36 +630,36 @@ def _ce_hard_row_exact(x, y, w, w_total, sw, eps, gscale, loss_rows, want_grad, 
 
 @njit(inline="always")
 def _ce_hard_row_sum(
-    x, xi, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, want_grad, e, ei,
-    fix, i,
+    x, xi, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, want_grad, grad,
+    sc, r, fix, i,
 ):  # fmt: skip
-    # First half of row i: e[ei] = exp(x_i - m) (e[ei] is the gradient row,
-    # or a scratch row for forward-only calls). Returns (s, d_y, wd) for
-    # _ce_hard_finish_log, or s = 0 when the row is already done (ignored,
-    # or non-finite: the exact path).
+    # First half of row i: sc[r] = exp(x_i - m) in a scratch row. Returns
+    # (s, d_y, wd) for _ce_hard_finish_from, or s = 0 when the row is already
+    # done (ignored, or non-finite: the exact path, straight into grad[i]).
     yi = y[i]
     if yi == ignore_index:
         # Padding rows may hold garbage: neither read nor propagated.
         loss_rows[i] = 0.0
         if want_grad:
             for k in range(x.shape[1]):
-                e[ei, k] = 0.0
+                grad[i, k] = 0.0
         return 0.0, 0.0, 0.0
     m, finite = row_max(xi, i)
     if not finite:
         _ce_hard_row_exact(x, y, w, w_total, sw, eps, gscale, loss_rows,
-                           want_grad, e, ei, i)  # fmt: skip
+                           want_grad, grad, i, i)  # fmt: skip
         return 0.0, 0.0, 0.0
-    # Everything that reads the logits happens before exp_shifted, which may
-    # write into them (out=logits).
     d_y = np.float64(x[i, yi]) - np.float64(m)
     wd = _shifted_dot(w, x, i, np.float64(m)) if eps > 0.0 else 0.0
-    return exp_shifted(x, i, m, e, ei, fix), d_y, wd
+    return exp_shifted(x, i, m, sc, r, fix), d_y, wd
 
 
 # Rows of wide hard-label tasks are finished a group at a time, so that the
 # group's logs are one vector loop (a scalar libm log per 100-class row was
-# ~15 % of its time); the group's gradient rows stay in L1 until finished.
+# ~15 % of its time). With out=logits the exp values wait in a scratch group
+# (in L1), not in the gradient rows (the logits): a loop reading and writing
+# two arrays that overlap stays scalar (LLVM's runtime overlap check fails):
+# 65,536 x 1,000 float32 in place took 67 ms vs 17.
 GROUP_ELEMENTS = 4096
 GROUP_ROWS = 8
 
@@ -651,21 +681,31 @@ def _ce_hard_rows(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
     # rows stream well on the hardware prefetcher alone (8,192 x 32,000 was
     # 10 % slower with it).
     prefetch = n_classes * x.itemsize <= 16384
-    # e: the gradient rows (row ei = i), or a scratch group (ei = i - g0)
-    e = grad if want_grad else np.empty((group, n_classes), x.dtype)
+    # The exp values go to the gradient rows (finished in place, in L1), or
+    # to a scratch group when there is no gradient or it is the logits
+    # themselves (out=logits: a loop reading and writing one memory through
+    # two arrays stays scalar). Scratch for every call was measured: the
+    # finish then streams to a gradient row not yet in cache, 65,536 x
+    # 1,000 float32 15 -> 18-22 ms.
+    scratch = not want_grad or x.ctypes.data == grad.ctypes.data
+    sc = np.empty((group if scratch else 0, n_classes), x.dtype)
     per_row = np.empty(4 * GROUP_ROWS, np.float64)
     ss, logs = per_row[:GROUP_ROWS], per_row[GROUP_ROWS : 2 * GROUP_ROWS]
     d_ys, wds = per_row[2 * GROUP_ROWS : 3 * GROUP_ROWS], per_row[3 * GROUP_ROWS :]
     for g0 in range(r0, r1, group):
         n = min(r1 - g0, group)
-        e0 = 0 if want_grad else g0
         for r in range(n):
             if prefetch:
                 lo = (g0 + r + 2) * n_classes  # two rows ahead
                 _prefetch_lines(xf, lo, lo + n_classes, step)
-            s, d_y, wd = _ce_hard_row_sum(x, xi, y, w, w_total, sw, ignore_index,
-                                          eps, gscale, loss_rows, want_grad, e,
-                                          g0 + r - e0, fix, g0 + r)  # fmt: skip
+            if scratch:
+                s, d_y, wd = _ce_hard_row_sum(x, xi, y, w, w_total, sw, ignore_index,
+                                              eps, gscale, loss_rows, want_grad, grad,
+                                              sc, r, fix, g0 + r)  # fmt: skip
+            else:
+                s, d_y, wd = _ce_hard_row_sum(x, xi, y, w, w_total, sw, ignore_index,
+                                              eps, gscale, loss_rows, want_grad, grad,
+                                              grad, g0 + r, fix, g0 + r)  # fmt: skip
             ss[r] = s
             d_ys[r] = d_y
             wds[r] = wd
@@ -675,9 +715,14 @@ def _ce_hard_rows(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
         for r in range(n):
             if ss[r] > 0.0:
                 i = g0 + r
-                _ce_hard_finish_log(w, w_total, sw, eps, gscale, loss_rows,
-                                    want_grad, e, i - e0, ss[r], logs[r], d_ys[r],
-                                    wds[r], y[i], i)  # fmt: skip
+                if scratch:
+                    _ce_hard_finish_from(w, w_total, sw, eps, gscale, loss_rows,
+                                         want_grad, sc, r, grad, i, ss[r], logs[r],
+                                         d_ys[r], wds[r], y[i])  # fmt: skip
+                else:
+                    _ce_hard_finish_log(w, w_total, sw, eps, gscale, loss_rows,
+                                        want_grad, grad, i, ss[r], logs[r],
+                                        d_ys[r], wds[r], y[i], i)  # fmt: skip
 
 
 @njit(**_HELPER)
@@ -883,7 +928,7 @@ def _ce_soft_row(x, xi, t, w, sw, eps, gscale, loss_rows, grad, e, ei, fix, i):
     s_w = sw[i] if sw.shape[0] > 0 else 1.0
     u = eps / n_classes
     mf = np.float64(m)
-    # Target terms first: exp_shifted may overwrite the logits (out=logits).
+    # Target terms first (the gradient row may be the logits: out=logits).
     a0 = 0.0
     a1 = 0.0
     ad0 = 0.0
@@ -908,7 +953,7 @@ def _ce_soft_row(x, xi, t, w, sw, eps, gscale, loss_rows, grad, e, ei, fix, i):
         scale = s_w * gscale
         c = scale * big_a / s
         for k in range(n_classes):
-            e[ei, k] = c * e[ei, k] - scale * (w[k] * ((1.0 - eps) * t[i, k] + u))
+            grad[i, k] = c * e[ei, k] - scale * (w[k] * ((1.0 - eps) * t[i, k] + u))
 
 
 @njit(**_HELPER)
@@ -919,7 +964,10 @@ def _ce_soft_task(x, t, w, sw, eps, gscale, loss_rows, grad, b):
     rows = range(b * ROWS_PER_TASK, min(n_rows, (b + 1) * ROWS_PER_TASK))
     fix = fixed_point_scale(x.shape[1])
     xi = int_view(x)
-    if grad.shape[0] > 0:
+    # exp values in a scratch row when there is no gradient or it is the
+    # logits (out=logits; see the wide hard-label rows), else in the gradient
+    # row itself
+    if grad.shape[0] > 0 and x.ctypes.data != grad.ctypes.data:
         for i in rows:
             _ce_soft_row(x, xi, t, w, sw, eps, gscale, loss_rows, grad, grad, i, fix, i)
     else:

@@ -984,3 +984,29 @@ def test_soft_labels_in_place_equal_out_and_torch(dtype, n_classes):
     t_loss, t_grad = torch_ce(x, t, dtype=dtype, **kw)
     assert_close(loss, t_loss, dtype)
     assert_close(grad, t_grad, dtype)
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("shape", [(), (6,), (4, 3), (2, 3, 4), (300, 70)], ids=str)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_bce_unweighted_fast_path_equals_unit_weights(dtype, shape, reduction):
+    """Calls without weights take cached unit weights and patterns: the same
+    bits as explicit unit weights (the general path), in place too."""
+    rng = np.random.default_rng(len(shape))
+    x = np.asarray(rng.normal(size=shape) * 3, dtype=dtype)  # 0-d: an array too
+    t = np.asarray(rng.random(shape), dtype=dtype)
+    kw = dict(reduction=reduction, return_grad=True)
+    loss, grad = nx.binary_cross_entropy_with_logits(x, t, **kw)
+    ones = np.ones(shape[-1:] if shape else ())
+    loss_w, grad_w = nx.binary_cross_entropy_with_logits(
+        x, t, weight=ones, pos_weight=ones, **kw
+    )
+    np.testing.assert_array_equal(loss, loss_w)
+    np.testing.assert_array_equal(grad, grad_w)
+    inplace = x.copy()
+    loss_ip, _ = nx.binary_cross_entropy_with_logits(inplace, t, out=inplace, **kw)
+    np.testing.assert_array_equal(loss_ip, loss)
+    np.testing.assert_array_equal(inplace, grad)
+    t_loss, t_grad = torch_bce(x, t, dtype=dtype, reduction=reduction)
+    assert_close(loss, t_loss, dtype)
+    assert_close(grad, t_grad, dtype)

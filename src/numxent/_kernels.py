@@ -634,9 +634,10 @@ def _ce_hard_row_sum(
     x, xi, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, want_grad, grad,
     sc, r, fix, i,
 ):  # fmt: skip
-    # First half of row i: sc[r] = exp(x_i - m) in a scratch row. Returns
-    # (s, d_y, wd) for _ce_hard_finish_from, or s = 0 when the row is already
-    # done (ignored, or non-finite: the exact path, straight into grad[i]).
+    # First half of row i: sc[r] = exp(x_i - m), sc a scratch group or the
+    # gradient itself (sc = grad, r = i). Returns (s, d_y, wd) for the
+    # finish, or s = 0 when the row is already done (ignored, or non-finite:
+    # the exact path, straight into grad[i]).
     yi = y[i]
     if yi == ignore_index:
         # Padding rows may hold garbage: neither read nor propagated.

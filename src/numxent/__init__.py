@@ -7,7 +7,7 @@
 0.2598602
 """
 
-from ._config import threading_layer
+from ._config import CacheWarning, threading_layer
 from .functional import (
     binary_cross_entropy_with_logits,
     cross_entropy,
@@ -19,6 +19,7 @@ from .functional import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "CacheWarning",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
     "log_softmax",

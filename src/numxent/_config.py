@@ -1,4 +1,4 @@
-"""Threading-layer set-up and the parallel/serial kernel launcher.
+"""Threading layer, fork handling and the on-disk cache of compiled kernels.
 
 Numba has three threading layers and only one of them is safe both when many
 Python threads call a parallel kernel at once and when the process forks after
@@ -12,28 +12,42 @@ omp (GNU)  yes          no         a forked child runs the serial kernels
 workqueue  no           yes        parallel launches are serialised by a lock
 ========== ============ ========== ==========================================
 
-At import, unless the user already chose a layer (``NUMBA_THREADING_LAYER`` or
-``numba.config.THREADING_LAYER``) or Numba's thread pool is already running,
-numxent asks for ``tbb``. The ``tbb`` wheel from PyPI installs ``libtbb.so.12``
-into ``<prefix>/lib``, which the dynamic loader does not search, so Numba's own
-probe fails with "Unknown import problem"; loading the library by its full path
-first (``RTLD_GLOBAL``) lets Numba's TBB extension resolve against it. If TBB
-cannot be loaded, Numba's default choice stands and the table's last column
-keeps numxent safe on whichever layer Numba picks.
+``NUMBA_THREADING_LAYER`` (or ``numba.config.THREADING_LAYER``) names a layer
+or a wish (``safe``, ``threadsafe``, ``forksafe``; ``default`` when unset).
+Whenever the layers it may resolve to include TBB, numxent makes the ``tbb``
+wheel's library loadable before Numba's pool starts: the wheel installs
+``libtbb.so.12`` into ``<prefix>/lib``, which the dynamic loader does not
+search, so Numba's own probe fails; loading the library by its full path
+first (``RTLD_GLOBAL``) lets Numba's TBB extension resolve against it.
+When the user chose nothing, numxent asks for ``tbb``; a user's choice is
+never changed. A choice that cannot be honoured (``tbb`` or ``safe`` without
+a loadable TBB) makes the first parallel call raise a ``RuntimeError`` that
+names the variable and the fix, instead of Numba's generic message.
+
+The kernels are compiled with Numba's on-disk cache (``cache=True``) unless
+``NUMXENT_CACHE=0`` is set, or ``NUMBA_CACHE_DIR`` names a directory that
+cannot be written: then they are compiled in each process, and numxent says
+so once with a :class:`CacheWarning` (writing the cache anywhere else would
+go against the user's choice of directory).
 """
 
 from __future__ import annotations
 
 import ctypes
+import importlib.metadata
 import os
 import site
 import sys
+import tempfile
 import threading
+import warnings
 
 import numba
 from numba.np.ufunc import parallel as _numba_parallel
 
 __all__ = [
+    "CacheWarning",
+    "JIT_CACHE",
     "launch",
     "launch_parallel",
     "runs_serial",
@@ -44,7 +58,67 @@ __all__ = [
 # Below this many logits a parallel launch costs more than it saves.
 SERIAL_BELOW = 1 << 15
 
-_USER_CHOSE_LAYER = numba.config.THREADING_LAYER != "default"
+
+class CacheWarning(UserWarning):
+    """numxent's kernels cannot use Numba's on-disk cache in this process."""
+
+
+def _cache_enabled() -> bool:
+    if os.environ.get("NUMXENT_CACHE", "").strip() == "0":
+        return False
+    cache_dir = numba.config.CACHE_DIR
+    if cache_dir:
+        try:
+            os.makedirs(cache_dir, exist_ok=True)
+            tempfile.TemporaryFile(dir=cache_dir).close()
+        except OSError as exc:
+            where, reason = f"NUMBA_CACHE_DIR={cache_dir!r} cannot", str(exc)
+        else:
+            return True
+    else:
+        # Numba's own places: the package's __pycache__, then the user's cache
+        # directory; with neither writable, cache=True fails at decoration.
+        try:
+            numba.njit(cache=True)(_cache_probe)
+        except RuntimeError as exc:
+            where, reason = "no cache directory can", str(exc)
+        else:
+            return True
+    warnings.warn(
+        f"{where} be written ({reason}); numxent's compiled kernels are not "
+        "cached, so each process compiles them on first use. Point "
+        "NUMBA_CACHE_DIR at a writable directory, or set NUMXENT_CACHE=0 to "
+        "compile without the cache and without this warning.",
+        CacheWarning,
+        stacklevel=2,
+    )
+    return False
+
+
+def _cache_probe():  # pragma: no cover - never called, only decorated
+    return 0
+
+
+# Whether the kernels are compiled with ``cache=True``.
+JIT_CACHE = _cache_enabled()
+
+# The layers each value of NUMBA_THREADING_LAYER may resolve to on this
+# platform (Numba's own rules: numba/np/ufunc/parallel.py).
+_LAYER_CANDIDATES = {
+    "default": ("tbb", "omp", "workqueue"),
+    "tbb": ("tbb",),
+    "omp": ("omp",),
+    "workqueue": ("workqueue",),
+    "safe": ("tbb",),
+    "threadsafe": ("tbb", "omp"),
+    "forksafe": ("tbb", "workqueue") if sys.platform.startswith("linux")
+    else ("tbb", "omp", "workqueue"),
+}
+_REQUESTED = str(numba.config.THREADING_LAYER).lower()
+_USER_CHOSE_LAYER = (
+    _REQUESTED != "default" or "NUMBA_THREADING_LAYER_PRIORITY" in os.environ
+)
+_layer_problem: str | None = None  # raised by the first parallel launch
 
 _lock = threading.Lock()
 _layer: str | None = None  # known after the first parallel launch
@@ -52,22 +126,29 @@ _omp_inherited = False  # a forked child of a process whose GNU OpenMP pool ran
 
 
 def _tbb_library_candidates() -> list[str]:
-    prefixes = [sys.prefix, sys.base_prefix, getattr(site, "USER_BASE", None)]
     if sys.platform.startswith("linux"):
         names = ["libtbb.so.12"]
     elif sys.platform == "darwin":
         names = ["libtbb.12.dylib"]
     else:  # Windows wheels put tbb12.dll on the DLL search path already
-        names = []
+        return []
     paths = []
-    for prefix in prefixes:
-        if not prefix:
-            continue
-        for name in names:
-            path = os.path.join(prefix, "lib", name)
-            if os.path.exists(path) and path not in paths:
-                paths.append(path)
-    return paths
+    # Where the tbb wheel says it put the library, then <prefix>/lib of this
+    # interpreter, its base and the user site.
+    try:
+        for f in importlib.metadata.files("tbb") or ():
+            if f.name in names:
+                paths.append(os.path.normpath(str(f.locate())))
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    for prefix in (sys.prefix, sys.base_prefix, getattr(site, "USER_BASE", None)):
+        if prefix:
+            paths.extend(os.path.join(prefix, "lib", name) for name in names)
+    unique = []
+    for path in paths:
+        if path not in unique and os.path.exists(path):
+            unique.append(path)
+    return unique
 
 
 def _tbb_importable() -> bool:
@@ -92,11 +173,36 @@ def _ensure_tbb() -> bool:
     return False
 
 
-def _choose_layer() -> None:
-    if _USER_CHOSE_LAYER or _numba_parallel._is_initialized:
-        return
-    if _ensure_tbb():
+def _tbb_problem() -> str:
+    return (
+        f"NUMBA_THREADING_LAYER={numba.config.THREADING_LAYER!r} asks for Numba's "
+        "TBB threading layer, but TBB cannot be loaded: install it with "
+        "`pip install tbb` (numxent loads the wheel's library from <prefix>/lib), "
+        "or unset NUMBA_THREADING_LAYER to let numxent pick a layer"
+    )
+
+
+def _prepare_layer() -> None:
+    global _layer_problem
+    if _numba_parallel._is_initialized:
+        return  # the pool runs already: its layer is settled
+    if "tbb" not in _LAYER_CANDIDATES.get(_REQUESTED, ()):
+        return  # unknown values are left to Numba's own error
+    tbb_ok = _ensure_tbb()
+    if not _USER_CHOSE_LAYER and tbb_ok:
         numba.config.THREADING_LAYER = "tbb"
+    elif not tbb_ok and _REQUESTED in ("tbb", "safe"):
+        _layer_problem = _tbb_problem()
+
+
+def _check_layer() -> None:
+    """Raise the user's unhonourable layer choice, unless TBB loads by now."""
+    global _layer_problem
+    if _layer_problem is not None:
+        if _ensure_tbb():
+            _layer_problem = None
+        else:
+            raise RuntimeError(_layer_problem)
 
 
 def _after_fork_in_child() -> None:
@@ -107,7 +213,7 @@ def _after_fork_in_child() -> None:
         _omp_inherited = True
 
 
-_choose_layer()
+_prepare_layer()
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
@@ -147,6 +253,7 @@ def launch_parallel(parallel_kernel, *args) -> None:
     if layer is None:
         # The first launch starts Numba's pool; only then is the layer known.
         with _lock:
+            _check_layer()
             parallel_kernel(*args)
             try:
                 _layer = numba.threading_layer()

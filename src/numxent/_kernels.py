@@ -49,9 +49,12 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
+from ._config import JIT_CACHE
+
 # error_model="numpy": a float division is a plain fdiv (the default "python"
 # model adds a zero-divisor check whose branch keeps loops scalar).
-_JIT = {"fastmath": False, "error_model": "numpy", "cache": True, "nogil": True}
+# The on-disk cache is on unless NUMXENT_CACHE=0 or NUMBA_CACHE_DIR is unusable.
+_JIT = {"fastmath": False, "error_model": "numpy", "cache": JIT_CACHE, "nogil": True}
 # Helpers are ordinary compiled calls, not IR-inlined, except the per-row
 # functions (a call per short row costs ~50 ns): inlining every helper into
 # every kernel made the kernels' IR so large that a cold start took ~25 s.

@@ -358,3 +358,38 @@ def test_ten_thousand_calls_do_not_grow_rss():
     print(f"RSS before {before / 2**20:.1f} MiB, after {after / 2**20:.1f} MiB")
     # 13 x 10**4 calls: a leak of even 64 bytes a call would show as 8 MiB
     assert growth < 8 * 2**20, f"RSS grew by {growth / 2**20:.1f} MiB"
+
+
+@pytest.mark.slow
+def test_ten_thousand_bridge_calls_do_not_grow_rss():
+    torch = pytest.importorskip("torch")
+    from numxent.torch import BCEWithLogitsLoss, CrossEntropyLoss
+
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(64, 10, generator=gen)
+    y = torch.randint(0, 10, (64,), generator=gen)
+    t = torch.rand(64, 10, generator=gen)
+    ce = CrossEntropyLoss(label_smoothing=0.1)
+    bce = BCEWithLogitsLoss(pos_weight=torch.rand(10, generator=gen))
+    ref_ce = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+
+    def step():
+        z = x.clone().requires_grad_()
+        (ce(z, y) + bce(z, t)).backward()
+        return z.grad
+
+    z = x.clone().requires_grad_()
+    (
+        ref_ce(z, y) + torch.nn.BCEWithLogitsLoss(pos_weight=bce.pos_weight)(z, t)
+    ).backward()
+    torch.testing.assert_close(step(), z.grad)
+    for _ in range(500):
+        step()
+    gc.collect()
+    before = _rss_bytes()
+    for _ in range(10_000):
+        step()
+    gc.collect()
+    after = _rss_bytes()
+    print(f"RSS before {before / 2**20:.1f} MiB, after {after / 2**20:.1f} MiB")
+    assert after - before < 8 * 2**20, f"RSS grew by {(after - before) / 2**20:.1f} MiB"

@@ -8,6 +8,7 @@
 """
 
 from ._config import CacheWarning, threading_layer
+from ._version import __version__
 from .functional import (
     binary_cross_entropy_with_logits,
     cross_entropy,
@@ -15,8 +16,6 @@ from .functional import (
     logsumexp,
     softmax,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "CacheWarning",

@@ -38,6 +38,8 @@ collect_ignore = [
         ("src/numxent/sklearn.py", "sklearn"),
         ("src/numxent/bench/_torch_worker.py", "torch"),
         ("src/numxent/bench/sklearn_fit.py", "sklearn"),
+        ("docs/torch.md", "torch"),
+        ("docs/sklearn.md", "sklearn"),
     )
     if importlib.util.find_spec(module) is None
 ]

@@ -6,12 +6,13 @@ the report runs this module as a subprocess with that variable set::
 
     THP_MEM_ALLOC_ENABLE=1 python -m numxent.bench._torch_worker < spec.json
 
-The spec on stdin is ``{"threads", "repeat", "min_time", "budget", "order", "seed",
-"workloads": [{"op", "n", "c", "dtype"}, ...], "peers": {peer_id: factory_id}}``;
-the worker rebuilds each workload's data from the seed, times the peers with
-the same protocol as the main process (``np.copyto`` included,
-as a same-process check), prints one JSON object on stdout and progress lines
-``PROGRESS <advance> <message>`` on stderr.
+The spec on stdin is the report's settings (``repeat``, ``min_time``,
+``budget``, ``order``, ``seed``) plus ``threads``, ``workloads`` (a list of
+``{"op", "n", "c", "dtype"}``) and ``peers`` (peer ids). The worker rebuilds
+each workload's data from the seed, times ``np.copyto`` (a same-process
+check) and the peers with the main process's protocol, prints one JSON
+object on stdout and progress lines ``PROGRESS <advance> <message>`` on
+stderr.
 """
 
 from __future__ import annotations
@@ -22,11 +23,9 @@ import sys
 
 
 def main() -> int:
-    import numpy as np
-
     from ._peers import PEERS, PeerUnavailable, import_torch
-    from ._timing import measure
-    from ._workloads import Workload, make_data
+    from ._timing import time_workload
+    from ._workloads import Workload
 
     spec = json.load(sys.stdin)
     threads = int(spec["threads"])
@@ -36,12 +35,6 @@ def main() -> int:
         print(json.dumps({"error": str(exc)}))
         return 0
     torch.set_num_threads(threads)
-    try:  # keep numba's pool (used by nothing here) at the same size
-        import numba
-
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    except Exception:
-        pass
 
     def progress(message: str, advance: float) -> None:
         print(f"PROGRESS {advance} {message}", file=sys.stderr, flush=True)
@@ -49,34 +42,18 @@ def main() -> int:
     results = []
     for wd in spec["workloads"]:
         w = Workload(**wd)
-        data = make_data(w, seed=int(spec.get("seed", 0)))
-        fns, skipped = {}, {}
-        for out_id, factory_id in [("copyto", "copyto"), *spec["peers"].items()]:
-            peer = PEERS[factory_id]
-            if w.op not in peer.ops:
-                continue
-            try:
-                fns[out_id] = peer.factory(w, data, threads)
-            except PeerUnavailable as exc:
-                skipped[out_id] = str(exc)
-        stats, errors = measure(
-            fns,
-            repeat=int(spec["repeat"]),
-            min_time=float(spec["min_time"]),
-            budget=float(spec["budget"]),
-            order=spec.get("order", "block"),
+        peers = [p for p in ["copyto", *spec["peers"]] if w.op in PEERS[p].ops]
+        stats, unavailable, errors = time_workload(
+            w, peers, threads, spec,
             on_step=lambda m, a, g=w.group: progress(f"{g} THP {m}", a),
-        )
-        skipped.update(errors)
-        results.append({**w.to_dict(), "times": stats, "skipped": skipped})
-        del data, fns
+        )  # fmt: skip
+        results.append({**wd, "times": stats, "skipped": {**unavailable, **errors}})
     print(
         json.dumps(
             {
                 "torch": torch.__version__,
                 "torch_threads": torch.get_num_threads(),
                 "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE"),
-                "numpy": np.__version__,
                 "results": results,
             }
         )

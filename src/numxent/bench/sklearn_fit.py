@@ -1,9 +1,10 @@
 """Fit time: numxent's CrossEntropyClassifier vs LogisticRegression(lbfgs).
 
-The issue's problem: ``make_classification(n_samples, n_features=100,
+The problem: ``make_classification(n_samples, n_features=100,
 n_informative=60, n_classes=50, n_clusters_per_class=1)``, ``C=1,
 tol=1e-4``, float64 and float32, a 75/25 train/test split. Prints fit time,
-L-BFGS iterations and test accuracy for each model and dtype::
+L-BFGS iterations and test accuracy for each model and dtype (a Markdown
+table)::
 
     python -m numxent.bench.sklearn_fit                   # 200,000 samples
     python benchmarks/sklearn_fit.py --n-samples 20000 --threads 2
@@ -146,23 +147,25 @@ def summary(rows) -> list[str]:
 
 def markdown(rows) -> str:
     """The rows as a Markdown table plus the per-dtype comparison lines."""
+    from ._report import table
+
     r0 = rows[0]
+    cells = [
+        ["CrossEntropyClassifier" if r["model"] == "numxent" else "LogisticRegression",
+         r["dtype"], f"{r['fit_s']:.2f}", str(r["n_iter"]),
+         f"{r['test_accuracy']:.4f}", "yes" if r["converged"] else "no"]
+        for r in rows
+    ]  # fmt: skip
+    headers = ["model", "dtype", "fit s", "L-BFGS iterations", "test accuracy",
+               "converged"]  # fmt: skip
     out = [
         f"`make_classification({r0['n_samples']:,}, {r0['n_features']} features, "
         f"{r0['n_classes']} classes)`, 75/25 split, C=1, tol=1e-4, "
         f"{r0['threads']} thread(s) for Numba and BLAS.",
         "",
-        "| model | dtype | fit s | L-BFGS iterations | test accuracy | converged |",
-        "|---|---|--:|--:|--:|---|",
+        table(headers, cells, "llrrrl"),
+        "",
     ]
-    for r in rows:
-        name = "CrossEntropyClassifier" if r["model"] == "numxent" else (
-            "LogisticRegression")  # fmt: skip
-        out.append(
-            f"| {name} | {r['dtype']} | {r['fit_s']:.2f} | {r['n_iter']} "
-            f"| {r['test_accuracy']:.4f} | {'yes' if r['converged'] else 'no'} |"
-        )
-    out.append("")
     out += [f"- {line}" for line in summary(rows)]
     return "\n".join(out) + "\n"
 
@@ -180,14 +183,6 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--threads", type=int, default=None, help="numba + BLAS threads")
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args(argv)
-
-    print(
-        f"make_classification({args.n_samples}, {args.n_features} features, "
-        f"{args.n_classes} classes), C={args.C}, tol={args.tol}, "
-        f"{platform.processor() or platform.machine()}"
-    )
-    print(f"{'model':8} {'dtype':8} {'fit s':>9} {'iter':>5} {'test acc':>9}")
-
     results = run_fits(
         n_samples=args.n_samples, n_features=args.n_features,
         n_classes=args.n_classes, dtypes=args.dtypes.split(","),
@@ -195,14 +190,8 @@ def main(argv=None) -> list[dict]:
         tol=args.tol, max_iter=args.max_iter,
         on_step=lambda m: print(f"  done: {m}", file=sys.stderr, flush=True),
     )  # fmt: skip
-    for r in results:
-        flag = "" if r["converged"] else "  (max_iter reached)"
-        print(
-            f"{r['model']:8} {r['dtype']:8} {r['fit_s']:9.2f} {r['n_iter']:5d} "
-            f"{r['test_accuracy']:9.4f}{flag}"
-        )
-    for line in summary(results):
-        print(line)
+    print(markdown(results))
+    print(f"C={args.C}, tol={args.tol}, {platform.processor() or platform.machine()}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -7,16 +7,13 @@ import importlib.util
 import json
 import os
 import shlex
-import subprocess
 import sys
-import threading
 import time
 
-from ._machine import child_env
 from ._peers import PEERS, peers_for
 from ._report import add_ratios, markdown_report, plot, readme_table, text_tables
-from ._startup import error_summary
 from ._timing import time_workload
+from ._torch_worker import run_worker
 from ._workloads import NAMED_SHAPES, OPS, Workload, parse_shapes
 
 __all__ = ["build_parser", "main", "run", "write_report"]
@@ -49,114 +46,90 @@ def _shapes_text(shapes) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="numxent-bench",
-        description=(
-            "Time numxent's fused cross-entropy against np.copyto (the memory "
-            "roofline), NumPy, PyTorch, scikit-learn and JAX, each in the same "
-            "process; print a table and write report.md, results.json and "
-            "plot.png to --out."
-        ),
-        epilog=(
-            "Ops: "
-            + "; ".join(f"{k}: {v}" for k, v in OPS.items())
-            + "; startup: import numxent + first call in a fresh process, warm "
-            "and cold on-disk cache. Peers: " + ", ".join(PEERS) + "."
-        ),
+        description="Time numxent's fused cross-entropy against np.copyto (the "
+        "memory roofline), NumPy, PyTorch, scikit-learn and JAX; print tables and "
+        "write report.md, results.json, readme_table.md and plot.png to --out.",
+        epilog="Ops: "
+        + "; ".join(f"{k}: {v}" for k, v in OPS.items())
+        + "; startup: import numxent + first call in a fresh process. Peers: "
+        + ", ".join(PEERS)
+        + ".",
     )
-    shapes, bce_shapes = _DEFAULTS["shapes"], _DEFAULTS["bce_shapes"]
-    p.add_argument(
-        "--shapes",
-        help=f"comma-separated NxC list and names of lists ({', '.join(NAMED_SHAPES)})"
-        f" (default: {_shapes_text(shapes[0])}; --quick: {_shapes_text(shapes[1])})",
-    )
-    p.add_argument(
+    add = p.add_argument
+    full, quick = (_shapes_text(x) for x in _DEFAULTS["shapes"])
+    names = ", ".join(NAMED_SHAPES)
+    add("--shapes", help=f"NxC,... or {names} (default {full}; --quick {quick})")
+    full, quick = (_shapes_text(x) for x in _DEFAULTS["bce_shapes"])
+    add(
         "--bce-shapes",
-        help="shapes for the bce ops (default: --shapes when given, else "
-        f"{_shapes_text(bce_shapes[0])}; --quick: {_shapes_text(bce_shapes[1])})",
+        help=f"bce ops' shapes (default --shapes, else {full}; --quick {quick})",
     )
-    p.add_argument("--dtypes", help="float32,float64 (--quick: float32)")
-    p.add_argument(
+    add("--dtypes", help="float32,float64 (--quick: float32)")
+    add(
         "--ops",
         default=",".join(DEFAULT_OPS),
-        help=f"comma-separated from {','.join(ALL_OPS)} (default: %(default)s)",
+        help=f"from {','.join(ALL_OPS)} (default %(default)s)",
     )
-    p.add_argument(
+    add(
         "--peers",
-        help="comma-separated peer ids to time (np.copyto always runs); "
-        "default: all (--quick: all but torch_compile, torch_compile_fwd)",
+        help="peer ids to time (default all; --quick: all but the "
+        "torch.compile ones); np.copyto always runs",
     )
-    p.add_argument(
+    add(
         "--threads",
         type=int,
-        help="threads for numba (numba.set_num_threads), torch "
-        "(torch.set_num_threads) and scikit-learn (default: numba's count)",
+        help="numba, torch and scikit-learn threads (default: numba's count)",
     )
-    p.add_argument(
+    add(
         "--quick",
         action="store_true",
-        help="small shapes, float32, 3 repeats, one cold and one warm start "
-        "(well under a minute)",
+        help="small shapes, float32, 3 repeats, "
+        "one cold and one warm start: well under a minute",
     )
-    p.add_argument("--repeat", type=int, help="timed samples per peer (default 5)")
-    p.add_argument(
-        "--min-time",
-        type=float,
-        help="seconds per timed sample; fast calls are repeated to fill it "
-        "(default 0.02)",
-    )
-    p.add_argument(
+    add("--repeat", type=int, help="timed samples per peer (default 5)")
+    add("--min-time", type=float, help="seconds a sample lasts (default 0.02)")
+    add(
         "--budget",
         type=float,
-        help="a peer stops sampling after this many seconds on one workload "
-        "(default 15)",
+        help="seconds a peer may spend sampling one workload (default 15)",
     )
-    p.add_argument(
+    add(
         "--stat",
         choices=["median", "min"],
         default="median",
-        help="which statistic of the samples the tables use (default: median)",
+        help="the samples' statistic the tables use",
     )
-    p.add_argument(
+    add(
         "--order",
         choices=["block", "interleaved"],
         default="block",
-        help="block: each peer's samples back to back (default; a library's "
-        "spinning OpenMP threads cannot slow the next one's samples); "
-        "interleaved: round-robin over the peers (robust to load drift)",
+        help="block: each peer's samples back to back, so no library's spinning "
+        "threads slow the next one's; interleaved: round-robin (load drift)",
     )
-    p.add_argument(
+    add(
         "--training",
         action="store_true",
-        help="also time training steps with PyTorch's loss vs numxent.torch's "
-        "(an MLP with 1,000 classes, batch 4,096; an LM head 512 -> 32,000, "
-        "4,096 tokens; --quick: batch and tokens 1,024); needs torch",
+        help="also time training steps, "
+        "PyTorch's loss vs numxent.torch's (needs torch)",
     )
-    p.add_argument(
+    add(
         "--sklearn-fit",
         action="store_true",
-        help="also time CrossEntropyClassifier vs LogisticRegression(lbfgs) "
-        "fits on make_classification(200,000 x 100, 50 classes) for each "
-        "--dtypes (--quick: 20,000 samples); needs scikit-learn",
+        help="also time fits, "
+        "CrossEntropyClassifier vs LogisticRegression (needs scikit-learn)",
     )
-    p.add_argument("--warm-starts", type=int, help="warm-cache start-up runs")
-    p.add_argument("--cold-starts", type=int, help="cold-cache start-up runs")
-    p.add_argument(
-        "--no-thp",
-        action="store_true",
-        help="skip the PyTorch THP_MEM_ALLOC_ENABLE=1 subprocess",
-    )
-    p.add_argument("--no-plot", action="store_true", help="do not write plot.png")
-    p.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
-    p.add_argument(
-        "--out",
-        default="numxent-bench-report",
-        help="output directory (default: %(default)s)",
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument(
+    add("--warm-starts", type=int, help="warm-cache start-up runs")
+    add("--cold-starts", type=int, help="cold-cache start-up runs")
+    add("--no-thp", action="store_true", help="no THP_MEM_ALLOC_ENABLE=1 worker")
+    add("--no-plot", action="store_true", help="do not write plot.png")
+    add("--seed", type=int, default=0, help="data seed (default 0)")
+    add("--out", default="numxent-bench-report", help="output directory")
+    add("--quiet", action="store_true", help="no progress bar")
+    add(
         "--readme-table",
         metavar="RESULTS_JSON",
-        help="print the README's Markdown ratio table from a results.json (or "
-        "a report directory) and exit; runs nothing",
+        help="print the README's "
+        "tables from a results.json or report directory; runs nothing",
     )
     return p
 
@@ -175,14 +148,15 @@ class Progress:
                 total=total,
                 file=sys.stderr,
                 bar_format="{desc} {percentage:3.0f}%|{bar:24}| {elapsed}<{remaining}"
-                " {postfix}",
+                "{postfix}",
             )
 
     def advance(self, amount: float, group: str, message: str = "") -> None:
         if self.bar is not None:
             self.bar.set_description_str(group, refresh=False)
             self.bar.set_postfix_str(message, refresh=False)
-            self.bar.update(amount)
+            # float units: rounding must not push the count past the total
+            self.bar.update(max(0.0, min(amount, self.bar.total - self.bar.n)))
         elif self.enabled and group != self.group:
             print(f"{group} {message}", file=sys.stderr, flush=True)
         self.group = group
@@ -269,59 +243,6 @@ def _workloads(s: dict) -> list[Workload]:
     ]
 
 
-def _run_thp_worker(workloads, thp_peers, s, threads, progress) -> dict:
-    """Run ``_torch_worker`` with THP_MEM_ALLOC_ENABLE=1; its JSON, or raises."""
-    spec = {
-        **{k: s[k] for k in ("repeat", "min_time", "budget", "order", "seed")},
-        "threads": threads,
-        "workloads": [w.to_dict() for w in workloads],
-        "peers": thp_peers,
-    }
-    env = child_env(THP_MEM_ALLOC_ENABLE="1", NUMBA_NUM_THREADS=str(max(threads, 1)))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "numxent.bench._torch_worker"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    # stdout is read on a thread while stderr streams progress: a full pipe
-    # on either side would block the worker
-    stdout: list[str] = []
-    reader = threading.Thread(target=lambda: stdout.append(proc.stdout.read()))
-    reader.start()
-    tail: list[str] = []
-    try:
-        proc.stdin.write(json.dumps(spec))
-        proc.stdin.close()
-        for line in proc.stderr:
-            if line.startswith("PROGRESS "):
-                _, adv, msg = line.rstrip("\n").split(" ", 2)
-                group, _, rest = msg.partition(" ")
-                progress.advance(float(adv), group, rest)
-            else:
-                tail = (tail + [line.rstrip()])[-40:]
-        proc.wait()
-    finally:
-        if proc.poll() is None:  # interrupted: do not leave the worker running
-            proc.kill()
-            proc.wait()
-        reader.join()
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"exited with {proc.returncode}: " + error_summary("\n".join(tail))
-        )
-    text = "".join(stdout).strip()
-    try:
-        out = json.loads(text.splitlines()[-1])
-    except (IndexError, json.JSONDecodeError):
-        raise RuntimeError(f"printed no JSON: {text[-200:]!r}") from None
-    if "error" in out:
-        raise RuntimeError(out["error"])
-    return out
-
-
 def _optional_section(module, library, label, runner, note):
     """``runner()``'s result, or None with a note when ``module`` is missing
     or the run fails (an optional section never stops the report)."""
@@ -390,8 +311,8 @@ def run(s: dict, threads: int, command: str, quiet: bool = False) -> dict:
             reason = "torch is not installed"
         else:
             try:
-                thp_info = _run_thp_worker(
-                    thp_workloads, thp_peers, s, threads, progress
+                thp_info = run_worker(
+                    thp_workloads, thp_peers, s, threads, progress.advance
                 )
             except Exception as exc:
                 reason = f"the THP_MEM_ALLOC_ENABLE=1 subprocess failed ({exc})"

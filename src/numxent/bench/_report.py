@@ -227,8 +227,10 @@ def _startup_md(st: dict) -> str:
     fc = st["first_call"]
     rows = [
         [f"{kind} on-disk cache"]
-        + [f"{s[k]:.2f} s" for k in ("total_s", "import_s", "first_call_s",
-                                      "process_s")]
+        + [
+            f"{s[k]:.2f} s"
+            for k in ("total_s", "import_s", "first_call_s", "process_s")
+        ]
         + [str(s["runs"])]
         for kind, s in _startup_rows(st)
     ]
@@ -291,6 +293,7 @@ _ORDER = {
     "threads slow another's samples",
     "interleaved": "round-robin with the other peers",
 }
+
 
 def markdown_report(results: dict, plot_file: str | None) -> str:
     """The full report.md."""
@@ -360,9 +363,7 @@ def markdown_report(results: dict, plot_file: str | None) -> str:
             "",
         ]
     out += ["## Peers", ""]
-    used = {
-        p for e in results.get("results", []) for p in [*e["times"], *e["skipped"]]
-    }
+    used = {p for e in results.get("results", []) for p in [*e["times"], *e["skipped"]]}
     out += [
         f"- **{peer.label}** (`{pid}`): {peer.description}."
         for pid, peer in PEERS.items()

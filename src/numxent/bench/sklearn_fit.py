@@ -50,12 +50,6 @@ def make_problem(n_samples: int, n_features: int, n_classes: int, seed: int = 0)
     return train_test_split(X, y, test_size=0.25, random_state=seed)
 
 
-def make_model(model: str, C: float = 1.0, tol: float = 1e-4, max_iter: int = 1000):
-    if model == "numxent":
-        return CrossEntropyClassifier(C=C, tol=tol, max_iter=max_iter)
-    return LogisticRegression(C=C, tol=tol, max_iter=max_iter, solver="lbfgs")
-
-
 def warm_up(dtype) -> None:
     """Compile numxent's kernels for ``dtype`` outside the timings."""
     X, _, y, _ = make_problem(2000, 20, 5)
@@ -64,11 +58,15 @@ def warm_up(dtype) -> None:
         CrossEntropyClassifier(max_iter=5).fit(X.astype(dtype), y)
 
 
-def time_fit(model: str, data, dtype, **params) -> dict:
+def time_fit(model: str, data, dtype, C=1.0, tol=1e-4, max_iter=1000) -> dict:
+    """Fit ``model`` ("numxent" or "sklearn") on ``data`` as ``dtype``, timed."""
     X_train, X_test, y_train, y_test = data
     X_train = np.ascontiguousarray(X_train, dtype=dtype)
     X_test = np.ascontiguousarray(X_test, dtype=dtype)
-    est = make_model(model, **params)
+    if model == "numxent":
+        est = CrossEntropyClassifier(C=C, tol=tol, max_iter=max_iter)
+    else:
+        est = LogisticRegression(C=C, tol=tol, max_iter=max_iter, solver="lbfgs")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         t0 = time.perf_counter()
@@ -127,21 +125,16 @@ def run_fits(
     return rows
 
 
-def _pairs(rows):
-    """(numxent row, sklearn row) per dtype, where both ran."""
-    by = {(r["model"], r["dtype"]): r for r in rows}
-    for dtype in dict.fromkeys(r["dtype"] for r in rows):
-        if ("numxent", dtype) in by and ("sklearn", dtype) in by:
-            yield by[("numxent", dtype)], by[("sklearn", dtype)]
-
-
 def summary(rows) -> list[str]:
+    """One line per dtype where both models ran: speed-up, iterations, accuracy."""
+    by = {(r["model"], r["dtype"]): r for r in rows}
     return [
         f"{n['dtype']}: fit {s['fit_s'] / n['fit_s']:.2f}× faster with numxent "
         f"({n['fit_s']:.2f} s vs {s['fit_s']:.2f} s, {n['n_iter']} vs {s['n_iter']} "
         f"iterations, test accuracy {n['test_accuracy']:.4f} vs "
         f"{s['test_accuracy']:.4f})"
-        for n, s in _pairs(rows)
+        for dtype in dict.fromkeys(r["dtype"] for r in rows)
+        if (n := by.get(("numxent", dtype))) and (s := by.get(("sklearn", dtype)))
     ]
 
 
@@ -182,18 +175,20 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--max-iter", type=int, default=1000)
     p.add_argument("--threads", type=int, default=None, help="numba + BLAS threads")
     p.add_argument("--json", default=None, help="write the results here")
-    args = p.parse_args(argv)
+    opts = vars(p.parse_args(argv))  # the names of run_fits' parameters
+    out = opts.pop("json")
+    opts["dtypes"], opts["models"] = (
+        opts["dtypes"].split(","),
+        opts["models"].split(","),
+    )
     results = run_fits(
-        n_samples=args.n_samples, n_features=args.n_features,
-        n_classes=args.n_classes, dtypes=args.dtypes.split(","),
-        models=args.models.split(","), threads=args.threads, C=args.C,
-        tol=args.tol, max_iter=args.max_iter,
-        on_step=lambda m: print(f"  done: {m}", file=sys.stderr, flush=True),
-    )  # fmt: skip
+        on_step=lambda m: print(f"  done: {m}", file=sys.stderr, flush=True), **opts
+    )
     print(markdown(results))
-    print(f"C={args.C}, tol={args.tol}, {platform.processor() or platform.machine()}")
-    if args.json:
-        with open(args.json, "w") as f:
+    cpu = platform.processor() or platform.machine()
+    print(f"C={opts['C']}, tol={opts['tol']}, {cpu}")
+    if out:
+        with open(out, "w") as f:
             json.dump(results, f, indent=2)
     return results
 

@@ -4,15 +4,15 @@ Off in a plain ``pytest`` run (``benchmarks/`` is not in ``testpaths`` and
 every test is marked ``benchmark``, which the default ``-m`` deselects). Run::
 
     pytest benchmarks -m benchmark --benchmark-only
-    pytest benchmarks -m benchmark --benchmark-only --nx-shapes issue
-    NUMXENT_BENCH_SHAPES=issue NUMXENT_BENCH_DTYPES=float32 pytest benchmarks \\
+    pytest benchmarks -m benchmark --benchmark-only --nx-shapes large
+    NUMXENT_BENCH_SHAPES=large NUMXENT_BENCH_DTYPES=float32 pytest benchmarks \\
         -m benchmark --benchmark-only --benchmark-json bench.json
 
 Options (each with an environment variable for CI):
 
 ``--nx-shapes`` / ``NUMXENT_BENCH_SHAPES``
-    ``NxC`` list, or ``issue`` (the four shapes of the speed targets, up to
-    1 GB per array), ``small``, ``quick``; default: moderate shapes.
+    ``NxC`` list and names of built-in lists: ``large`` (up to 1 GB per
+    array), ``small``, ``quick``, ``default``; default: moderate shapes.
 ``--nx-dtypes`` / ``NUMXENT_BENCH_DTYPES``  default ``float32,float64``.
 ``--nx-ops`` / ``NUMXENT_BENCH_OPS``  default ``ce,ce_fwd,bce,bce_fwd``.
 ``--nx-peers`` / ``NUMXENT_BENCH_PEERS``  default: every peer but
@@ -49,7 +49,7 @@ _medians: dict[str, dict[str, float]] = {}
 def pytest_addoption(parser):
     group = parser.getgroup("numxent benchmarks")
     for name, env, default, help_ in [
-        ("shapes", "NUMXENT_BENCH_SHAPES", DEFAULT_SHAPES, "NxC list or 'issue'"),
+        ("shapes", "NUMXENT_BENCH_SHAPES", DEFAULT_SHAPES, "NxC list or list names"),
         ("dtypes", "NUMXENT_BENCH_DTYPES", "float32,float64", "dtypes"),
         ("ops", "NUMXENT_BENCH_OPS", ",".join(OPS), "ops"),
         ("peers", "NUMXENT_BENCH_PEERS", "", "peer ids (default: all)"),

@@ -1,9 +1,9 @@
 """fit: CrossEntropyClassifier vs LogisticRegression(lbfgs), group
-``fit|NxFxK|dtype`` (K classes), the issue's make_classification problem.
+``fit|NxFxK|dtype`` (K classes), on make_classification data.
 
 Each fit takes seconds to minutes, so each is timed once (one round, after a
 warm-up fit that compiles numxent's kernels). The size is
-``NUMXENT_BENCH_SKLEARN_SAMPLES`` (default 20,000; the issue's is 200,000)::
+``NUMXENT_BENCH_SKLEARN_SAMPLES`` (default 20,000; the report's is 200,000)::
 
     NUMXENT_BENCH_SKLEARN_SAMPLES=200000 pytest benchmarks/test_bench_sklearn.py \\
         -m benchmark --benchmark-only

@@ -3,7 +3,7 @@
 The benchmark lives in :mod:`numxent.bench.training` (also run by
 ``numxent-bench --training``); this script is its command line::
 
-    python benchmarks/train_step.py            # the issue's sizes
+    python benchmarks/train_step.py            # the report's sizes
     python benchmarks/train_step.py --quick    # batch and tokens 1,024
 """
 

@@ -1,20 +1,51 @@
-"""Smoke tests of the benchmark report (``numxent-bench``) at its smallest.
+"""Smoke tests of the benchmark report (``numxent-bench``) at its smallest,
+and of ``benchmarks/check_targets.py``, which checks a report's numbers.
 
 Tiny shapes, one repeat, one cold and one warm start: this checks that the
 report runs end to end and writes what it promises, not the timings.
 """
 
 import json
+import runpy
 import sys
+from pathlib import Path
 
 import pytest
 
 from numxent.bench.__main__ import main
 from numxent.bench._peers import PEERS
 
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
 # --quick's peers and defaults (no torch.compile: seconds per shape), smaller
 TINY = ["--quick", "--shapes", "64x10,256x100", "--repeat", "1"]
 TINY += ["--min-time", "0.0005", "--budget", "0.5", "--quiet"]
+
+
+def md_tables(text: str) -> list[list[list[str]]]:
+    """Every Markdown pipe table in ``text`` as rows of stripped cells, the
+    separator row as ``l``/``r`` per column (whitespace padding ignored)."""
+    tables, current = [], None
+    for line in text.splitlines():
+        line = line.strip()
+        if not (line.startswith("|") and line.endswith("|")):
+            current = None
+            continue
+        cells = [c.strip() for c in line[1:-1].split("|")]
+        if current is not None and len(current) == 1:
+            assert all(set(c) <= set(":-") and "-" in c for c in cells), line
+            cells = ["l" if c.startswith(":") else "r" for c in cells]
+        if current is None:
+            current = []
+            tables.append(current)
+        current.append(cells)
+    return tables
+
+
+def check_targets():
+    """The dev script's functions (it is not part of the package)."""
+    return runpy.run_path(str(ROOT / "benchmarks" / "check_targets.py"))
 
 
 def test_report_writes_markdown_json_and_plot(tmp_path, capsys):
@@ -25,17 +56,9 @@ def test_report_writes_markdown_json_and_plot(tmp_path, capsys):
     printed = capsys.readouterr().out
 
     results = json.loads((out / "results.json").read_text())
-    for key in (
-        "schema",
-        "settings",
-        "machine",
-        "peers",
-        "results",
-        "startup",
-        "targets",
-        "notes",
-    ):
+    for key in ("schema", "settings", "machine", "peers", "results", "startup"):
         assert key in results
+    assert "targets" not in results  # the speed targets are a dev script's
     assert results["schema"] == "numxent-bench/1"
     machine = results["machine"]
     for key in ("cpu", "logical_cpus", "numba_threading_layer", "date", "command"):
@@ -55,9 +78,12 @@ def test_report_writes_markdown_json_and_plot(tmp_path, capsys):
     for e in results["results"]:
         ref = "numxent_fwd" if e["op"].endswith("_fwd") else "numxent_out"
         assert e["reference"] == ref
-        assert e["times"]["copyto"]["median"] > 0
-        assert e["times"][ref]["median"] > 0
-        assert e["ratio_to_copy"]["copyto"] == pytest.approx(1.0)
+        copy = e["times"]["copyto"]["median"]
+        assert copy > 0 and e["times"][ref]["median"] > 0
+        assert e["copy_bytes"] == 2 * e["n"] * e["c"] * 4
+        assert e["copy_gbps"] == pytest.approx(e["copy_bytes"] / copy / 1e9)
+        for pid, t in e["times"].items():
+            assert e["ratio_to_copy"][pid] == pytest.approx(t["median"] / copy)
         assert e["ratio_to_numxent"][ref] == pytest.approx(1.0)
         # every peer of the op is either timed or skipped with a reason
         for peer in PEERS.values():
@@ -72,18 +98,25 @@ def test_report_writes_markdown_json_and_plot(tmp_path, capsys):
         assert startup[kind]["first_call_s"] > 0
 
     report = (out / "report.md").read_text()
-    assert "## Machine" in report and machine["cpu"] in report
+    for section in ("## Machine", "## Time ÷ `np.copyto` time",
+                    "## Time ÷ numxent time", "## Time per call (median)",
+                    "## Start-up", "## Peers"):  # fmt: skip
+        assert section in report
+    assert machine["cpu"] in report
     assert "### ce — cross_entropy, loss + gradient, float32" in report
-    assert "## Start-up" in report
-    # 64x10 is a "small call" target shape; start-up has its targets too
-    assert {t["where"] for t in results["targets"]} >= {"startup", "ce 64×10 float32"}
-    assert "## Speed targets" in report
+    assert "Speed targets" not in report
     assert "python -m numxent.bench" in report  # the command line
+    # ratio to copy, ratio to numxent and time per call: 3 per (op, dtype)
+    tables = md_tables(report)
+    assert sum(t[0][0] == "N × C" for t in tables) == 3 * 3
+    per_call = [t for t in tables if t[0][:2] == ["N × C", "np.copyto"]][-1]
+    assert [row[0] for row in per_call[2:]] == ["64 × 10", "256 × 100"]
     assert "np.copyto" in printed and "start-up" in printed
 
     pytest.importorskip("matplotlib")
     png = (out / "plot.png").read_bytes()
     assert png.startswith(b"\x89PNG")
+    assert "## Plot" in report
 
 
 def test_readme_table_from_results(tmp_path, capsys):
@@ -91,21 +124,40 @@ def test_readme_table_from_results(tmp_path, capsys):
     assert main([*TINY, "--ops", "ce", "--no-thp", "--no-plot", "--out", str(out)]) == 0
     capsys.readouterr()
     assert main(["--readme-table", str(out / "results.json")]) == 0
-    table = capsys.readouterr().out
-    assert "| N × C | np.copyto | numxent out= |" in table
-    assert "| 256 × 100 |" in table
-    assert "Made with `python -m numxent.bench" in table
-    assert (out / "readme_table.md").read_text() == table
+    text = capsys.readouterr().out
+    assert (out / "readme_table.md").read_text() == text
+    (ratios,) = md_tables(text)
+    assert ratios[0][:3] == ["N × C", "np.copyto", "numxent out="]
+    assert ratios[1] == ["l"] + ["r"] * (len(ratios[0]) - 1)
+    assert [row[0] for row in ratios[2:]] == ["64 × 10", "256 × 100"]
+    assert all(cell.endswith("×") for row in ratios[2:] for cell in row[2:])
+    assert "Made with `python -m numxent.bench" in text
+
+
+def test_readme_table_of_the_committed_results_is_unchanged(capsys):
+    """The command regenerates the committed table, cell for cell."""
+    assert main(["--readme-table", str(RESULTS / "results.json")]) == 0
+    text = capsys.readouterr().out
+    committed = (RESULTS / "readme_table.md").read_text()
+    assert md_tables(text) == md_tables(committed)
+    assert len(md_tables(text)) >= 2
+    prose = [ln for ln in text.splitlines() if not ln.startswith("|")]
+    assert prose == [ln for ln in committed.splitlines() if not ln.startswith("|")]
 
 
 def test_missing_optional_libraries_are_skipped_with_a_note(
     tmp_path, capsys, monkeypatch
 ):
     # None in sys.modules makes ``import x`` raise ImportError
-    for name in ("torch", "sklearn._loss.loss", "jax", "matplotlib"):
+    for name in ("torch", "sklearn._loss.loss", "jax", "matplotlib", "tqdm",
+                 "tabulate"):  # fmt: skip
         monkeypatch.setitem(sys.modules, name, None)
     out = tmp_path / "r"
-    assert main([*TINY, "--ops", "ce", "--shapes", "64x10", "--out", str(out)]) == 0
+    argv = [*TINY, "--ops", "ce", "--shapes", "64x10", "--out", str(out)]
+    argv.remove("--quiet")  # the plain progress lines instead of tqdm's bar
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "ce|64x10|float32" in captured.err
     results = json.loads((out / "results.json").read_text())
     (entry,) = results["results"]
     assert set(entry["times"]) == {
@@ -119,7 +171,11 @@ def test_missing_optional_libraries_are_skipped_with_a_note(
     notes = " ".join(results["notes"])
     assert "torch" in notes and "matplotlib" in notes and "scikit-learn" in notes
     assert not (out / "plot.png").exists()
-    assert (out / "report.md").exists()
+    report = (out / "report.md").read_text()
+    assert "|:--|--:|" in report  # tables written without tabulate
+    ratios = [t for t in md_tables(report) if t[0][0] == "N × C"]
+    assert ratios and ratios[0][2][0] == "64 × 10"
+    assert "N × C" in captured.out  # the terminal tables too
 
 
 def test_bad_arguments_exit_with_a_message(tmp_path, capsys):
@@ -129,13 +185,59 @@ def test_bad_arguments_exit_with_a_message(tmp_path, capsys):
     assert "NxC" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--ops", "nope", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        main(["--peers", "nope", "--out", str(tmp_path)])
+
+
+def _entry(op, n, c, to_copy=None, to_nx=None, dtype="float32"):
+    ratios = {"ratio_to_copy": to_copy or {}, "ratio_to_numxent": to_nx or {}}
+    return {"op": op, "n": n, "c": c, "dtype": dtype, **ratios}
+
+
+def test_check_targets_met_and_missed(tmp_path, capsys):
+    ct = check_targets()
+    results = {
+        "peers": {"torch_fwd_bwd": {"label": "PyTorch"}},
+        "results": [
+            # a wide shape: copy ratio 1.25 at most, PyTorch 10x at least
+            _entry("ce", 65_536, 1_000, {"numxent_out": 1.2},
+                   {"torch_fwd_bwd": 9.0, "numxent_alloc": 1.6}),
+            _entry("ce", 1_000_000, 10, {"numxent_out": 2.9}),
+            _entry("ce", 64, 10, None, {"torch_fwd_bwd": 4.5}),
+            _entry("ce", 1_000, 10, {"numxent_out": 99.0}),  # no target here
+            _entry("ce_fwd", 8_192, 32_000, {"numxent_fwd": 1.01}),
+        ],
+        "startup": {"warm": {"total_s": 0.5}, "cold": {"total_s": 6.0}},
+    }  # fmt: skip
+    rows = ct["targets"](results)
+    got = {(r["target"], r["where"]): (r["value"], r["met"]) for r in rows}
+    assert got == {
+        ("numxent out= ≤ × copy", "ce 65,536×1,000 float32"): (1.2, True),
+        ("PyTorch ÷ numxent ≥", "ce 65,536×1,000 float32"): (9.0, False),
+        ("numxent alloc ÷ out= ≤", "ce 65,536×1,000 float32"): (1.6, False),
+        ("numxent out= ≤ × copy", "ce 1,000,000×10 float32"): (2.9, True),
+        ("PyTorch ÷ numxent (small call) ≥", "ce 64×10 float32"): (4.5, True),
+        ("numxent fwd ≤ × copy", "ce_fwd 8,192×32,000 float32"): (1.01, False),
+        ("import + first call, warm cache ≤ s", "startup"): (0.5, True),
+        ("import + first call, cold cache ≤ s", "startup"): (6.0, False),
+    }
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    assert ct["main"]([str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "4 of 8 measured targets met." in printed
+    assert printed.count("MISSED") == 4 and "9.00" in printed
+    assert ct["main"]([str(path), "--strict"]) == 1
+    assert ct["main"]([str(path), "--markdown"]) == 0
+    (table,) = md_tables(capsys.readouterr().out)
+    assert table[0] == ["target", "workload", "measured", "limit", "met"]
+    assert sum(row[-1] == "**no**" for row in table[2:]) == 4
 
 
 def test_training_benchmark_smoke(capsys):
     """The training-step benchmark at toy sizes: both losses train the same
-    model to the same loss, and the report's table and targets are made."""
+    model to the same loss; the report's table and the targets are made."""
     pytest.importorskip("torch")
-    from numxent.bench._report import targets
     from numxent.bench.training import markdown, run_training
 
     tiny = dict(mlp_in=8, mlp_hidden=16, mlp_classes=10, batch=64, lm_hidden=8,
@@ -149,14 +251,17 @@ def test_training_benchmark_smoke(capsys):
         assert r["step_ms"] > 0 and r["loss_ms"] > 0
         assert r["loss_rel_diff"] < 1e-5
         assert r["threading_layer"]
-    table = markdown(rows)
-    assert "| lm | 32 × 50 | 1 | numxent |" in table
-    assert "faster with numxent" in table
-    found = targets({"training": {"rows": rows}})
+    text = markdown(rows)
+    (table,) = md_tables(text)
+    assert table[2][:4] == ["lm", "32 × 50", "1", "torch"]
+    assert table[3][:4] == ["lm", "32 × 50", "1", "numxent"]
+    assert "faster with numxent" in text
+    found = check_targets()["targets"]({"training": {"rows": rows}})
     assert [t["target"] for t in found] == [
         "PyTorch loss fwd+bwd ÷ numxent's in the step ≥",
         "PyTorch step ÷ numxent step ≥",
     ]
+    assert found[1]["value"] == pytest.approx(rows[0]["step_ms"] / rows[1]["step_ms"])
     assert {t["where"] for t in found} == {"training lm 32×50, torch threads 1"}
     with pytest.raises(ValueError, match="unknown task"):
         run_training(tasks="cnn", threads="1", **tiny)
@@ -175,14 +280,17 @@ def test_sklearn_fit_benchmark_in_the_report(tmp_path, capsys):
     for r in rows:
         assert r["fit_s"] > 0 and r["n_iter"] >= 1 and 0 <= r["test_accuracy"] <= 1
     assert rows[0]["coef_dtype"] == "float32"
-    table = sklearn_fit.markdown(rows)
-    assert "| CrossEntropyClassifier | float32 |" in table
-    assert "| LogisticRegression | float32 |" in table
-    assert "faster with numxent" in table
-    from numxent.bench._report import targets
-
-    found = targets({"sklearn_fit": {"rows": rows}})
+    text = sklearn_fit.markdown(rows)
+    (table,) = md_tables(text)
+    assert [row[:2] for row in table[2:]] == [
+        ["CrossEntropyClassifier", "float32"],
+        ["LogisticRegression", "float32"],
+    ]
+    assert "faster with numxent" in text
+    found = check_targets()["targets"]({"sklearn_fit": {"rows": rows}})
     assert [t["target"] for t in found] == [
         "LogisticRegression fit ÷ CrossEntropyClassifier fit ≥",
         "test accuracy difference ≤",
     ]
+    accuracy_gap = abs(rows[0]["test_accuracy"] - rows[1]["test_accuracy"])
+    assert found[1]["value"] == pytest.approx(accuracy_gap)

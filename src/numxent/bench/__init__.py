@@ -3,17 +3,19 @@
 Times numxent's fused loss+gradient calls against ``np.copyto`` of the logits
 (the memory roofline: the same bytes a fused pass moves), a straightforward
 NumPy version, PyTorch eager (forward+backward and forward only, default and
-with ``THP_MEM_ALLOC_ENABLE=1`` in a subprocess), scikit-learn's
-``HalfMultinomialLoss.loss_gradient`` and JAX when installed, all in one
-process, then writes ``report.md``, ``results.json`` and ``plot.png``.
-Start-up (``import numxent`` + first call in a fresh process, warm and cold
-on-disk cache) is its own group. Missing optional libraries are skipped with
-a note.
+with ``THP_MEM_ALLOC_ENABLE=1`` in a subprocess), ``torch.compile``,
+scikit-learn's ``HalfMultinomialLoss.loss_gradient`` and JAX when installed,
+all in one process, then writes ``report.md``, ``results.json``,
+``readme_table.md`` and ``plot.png``. Start-up (``import numxent`` + first
+call in a fresh process, warm and cold on-disk cache) is its own group;
+``--training`` and ``--sklearn-fit`` add training-step and estimator-fit
+sections. Missing optional libraries are skipped with a note; tqdm (progress
+bar), tabulate (aligned tables) and matplotlib (the plot) are optional too.
 
 Typical commands::
 
     numxent-bench --quick --out /tmp/nxb          # under a minute
-    numxent-bench --shapes issue --dtypes float32,float64 --threads 2
+    numxent-bench --shapes large --dtypes float32,float64 --threads 2
     numxent-bench --readme-table /tmp/nxb/results.json   # README's table
 
 Importing this package imports neither torch, scikit-learn, JAX nor matplotlib.

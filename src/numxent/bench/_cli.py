@@ -3,44 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib.util
 import json
 import os
 import shlex
-import subprocess
 import sys
-import threading
 import time
 
-from ._machine import child_env
-from ._peers import PEERS, PeerUnavailable, make_peer, peers_for
-from ._report import (
-    add_ratios,
-    markdown_report,
-    plot,
-    readme_table,
-    targets,
-    text_tables,
-)
-from ._startup import error_summary
-from ._timing import measure
-from ._workloads import (
-    DEFAULT_BCE_SHAPES,
-    DEFAULT_SHAPES,
-    OPS,
-    QUICK_SHAPES,
-    Workload,
-    make_data,
-    parse_shapes,
-)
+from ._peers import PEERS, peers_for
+from ._report import add_ratios, markdown_report, plot, readme_table, text_tables
+from ._timing import time_workload
+from ._torch_worker import run_worker
+from ._workloads import NAMED_SHAPES, OPS, Workload, parse_shapes
 
-__all__ = ["build_parser", "main", "run"]
+__all__ = ["build_parser", "main", "run", "write_report"]
 
 SCHEMA = "numxent-bench/1"
 ALL_OPS = [*OPS, "startup"]
 DEFAULT_OPS = ["ce", "ce_fwd", "bce", "startup"]
-QUICK_BCE_SHAPES = [(16_384, 100), (64, 10)]
 
 #: settings: (full run, --quick)
 _DEFAULTS = {
@@ -50,6 +30,8 @@ _DEFAULTS = {
     "budget": (15.0, 2.0),
     "warm_starts": (3, 1),
     "cold_starts": (2, 1),
+    "shapes": (NAMED_SHAPES["default"], NAMED_SHAPES["quick"]),
+    "bce_shapes": ([(1_000_000, 100), (64, 10)], [(16_384, 100), (64, 10)]),
 }
 
 
@@ -57,162 +39,131 @@ def _csv(text: str) -> list[str]:
     return [p.strip() for p in text.split(",") if p.strip()]
 
 
+def _shapes_text(shapes) -> str:
+    return ",".join(f"{n}x{c}" for n, c in shapes)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="numxent-bench",
-        description=(
-            "Time numxent's fused cross-entropy against np.copyto (the memory "
-            "roofline), NumPy, PyTorch, scikit-learn and JAX, each in the same "
-            "process; print a table and write report.md, results.json and "
-            "plot.png to --out."
-        ),
-        epilog=(
-            "Ops: "
-            + "; ".join(f"{k}: {v}" for k, v in OPS.items())
-            + "; startup: import numxent + first call in a fresh process, warm "
-            "and cold on-disk cache. Peers: " + ", ".join(PEERS) + "."
-        ),
+        description="Time numxent's fused cross-entropy against np.copyto (the "
+        "memory roofline), NumPy, PyTorch, scikit-learn and JAX; print tables and "
+        "write report.md, results.json, readme_table.md and plot.png to --out.",
+        epilog="Ops: "
+        + "; ".join(f"{k}: {v}" for k, v in OPS.items())
+        + "; startup: import numxent + first call in a fresh process. Peers: "
+        + ", ".join(PEERS)
+        + ".",
     )
-    p.add_argument(
-        "--shapes",
-        help="comma-separated NxC list, or issue/small/quick/default "
-        f"(default: {','.join(f'{n}x{c}' for n, c in DEFAULT_SHAPES)}; "
-        f"--quick: {','.join(f'{n}x{c}' for n, c in QUICK_SHAPES)})",
-    )
-    p.add_argument(
+    add = p.add_argument
+    full, quick = (_shapes_text(x) for x in _DEFAULTS["shapes"])
+    names = ", ".join(NAMED_SHAPES)
+    add("--shapes", help=f"NxC,... or {names} (default {full}; --quick {quick})")
+    full, quick = (_shapes_text(x) for x in _DEFAULTS["bce_shapes"])
+    add(
         "--bce-shapes",
-        help="shapes for the bce ops (default: --shapes when given, else "
-        f"{','.join(f'{n}x{c}' for n, c in DEFAULT_BCE_SHAPES)})",
+        help=f"bce ops' shapes (default --shapes, else {full}; --quick {quick})",
     )
-    p.add_argument("--dtypes", help="float32,float64 (--quick: float32)")
-    p.add_argument(
+    add("--dtypes", help="float32,float64 (--quick: float32)")
+    add(
         "--ops",
         default=",".join(DEFAULT_OPS),
-        help=f"comma-separated from {','.join(ALL_OPS)} (default: %(default)s)",
+        help=f"from {','.join(ALL_OPS)} (default %(default)s)",
     )
-    p.add_argument(
+    add(
         "--peers",
-        help="comma-separated peer ids to time (np.copyto always runs); "
-        "default: all (--quick: all but torch_compile, torch_compile_fwd)",
+        help="peer ids to time (default all; --quick: all but the "
+        "torch.compile ones); np.copyto always runs",
     )
-    p.add_argument(
+    add(
         "--threads",
         type=int,
-        help="threads for numba (numba.set_num_threads), torch "
-        "(torch.set_num_threads) and scikit-learn (default: numba's count)",
+        help="numba, torch and scikit-learn threads (default: numba's count)",
     )
-    p.add_argument(
+    add(
         "--quick",
         action="store_true",
-        help="small shapes, float32, 3 repeats, one cold and one warm start "
-        "(well under a minute)",
+        help="small shapes, float32, 3 repeats, "
+        "one cold and one warm start: well under a minute",
     )
-    p.add_argument("--repeat", type=int, help="timed samples per peer (default 5)")
-    p.add_argument(
-        "--min-time",
-        type=float,
-        help="seconds per timed sample; fast calls are repeated to fill it "
-        "(default 0.02)",
-    )
-    p.add_argument(
+    add("--repeat", type=int, help="timed samples per peer (default 5)")
+    add("--min-time", type=float, help="seconds a sample lasts (default 0.02)")
+    add(
         "--budget",
         type=float,
-        help="a peer stops sampling after this many seconds on one workload "
-        "(default 15)",
+        help="seconds a peer may spend sampling one workload (default 15)",
     )
-    p.add_argument(
+    add(
         "--stat",
         choices=["median", "min"],
         default="median",
-        help="which statistic of the samples the tables use (default: median)",
+        help="the samples' statistic the tables use",
     )
-    p.add_argument(
+    add(
         "--order",
         choices=["block", "interleaved"],
         default="block",
-        help="block: each peer's samples back to back (default; a library's "
-        "spinning OpenMP threads cannot slow the next one's samples); "
-        "interleaved: round-robin over the peers (robust to load drift)",
+        help="block: each peer's samples back to back, so no library's spinning "
+        "threads slow the next one's; interleaved: round-robin (load drift)",
     )
-    p.add_argument(
+    add(
         "--training",
         action="store_true",
-        help="also time training steps with PyTorch's loss vs numxent.torch's "
-        "(an MLP with 1,000 classes, batch 4,096; an LM head 512 -> 32,000, "
-        "4,096 tokens; --quick: batch and tokens 1,024); needs torch",
+        help="also time training steps, "
+        "PyTorch's loss vs numxent.torch's (needs torch)",
     )
-    p.add_argument(
+    add(
         "--sklearn-fit",
         action="store_true",
-        help="also time CrossEntropyClassifier vs LogisticRegression(lbfgs) "
-        "fits on make_classification(200,000 x 100, 50 classes) for each "
-        "--dtypes (--quick: 20,000 samples); needs scikit-learn",
+        help="also time fits, "
+        "CrossEntropyClassifier vs LogisticRegression (needs scikit-learn)",
     )
-    p.add_argument("--warm-starts", type=int, help="warm-cache start-up runs")
-    p.add_argument("--cold-starts", type=int, help="cold-cache start-up runs")
-    p.add_argument(
-        "--no-thp",
-        action="store_true",
-        help="skip the PyTorch THP_MEM_ALLOC_ENABLE=1 subprocess",
-    )
-    p.add_argument("--no-plot", action="store_true", help="do not write plot.png")
-    p.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
-    p.add_argument(
-        "--out",
-        default="numxent-bench-report",
-        help="output directory (default: %(default)s)",
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument(
+    add("--warm-starts", type=int, help="warm-cache start-up runs")
+    add("--cold-starts", type=int, help="cold-cache start-up runs")
+    add("--no-thp", action="store_true", help="no THP_MEM_ALLOC_ENABLE=1 worker")
+    add("--no-plot", action="store_true", help="do not write plot.png")
+    add("--seed", type=int, default=0, help="data seed (default 0)")
+    add("--out", default="numxent-bench-report", help="output directory")
+    add("--quiet", action="store_true", help="no progress bar")
+    add(
         "--readme-table",
         metavar="RESULTS_JSON",
-        help="print the README's Markdown ratio table from a results.json (or "
-        "a report directory) and exit; runs nothing",
+        help="print the README's "
+        "tables from a results.json or report directory; runs nothing",
     )
     return p
 
 
-# --------------------------------------------------------------------------
-# progress bar (plain text on stderr)
-
-
 class Progress:
-    def __init__(self, total: float, enabled: bool = True, stream=None):
-        self.total = max(total, 1e-9)
-        self.done = 0.0
-        self.stream = stream or sys.stderr
-        self.enabled = enabled
-        self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.t0 = time.perf_counter()
-        self.last_print = 0.0
-        self.last_prefix = None
+    """tqdm's bar on stderr; without tqdm, one line each time the group changes."""
 
-    def advance(self, amount: float, prefix: str, message: str = "") -> None:
-        self.done = min(self.total, self.done + amount)
-        if not self.enabled:
+    def __init__(self, total: float, enabled: bool = True):
+        self.enabled, self.group, self.bar = enabled, None, None
+        try:
+            from tqdm import tqdm
+        except ImportError:
             return
-        now = time.perf_counter()
-        frac = self.done / self.total
-        width = 24
-        bar = "#" * int(frac * width) + "." * (width - int(frac * width))
-        line = f"[{bar}] {frac:4.0%} {now - self.t0:6.1f}s {prefix} {message}"
-        if self.tty:
-            self.stream.write("\r" + line[:118].ljust(118))
-            self.stream.flush()
-        elif prefix != self.last_prefix or now - self.last_print > 2.0:
-            self.stream.write(line + "\n")
-            self.stream.flush()
-            self.last_print = now
-        self.last_prefix = prefix
+        if enabled:
+            self.bar = tqdm(
+                total=total,
+                file=sys.stderr,
+                bar_format="{desc} {percentage:3.0f}%|{bar:24}| {elapsed}<{remaining}"
+                "{postfix}",
+            )
+
+    def advance(self, amount: float, group: str, message: str = "") -> None:
+        if self.bar is not None:
+            self.bar.set_description_str(group, refresh=False)
+            self.bar.set_postfix_str(message, refresh=False)
+            # float units: rounding must not push the count past the total
+            self.bar.update(max(0.0, min(amount, self.bar.total - self.bar.n)))
+        elif self.enabled and group != self.group:
+            print(f"{group} {message}", file=sys.stderr, flush=True)
+        self.group = group
 
     def close(self) -> None:
-        if self.enabled and self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
-# --------------------------------------------------------------------------
-# settings
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _command(argv: list[str]) -> str:
@@ -222,7 +173,6 @@ def _command(argv: list[str]) -> str:
 
 
 def _settings(args: argparse.Namespace, parser) -> dict:
-    q = 1 if args.quick else 0
     s: dict = {
         "quick": bool(args.quick),
         "stat": args.stat,
@@ -233,7 +183,17 @@ def _settings(args: argparse.Namespace, parser) -> dict:
     }
     for key, defaults in _DEFAULTS.items():
         value = getattr(args, key)
-        s[key] = value if value is not None else defaults[q]
+        s[key] = value if value is not None else defaults[int(args.quick)]
+    if args.shapes and not args.bce_shapes:
+        s["bce_shapes"] = args.shapes
+    try:
+        for key in ("shapes", "bce_shapes"):
+            if isinstance(s[key], str):
+                s[key] = parse_shapes(s[key])
+    except ValueError as exc:
+        parser.error(str(exc))
+    s["shapes"] = [f"{n}x{c}" for n, c in s["shapes"]]
+    s["bce_shapes"] = [f"{n}x{c}" for n, c in s["bce_shapes"]]
     if isinstance(s["dtypes"], str):
         s["dtypes"] = _csv(s["dtypes"])
     for dt in s["dtypes"]:
@@ -241,21 +201,6 @@ def _settings(args: argparse.Namespace, parser) -> dict:
             parser.error(f"--dtypes: {dt!r} is not float32 or float64")
     if s["repeat"] < 1:
         parser.error("--repeat must be at least 1")
-    try:
-        if args.shapes:
-            shapes = parse_shapes(args.shapes)
-        else:
-            shapes = QUICK_SHAPES if args.quick else DEFAULT_SHAPES
-        if args.bce_shapes:
-            bce_shapes = parse_shapes(args.bce_shapes)
-        elif args.shapes:
-            bce_shapes = shapes
-        else:
-            bce_shapes = QUICK_BCE_SHAPES if args.quick else DEFAULT_BCE_SHAPES
-    except ValueError as exc:
-        parser.error(str(exc))
-    s["shapes"] = [f"{n}x{c}" for n, c in shapes]
-    s["bce_shapes"] = [f"{n}x{c}" for n, c in bce_shapes]
     s["ops"] = _csv(args.ops)
     for op in s["ops"]:
         if op not in ALL_OPS:
@@ -281,98 +226,26 @@ def _set_threads(requested: int | None, parser) -> int:
     import numba
 
     limit = numba.config.NUMBA_NUM_THREADS
-    if requested is None:
-        threads = numba.get_num_threads()
-    else:
-        if not 1 <= requested <= limit:
-            parser.error(f"--threads must be between 1 and {limit} (NUMBA_NUM_THREADS)")
-        threads = requested
+    if requested is not None and not 1 <= requested <= limit:
+        parser.error(f"--threads must be between 1 and {limit} (NUMBA_NUM_THREADS)")
+    threads = numba.get_num_threads() if requested is None else requested
     numba.set_num_threads(threads)
     return threads
 
 
 def _workloads(s: dict) -> list[Workload]:
-    out = []
-    for op in s["ops"]:
-        if op == "startup":
-            continue
-        shapes = s["bce_shapes"] if op.startswith("bce") else s["shapes"]
-        for dtype in s["dtypes"]:
-            for shape in shapes:
-                n, c = parse_shapes(shape)[0]
-                out.append(Workload(op, n, c, dtype))
-    return out
+    return [
+        Workload(op, *parse_shapes(shape)[0], dtype)
+        for op in s["ops"]
+        if op != "startup"
+        for dtype in s["dtypes"]
+        for shape in s["bce_shapes" if op.startswith("bce") else "shapes"]
+    ]
 
 
-# --------------------------------------------------------------------------
-# the THP subprocess
-
-
-def _run_thp_worker(workloads, thp_peers, s, threads, progress) -> dict:
-    """Run ``_torch_worker`` with THP_MEM_ALLOC_ENABLE=1; its JSON, or raises."""
-
-    spec = {
-        "threads": threads,
-        "repeat": s["repeat"],
-        "min_time": s["min_time"],
-        "budget": s["budget"],
-        "order": s["order"],
-        "seed": s["seed"],
-        "workloads": [w.to_dict() for w in workloads],
-        "peers": {p: p for p in thp_peers},
-    }
-    env = child_env(THP_MEM_ALLOC_ENABLE="1", NUMBA_NUM_THREADS=str(max(threads, 1)))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "numxent.bench._torch_worker"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    stdout: list[str] = []
-    reader = threading.Thread(target=lambda: stdout.append(proc.stdout.read()))
-    reader.start()
-    tail: list[str] = []
-    try:
-        proc.stdin.write(json.dumps(spec))
-        proc.stdin.close()
-        for line in proc.stderr:
-            if line.startswith("PROGRESS "):
-                _, adv, msg = line.rstrip("\n").split(" ", 2)
-                group, _, rest = msg.partition(" ")
-                progress.advance(float(adv), group, rest)
-            else:
-                tail = (tail + [line.rstrip()])[-40:]
-        proc.wait()
-    finally:
-        if proc.poll() is None:  # interrupted: do not leave the worker running
-            proc.kill()
-            proc.wait()
-        reader.join()
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"exited with {proc.returncode}: " + error_summary("\n".join(tail))
-        )
-    text = "".join(stdout).strip()
-    try:
-        out = json.loads(text.splitlines()[-1])
-    except (IndexError, json.JSONDecodeError):
-        raise RuntimeError(f"printed no JSON: {text[-200:]!r}") from None
-    if "error" in out:
-        raise RuntimeError(out["error"])
-    return out
-
-
-# --------------------------------------------------------------------------
-# the run
-
-
-def _optional_section(enabled, module, library, label, runner, note):
+def _optional_section(module, library, label, runner, note):
     """``runner()``'s result, or None with a note when ``module`` is missing
     or the run fails (an optional section never stops the report)."""
-    if not enabled:
-        return None
     if importlib.util.find_spec(module) is None:
         note(f"{label} skipped: {library} is not installed")
         return None
@@ -390,71 +263,46 @@ def run(s: dict, threads: int, command: str, quiet: bool = False) -> dict:
 
     load_start = load_average()
     workloads = _workloads(s)
-    selected = set(s["peers"])
     thp_peers = [p for p in s["peers"] if PEERS[p].where == "thp"]
     thp_workloads = [
         w for w in workloads if any(w.op in PEERS[p].ops for p in thp_peers)
     ]
-    do_startup = "startup" in s["ops"]
     units = (len(workloads) + len(thp_workloads)) * (s["repeat"] + 1)
-    if do_startup:
+    if "startup" in s["ops"]:
         units += max(1, s["cold_starts"]) + s["warm_starts"]
-    training_opts = {}
-    if s.get("training"):
+    training_opts, fit_opts = {}, {}
+    if s["training"]:
         from .training import QUICK, n_children
 
         training_opts = dict(QUICK) if s["quick"] else {}
         units += n_children(**training_opts)
-    fit_opts = {}
-    if s.get("sklearn_fit"):
-        fit_opts = dict(
-            n_samples=20_000 if s["quick"] else 200_000, dtypes=tuple(s["dtypes"])
-        )
+    if s["sklearn_fit"]:
+        fit_opts = {"n_samples": 20_000 if s["quick"] else 200_000,
+                    "dtypes": tuple(s["dtypes"])}  # fmt: skip
         units += 2 * len(s["dtypes"])
     progress = Progress(units, enabled=not quiet)
     notes: list[str] = []
-    seen_notes: set[str] = set()
 
     def note(text: str) -> None:
-        if text not in seen_notes:
-            seen_notes.add(text)
+        if text not in notes:
             notes.append(text)
 
     results = []
     for w in workloads:
-        data = make_data(w, seed=s["seed"])
-        fns, skipped = {}, {}
-        for peer in peers_for(w.op, where="main"):
-            if peer.id not in selected:
-                continue
-            try:
-                fns[peer.id] = make_peer(peer.id, w, data, threads)
-            except PeerUnavailable as exc:
-                skipped[peer.id] = str(exc)
-                note(f"{peer.label} (`{peer.id}`) skipped: {exc}")
-        stats, errors = measure(
-            fns,
-            repeat=s["repeat"],
-            min_time=s["min_time"],
-            budget=s["budget"],
-            order=s["order"],
+        peers = [p.id for p in peers_for(w.op, where="main") if p.id in s["peers"]]
+        stats, unavailable, errors = time_workload(
+            w, peers, threads, s,
             on_step=lambda m, a, g=w.group: progress.advance(a, g, m),
-        )
+        )  # fmt: skip
+        for pid, why in unavailable.items():
+            note(f"{PEERS[pid].label} (`{pid}`) skipped: {why}")
         for pid, err in errors.items():
-            skipped[pid] = err
             note(f"{PEERS[pid].label} (`{pid}`) failed on {w.group}: {err}")
         results.append(
-            {
-                **w.to_dict(),
-                "group": w.group,
-                "elements": w.elements,
-                "copy_bytes": w.copy_bytes,
-                "times": stats,
-                "skipped": skipped,
-            }
-        )
-        del data, fns
-        gc.collect()
+            {**w.to_dict(), "group": w.group, "elements": w.elements,
+             "copy_bytes": w.copy_bytes, "times": stats,
+             "skipped": {**unavailable, **errors}}
+        )  # fmt: skip
 
     thp_info = None
     if thp_workloads:
@@ -463,8 +311,8 @@ def run(s: dict, threads: int, command: str, quiet: bool = False) -> dict:
             reason = "torch is not installed"
         else:
             try:
-                thp_info = _run_thp_worker(
-                    thp_workloads, thp_peers, s, threads, progress
+                thp_info = run_worker(
+                    thp_workloads, thp_peers, s, threads, progress.advance
                 )
             except Exception as exc:
                 reason = f"the THP_MEM_ALLOC_ENABLE=1 subprocess failed ({exc})"
@@ -487,7 +335,7 @@ def run(s: dict, threads: int, command: str, quiet: bool = False) -> dict:
                     note(f"{PEERS[pid].label} (`{pid}`) skipped on {e['group']}: {why}")
 
     startup = None
-    if do_startup:
+    if "startup" in s["ops"]:
         try:
             startup = measure_startup(
                 warm_repeat=s["warm_starts"],
@@ -516,13 +364,15 @@ def run(s: dict, threads: int, command: str, quiet: bool = False) -> dict:
         )
         return {"options": fit_opts, "rows": rows}
 
-    training = _optional_section(
-        s.get("training"), "torch", "torch", "training benchmark", training_run, note
-    )
-    sklearn_fit = _optional_section(
-        s.get("sklearn_fit"), "sklearn", "scikit-learn",
-        "scikit-learn fit benchmark", fit_run, note,
-    )  # fmt: skip
+    training = sklearn_fit = None
+    if s["training"]:
+        training = _optional_section(
+            "torch", "torch", "training benchmark", training_run, note
+        )
+    if s["sklearn_fit"]:
+        sklearn_fit = _optional_section(
+            "sklearn", "scikit-learn", "scikit-learn fit benchmark", fit_run, note
+        )
     progress.close()
 
     for e in results:
@@ -538,7 +388,7 @@ def run(s: dict, threads: int, command: str, quiet: bool = False) -> dict:
             "orders of magnitude when a core is taken. Re-run on an idle machine "
             "for numbers to publish."
         )
-    out = {
+    return {
         "schema": SCHEMA,
         "settings": {**s, "threads": threads},
         "machine": machine,
@@ -553,8 +403,6 @@ def run(s: dict, threads: int, command: str, quiet: bool = False) -> dict:
         "thp_worker": thp_info,
         "notes": notes,
     }
-    out["targets"] = targets(out)
-    return out
 
 
 def write_report(results: dict, out_dir: str, want_plot: bool = True) -> dict:
@@ -568,9 +416,9 @@ def write_report(results: dict, out_dir: str, want_plot: bool = True) -> dict:
             files["plot"] = png
         else:
             results["notes"].append(why_not)
-    files["report"] = os.path.join(out_dir, "report.md")
-    files["results"] = os.path.join(out_dir, "results.json")
-    files["readme_table"] = os.path.join(out_dir, "readme_table.md")
+    for key, name in [("report", "report.md"), ("results", "results.json"),
+                      ("readme_table", "readme_table.md")]:  # fmt: skip
+        files[key] = os.path.join(out_dir, name)
     results["files"] = {k: os.path.basename(v) for k, v in files.items()}
     with open(files["results"], "w") as f:
         json.dump(results, f, indent=1)
@@ -583,6 +431,7 @@ def write_report(results: dict, out_dir: str, want_plot: bool = True) -> dict:
 
 
 def load_results(path: str) -> dict:
+    """A results.json (or the one in a report directory), checked for its schema."""
     if os.path.isdir(path):
         path = os.path.join(path, "results.json")
     with open(path) as f:

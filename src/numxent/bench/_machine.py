@@ -9,21 +9,6 @@ import sys
 
 __all__ = ["child_env", "load_average", "machine_info", "versions"]
 
-
-def child_env(**extra: str) -> dict[str, str]:
-    """This process's environment for a benchmark child process, ``extra``
-    variables set, and PYTHONPATH leading to the numxent this process
-    imported (so the child runs the same code even when it is not
-    installed)."""
-    import numxent
-
-    env = dict(os.environ)
-    env.update(extra)
-    src = os.path.dirname(os.path.dirname(os.path.abspath(numxent.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [src, env.get("PYTHONPATH")] if p)
-    return env
-
-
 # import name -> distribution name
 _LIBRARIES = {
     "numxent": "numxent",
@@ -35,63 +20,60 @@ _LIBRARIES = {
     "jax": "jax",
     "matplotlib": "matplotlib",
 }
+_SIMD = ["sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw"]
 
 
-def _read(path: str) -> str | None:
+def child_env(**extra: str) -> dict[str, str]:
+    """This process's environment for a benchmark child process, ``extra``
+    variables set, and PYTHONPATH leading to the numxent this process
+    imported (so the child runs the same code even when it is not
+    installed)."""
+    import numxent
+
+    env = {**os.environ, **extra}
+    src = os.path.dirname(os.path.dirname(os.path.abspath(numxent.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [src, env.get("PYTHONPATH")] if p)
+    return env
+
+
+def _read(path: str) -> str:
     try:
         with open(path) as f:
             return f.read()
     except OSError:
-        return None
+        return ""
 
 
 def _cpuinfo() -> dict:
     """Model name, physical cores and SIMD flags from /proc/cpuinfo (Linux)."""
-    text = _read("/proc/cpuinfo")
-    out: dict = {}
-    if not text:
-        return out
-    cores = set()
-    phys = core = None
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key, value = key.strip(), value.strip()
-        if key == "model name" and "model" not in out:
-            out["model"] = value
-        elif key == "flags" and "simd" not in out:
-            flags = set(value.split())
-            wanted = ["sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw"]
-            out["simd"] = [f for f in wanted if f in flags]
-        elif key == "physical id":
-            phys = value
-        elif key == "core id":
-            core = value
-        elif not line.strip() and core is not None:
-            cores.add((phys, core))
-            phys = core = None
-    if core is not None:
-        cores.add((phys, core))
-    if cores:
-        out["physical_cores"] = len(cores)
-    return out
+    cpus = []
+    for block in _read("/proc/cpuinfo").split("\n\n"):
+        pairs = (line.split(":", 1) for line in block.splitlines() if ":" in line)
+        if fields := {k.strip(): v.strip() for k, v in pairs}:
+            cpus.append(fields)
+    if not cpus:
+        return {}
+    flags = set(cpus[0].get("flags", "").split())
+    cores = {(c.get("physical id"), c["core id"]) for c in cpus if "core id" in c}
+    return {
+        "model": cpus[0].get("model name"),
+        "simd": [f for f in _SIMD if f in flags],
+        "physical_cores": len(cores) or None,
+    }
 
 
 def _mem_total_gib() -> float | None:
-    text = _read("/proc/meminfo")
-    for line in (text or "").splitlines():
+    for line in _read("/proc/meminfo").splitlines():
         if line.startswith("MemTotal:"):
             return round(int(line.split()[1]) / 2**20, 1)
     return None
 
 
 def _thp_mode() -> str | None:
+    """The bracketed choice of the kernel's transparent-huge-page setting."""
     text = _read("/sys/kernel/mm/transparent_hugepage/enabled")
-    if not text:
-        return None
-    for word in text.split():
-        if word.startswith("["):
-            return word.strip("[]")
-    return text.strip()
+    chosen = [w.strip("[]") for w in text.split() if w.startswith("[")]
+    return chosen[0] if chosen else text.strip() or None
 
 
 def versions() -> dict[str, str | None]:
@@ -104,13 +86,12 @@ def versions() -> dict[str, str | None]:
 
     out: dict[str, str | None] = {"python": platform.python_version()}
     for name, dist in _LIBRARIES.items():
-        mod = sys.modules.get(name)
-        version = getattr(mod, "__version__", None) if mod is not None else None
+        version = getattr(sys.modules.get(name), "__version__", None)
         if version is None:
             try:
                 version = metadata.version(dist)
             except metadata.PackageNotFoundError:
-                version = None
+                pass
         out[name] = version
     return out
 
@@ -147,10 +128,6 @@ def machine_info(threads: int, command: str) -> dict:
         affinity = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         affinity = None
-    try:
-        svml = bool(numba.config.USING_SVML)
-    except AttributeError:
-        svml = None
     return {
         "cpu": cpu.get("model") or platform.processor() or platform.machine(),
         "machine": platform.machine(),
@@ -162,13 +139,11 @@ def machine_info(threads: int, command: str) -> dict:
         "os": platform.platform(),
         "threads": threads,
         "numba_threading_layer": _threading_layer(nx),
-        "numba_svml": svml,
+        "numba_svml": getattr(numba.config, "USING_SVML", None),
         "transparent_hugepage": _thp_mode(),
         "load_average_end": load_average(),
         "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE"),
         "versions": versions(),
-        "date": datetime.datetime.now(datetime.timezone.utc)
-        .astimezone()
-        .isoformat(timespec="seconds"),
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": command,
     }

@@ -19,14 +19,7 @@ import numpy as np
 
 from ._workloads import Workload
 
-__all__ = [
-    "PEERS",
-    "REFERENCE",
-    "Peer",
-    "PeerUnavailable",
-    "make_peer",
-    "peers_for",
-]
+__all__ = ["PEERS", "REFERENCE", "Peer", "PeerUnavailable", "make_peer", "peers_for"]
 
 Fn = Callable[[], object]
 
@@ -39,7 +32,7 @@ class PeerUnavailable(Exception):
 class Peer:
     id: str
     label: str  # short column header
-    library: str  # plot colour family / legend
+    library: str  # colour family in the plot
     description: str
     ops: tuple[str, ...]
     factory: Callable[[Workload, dict, int], Fn]
@@ -50,66 +43,31 @@ class Peer:
     slow_setup: bool = False
 
 
-# --------------------------------------------------------------------------
-# np.copyto: the roofline
-
-
 def _copyto(w: Workload, d: dict, threads: int) -> Fn:
     x = d["x"]
     dst = np.empty_like(x)
     np.copyto(dst, x)  # touch the pages once: a reused buffer, like out=
-
-    def run():
-        np.copyto(dst, x)
-
-    return run
+    return lambda: np.copyto(dst, x)
 
 
-# --------------------------------------------------------------------------
-# numxent
+def _numxent(grad: bool, out: bool = False):
+    def factory(w: Workload, d: dict, threads: int) -> Fn:
+        import numxent as nx
+
+        x, y = d["x"], d["y"]
+        f = nx.cross_entropy if w.op.startswith("ce") else (
+            nx.binary_cross_entropy_with_logits)  # fmt: skip
+        if not grad:
+            return lambda: f(x, y)
+        if out:
+            buf = np.empty_like(x)
+            return lambda: f(x, y, return_grad=True, out=buf)
+        return lambda: f(x, y, return_grad=True)
+
+    return factory
 
 
-def _nx_out(w: Workload, d: dict, threads: int) -> Fn:
-    import numxent as nx
-
-    x, y = d["x"], d["y"]
-    buf = np.empty_like(x)
-    f = nx.cross_entropy if w.op == "ce" else nx.binary_cross_entropy_with_logits
-
-    def run():
-        return f(x, y, return_grad=True, out=buf)
-
-    return run
-
-
-def _nx_alloc(w: Workload, d: dict, threads: int) -> Fn:
-    import numxent as nx
-
-    x, y = d["x"], d["y"]
-    f = nx.cross_entropy if w.op == "ce" else nx.binary_cross_entropy_with_logits
-
-    def run():
-        return f(x, y, return_grad=True)
-
-    return run
-
-
-def _nx_fwd(w: Workload, d: dict, threads: int) -> Fn:
-    import numxent as nx
-
-    x, y = d["x"], d["y"]
-    f = nx.cross_entropy if w.op == "ce_fwd" else nx.binary_cross_entropy_with_logits
-
-    def run():
-        return f(x, y)
-
-    return run
-
-
-# --------------------------------------------------------------------------
 # NumPy: the straightforward log-softmax a NumPy training loop would write
-
-
 def _numpy_ce(x: np.ndarray, y: np.ndarray, rows: np.ndarray, grad: bool):
     z = x - x.max(axis=1, keepdims=True)
     e = np.exp(z)
@@ -145,10 +103,6 @@ def _numpy(grad: bool):
     return factory
 
 
-# --------------------------------------------------------------------------
-# PyTorch eager
-
-
 def import_torch():
     try:
         import torch
@@ -157,24 +111,25 @@ def import_torch():
     return torch
 
 
-def _torch(grad: bool):
+def _torch(grad: bool, compile: bool = False):
+    """PyTorch eager, or ``torch.compile``d with ``compile``."""
+
     def factory(w: Workload, d: dict, threads: int) -> Fn:
         torch = import_torch()
         F = torch.nn.functional
         torch.set_num_threads(threads)  # pinned to numba's thread count
+        f = F.cross_entropy if w.op.startswith("ce") else (
+            F.binary_cross_entropy_with_logits)  # fmt: skip
+        if compile:
+            # a fresh compile per workload: past 8 shapes dynamo would silently
+            # fall back to eager and the column would time eager PyTorch
+            torch._dynamo.reset()
+            eager = f
+            f = torch.compile(lambda x, y: eager(x, y), dynamic=False)
         x = torch.from_numpy(d["x"])  # shares the NumPy buffer: no copy timed
         y = torch.from_numpy(d["y"])
-        f = (
-            F.cross_entropy
-            if w.op.startswith("ce")
-            else (F.binary_cross_entropy_with_logits)
-        )
         if not grad:
-
-            def fwd():
-                return f(x, y)
-
-            return fwd
+            return lambda: f(x, y)
         x = x.detach().requires_grad_(True)
 
         def fwd_bwd():
@@ -188,41 +143,6 @@ def _torch(grad: bool):
     return factory
 
 
-def _torch_compile(grad: bool):
-    def factory(w: Workload, d: dict, threads: int) -> Fn:
-        torch = import_torch()
-        F = torch.nn.functional
-        torch.set_num_threads(threads)
-        # a fresh compile per workload: past 8 shapes dynamo would silently
-        # fall back to eager and the column would time eager PyTorch
-        torch._dynamo.reset()
-        f = (
-            F.cross_entropy
-            if w.op.startswith("ce")
-            else F.binary_cross_entropy_with_logits
-        )
-        cf = torch.compile(lambda x, y: f(x, y), dynamic=False)
-        x = torch.from_numpy(d["x"])
-        y = torch.from_numpy(d["y"])
-        if not grad:
-            return lambda: cf(x, y)
-        x = x.detach().requires_grad_(True)
-
-        def fwd_bwd():
-            x.grad = None
-            loss = cf(x, y)
-            loss.backward()
-            return loss, x.grad
-
-        return fwd_bwd
-
-    return factory
-
-
-# --------------------------------------------------------------------------
-# scikit-learn's Cython loss (HalfMultinomialLoss / HalfBinomialLoss)
-
-
 def _sklearn(w: Workload, d: dict, threads: int) -> Fn:
     try:
         from sklearn._loss.loss import HalfBinomialLoss, HalfMultinomialLoss
@@ -232,32 +152,22 @@ def _sklearn(w: Workload, d: dict, threads: int) -> Fn:
     if w.op == "ce":
         loss = HalfMultinomialLoss(n_classes=w.c)
         raw = x
-        # its Cython signature wants y_true in raw_prediction's dtype
-        y_true = y.astype(x.dtype)
-        loss_out = np.empty(w.n, dtype=x.dtype)
+        y_true = y.astype(x.dtype)  # its Cython signature wants raw's dtype
     else:
         # binary loss on 1-D arrays: every (sample, class) is one prediction
         loss = HalfBinomialLoss()
-        raw = x.reshape(-1)
-        y_true = y.reshape(-1)
-        loss_out = np.empty(raw.size, dtype=x.dtype)
+        raw, y_true = x.reshape(-1), y.reshape(-1)
+    loss_out = np.empty(raw.shape[0], dtype=x.dtype)
     grad_out = np.empty_like(raw)
 
     def run():
         per_sample, g = loss.loss_gradient(
-            y_true=y_true,
-            raw_prediction=raw,
-            loss_out=loss_out,
-            gradient_out=grad_out,
-            n_threads=threads,
-        )
+            y_true=y_true, raw_prediction=raw, loss_out=loss_out,
+            gradient_out=grad_out, n_threads=threads,
+        )  # fmt: skip
         return per_sample.mean(), g
 
     return run
-
-
-# --------------------------------------------------------------------------
-# JAX (jit), when installed
 
 
 def _jax(grad: bool):
@@ -270,18 +180,11 @@ def _jax(grad: bool):
         if w.dtype == "float64":
             jax.config.update("jax_enable_x64", True)
 
-        if w.op.startswith("ce"):
-
-            def loss(x, y):
+        def loss(x, y):
+            if w.op.startswith("ce"):
                 logp = jax.nn.log_softmax(x, axis=-1)
                 return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=-1))
-
-        else:
-
-            def loss(x, t):
-                return jnp.mean(
-                    jnp.maximum(x, 0) - x * t + jnp.log1p(jnp.exp(-jnp.abs(x)))
-                )
+            return jnp.mean(jnp.maximum(x, 0) - x * y + jnp.log1p(jnp.exp(-jnp.abs(x))))
 
         f = jax.jit(jax.value_and_grad(loss) if grad else loss)
         x, y = jnp.asarray(d["x"]), jnp.asarray(d["y"])
@@ -292,11 +195,8 @@ def _jax(grad: bool):
     return factory
 
 
-# --------------------------------------------------------------------------
-
 _GRAD = ("ce", "bce")
 _FWD = ("ce_fwd", "bce_fwd")
-_ALL = _GRAD + _FWD
 
 PEERS: dict[str, Peer] = {
     p.id: p
@@ -305,22 +205,22 @@ PEERS: dict[str, Peer] = {
             "copyto", "np.copyto", "roofline",
             "np.copyto(dst, logits) into a reused buffer: the same bytes a fused "
             "pass moves (the roofline)",
-            _ALL, _copyto,
+            _GRAD + _FWD, _copyto,
         ),
         Peer(
             "numxent_out", "numxent out=", "numxent",
             "numxent, return_grad=True, out= a reused gradient buffer",
-            _GRAD, _nx_out,
+            _GRAD, _numxent(grad=True, out=True),
         ),
         Peer(
             "numxent_alloc", "numxent alloc", "numxent",
             "numxent, return_grad=True, gradient allocated by the call",
-            _GRAD, _nx_alloc,
+            _GRAD, _numxent(grad=True),
         ),
         Peer(
             "numxent_fwd", "numxent fwd", "numxent",
             "numxent, return_grad=False (loss only)",
-            _FWD, _nx_fwd,
+            _FWD, _numxent(grad=False),
         ),
         Peer(
             "numpy_ref", "NumPy", "numpy",
@@ -361,12 +261,12 @@ PEERS: dict[str, Peer] = {
             "torch.compile(F.cross_entropy / F.binary_cross_entropy_with_logits, "
             "dynamic=False) forward, then .backward(); compiled in the warm-up "
             "(not timed); not in --quick or the pytest suite unless named",
-            _GRAD, _torch_compile(grad=True), slow_setup=True,
+            _GRAD, _torch(grad=True, compile=True), slow_setup=True,
         ),
         Peer(
             "torch_compile_fwd", "torch.compile fwd", "torch_compile",
             "torch.compile forward only, tensor without requires_grad",
-            _FWD, _torch_compile(grad=False), slow_setup=True,
+            _FWD, _torch(grad=False, compile=True), slow_setup=True,
         ),
         Peer(
             "sklearn", "scikit-learn", "sklearn",
@@ -391,12 +291,7 @@ PEERS: dict[str, Peer] = {
 }  # fmt: skip
 
 #: The numxent peer each op's "× numxent" ratios divide by.
-REFERENCE = {
-    "ce": "numxent_out",
-    "bce": "numxent_out",
-    "ce_fwd": "numxent_fwd",
-    "bce_fwd": "numxent_fwd",
-}
+REFERENCE = {op: "numxent_out" for op in _GRAD} | {op: "numxent_fwd" for op in _FWD}
 
 
 def peers_for(op: str, where: str | None = None) -> list[Peer]:

@@ -1,20 +1,25 @@
-"""Turn a results dict (``results.json``) into tables, report.md and a plot."""
+"""Turn a results dict (``results.json``) into tables, report.md and a plot.
+
+Tables come from tabulate when it is installed (aligned columns in the
+terminal and in the Markdown source) and from a plain Markdown writer when it
+is not; the plot needs matplotlib, and without it the report says so.
+"""
 
 from __future__ import annotations
 
+import importlib
 import math
 
 from ._peers import PEERS, REFERENCE
-from ._workloads import ISSUE_SHAPES, SMALL_SHAPES
 
 __all__ = [
     "add_ratios",
     "format_ratio",
+    "format_seconds",
     "markdown_report",
-    "md_table",
     "plot",
     "readme_table",
-    "targets",
+    "table",
     "text_tables",
 ]
 
@@ -26,18 +31,14 @@ _OP_TITLES = {
 }
 
 
-# --------------------------------------------------------------------------
-# numbers
-
-
 def add_ratios(entry: dict, stat: str) -> None:
-    """Fill ``seconds``, ``ratio_to_copy``, ``ratio_to_numxent``, ``copy_gbps``."""
-    times = entry.get("times", {})
-    seconds = {p: s[stat] for p, s in times.items()}
-    entry["seconds"] = seconds
+    """Fill ``seconds``, ``reference``, ``ratio_to_copy``, ``ratio_to_numxent``
+    and ``copy_gbps`` of one grid entry from its ``times``."""
+    seconds = {p: s[stat] for p, s in entry.get("times", {}).items()}
     copy = seconds.get("copyto")
     ref_id = REFERENCE.get(entry["op"])
     ref = seconds.get(ref_id)
+    entry["seconds"] = seconds
     entry["reference"] = ref_id
     entry["ratio_to_copy"] = {p: t / copy for p, t in seconds.items()} if copy else {}
     entry["ratio_to_numxent"] = {p: t / ref for p, t in seconds.items()} if ref else {}
@@ -52,11 +53,7 @@ def format_ratio(x: float | None) -> str:
     """
     if x is None or not math.isfinite(x):
         return "—"
-    if x < 10:
-        return f"{x:.2f}×"
-    if x < 100:
-        return f"{x:.1f}×"
-    return f"{x:.0f}×"
+    return f"{x:.2f}×" if x < 10 else f"{x:.1f}×" if x < 100 else f"{x:.0f}×"
 
 
 def format_seconds(t: float | None) -> str:
@@ -74,6 +71,31 @@ def format_seconds(t: float | None) -> str:
     return f"{t * 1e9:.0f} ns"
 
 
+def table(headers: list[str], rows: list[list[str]], align: str = "", *,
+          markdown: bool = True) -> str:  # fmt: skip
+    """A Markdown pipe table (``markdown=False``: a plain one for the terminal);
+    ``align`` is ``l`` or ``r`` per column, ``r`` where it runs out.
+
+    >>> lines = table(["a", "b"], [["1", "22"]], "lr").splitlines()
+    >>> [cell.strip() for cell in lines[2].strip("|").split("|")]
+    ['1', '22']
+    >>> lines[1].startswith("|:-") and lines[1].endswith("-:|")
+    True
+    """
+    align = align.ljust(len(headers), "r")
+    try:
+        from tabulate import tabulate
+    except ImportError:
+        sep = "".join("|:--" if a == "l" else "|--:" for a in align) + "|"
+        lines = ["| " + " | ".join(r) + " |" for r in [headers, *rows]]
+        return "\n".join([lines[0], sep, *lines[1:]])
+    return tabulate(
+        rows, headers, tablefmt="pipe" if markdown else "simple",
+        colalign=["left" if a == "l" else "right" for a in align],
+        disable_numparse=True,
+    )  # fmt: skip
+
+
 def _shape_label(e: dict) -> str:
     return f"{e['n']:,} × {e['c']:,}"
 
@@ -88,150 +110,12 @@ def _groups(results: dict) -> list[tuple[str, str, list[dict]]]:
 
 def _columns(entries: list[dict]) -> list[str]:
     """Peers (not copyto) timed in at least one of the entries, in PEERS order."""
-    timed = set()
-    for e in entries:
-        timed.update(e.get("times", {}))
+    timed = {p for e in entries for p in e.get("times", {})}
     op = entries[0]["op"]
     return [p for p in PEERS if p != "copyto" and p in timed and op in PEERS[p].ops]
 
 
-# --------------------------------------------------------------------------
-# the speed targets (issue "Speed"), checked where the grid measured them
-
-_BIG_C = [s for s in ISSUE_SHAPES if s[1] >= 100]
-
-
-def targets(results: dict) -> list[dict]:
-    """One row per target the run measured: what, where, measured, limit, met."""
-    rows: list[dict] = []
-
-    def check(what, where, value, limit, at_most):
-        if value is None:
-            return
-        met = value <= limit if at_most else value >= limit
-        rows.append(
-            {"target": what, "where": where, "value": value, "limit": limit,
-             "at_most": at_most, "met": bool(met)}
-        )  # fmt: skip
-
-    for e in results.get("results", []):
-        op, shape = e["op"], (e["n"], e["c"])
-        to_copy, to_nx = e.get("ratio_to_copy", {}), e.get("ratio_to_numxent", {})
-        where = f"{op} {e['n']:,}×{e['c']:,} {e['dtype']}"  # no "|": a table cell
-        if op == "ce":
-            if shape in _BIG_C:
-                limit = 1.25
-            elif shape == (1_000_000, 10):
-                limit = 3.0
-            else:
-                limit = None
-            if limit:
-                check("numxent out= ≤ × copy", where, to_copy.get("numxent_out"),
-                      limit, True)  # fmt: skip
-            if shape in _BIG_C:
-                for peer, limit_ in [
-                    ("torch_fwd_bwd", 10.0),
-                    ("torch_thp_fwd_bwd", 2.5),
-                    ("jax_jit", 4.0),
-                    ("torch_compile", 4.0),
-                ]:
-                    check(f"{PEERS[peer].label} ÷ numxent ≥", where,
-                          to_nx.get(peer), limit_, False)  # fmt: skip
-                check("numxent alloc ÷ out= ≤", where, to_nx.get("numxent_alloc"),
-                      1.5, True)  # fmt: skip
-            if shape in SMALL_SHAPES:
-                check("PyTorch ÷ numxent (small call) ≥", where,
-                      to_nx.get("torch_fwd_bwd"), 4.0, False)  # fmt: skip
-        elif op == "ce_fwd" and shape in _BIG_C:
-            check("numxent fwd ≤ × copy", where, to_copy.get("numxent_fwd"), 1.0, True)
-        elif op == "bce" and shape == (1_000_000, 100):
-            check("numxent BCE out= ≤ × copy", where, to_copy.get("numxent_out"),
-                  1.5, True)  # fmt: skip
-    tr = (results.get("training") or {}).get("rows") or []
-    for t, n in zip(tr[0::2], tr[1::2], strict=True):
-        where = (
-            f"training {t['task']} {t['batch']:,}×{t['classes']:,}, "
-            f"torch threads {t['threads']}"
-        )
-        check("PyTorch loss fwd+bwd ÷ numxent's in the step ≥", where,
-              t["loss_ms"] / n["loss_ms"], 8.0, False)  # fmt: skip
-        if t["task"] == "lm":
-            check("PyTorch step ÷ numxent step ≥", where,
-                  t["step_ms"] / n["step_ms"], 1.2, False)  # fmt: skip
-    fits = (results.get("sklearn_fit") or {}).get("rows") or []
-    by = {(r["model"], r["dtype"]): r for r in fits}
-    for dtype in dict.fromkeys(r["dtype"] for r in fits):
-        n, sk = by.get(("numxent", dtype)), by.get(("sklearn", dtype))
-        if n is None or sk is None:
-            continue
-        where = (
-            f"fit {n['n_samples']:,}×{n['n_features']}, "
-            f"{n['n_classes']} classes {dtype}"
-        )
-        check("LogisticRegression fit ÷ CrossEntropyClassifier fit ≥", where,
-              sk["fit_s"] / n["fit_s"], 2.0, False)  # fmt: skip
-        check("test accuracy difference ≤", where,
-              abs(n["test_accuracy"] - sk["test_accuracy"]), 0.002, True)  # fmt: skip
-    st = results.get("startup") or {}
-    for kind, limit in (("warm", 1.0), ("cold", 5.0)):
-        if st.get(kind):
-            check(f"import + first call, {kind} cache ≤ s", "startup",
-                  st[kind]["total_s"], limit, True)  # fmt: skip
-    return rows
-
-
-def _targets_md(rows: list[dict]) -> str:
-    table = md_table(
-        ["target", "workload", "measured", "limit", "met"],
-        [
-            [
-                r["target"],
-                r["where"],
-                f"{r['value']:.2f}",
-                f"{r['limit']:g}",
-                "yes" if r["met"] else "**no**",
-            ]
-            for r in rows
-        ],
-        "ll",
-    )
-    met = sum(r["met"] for r in rows)
-    return f"{met} of {len(rows)} measured targets met.\n\n" + table
-
-
-# --------------------------------------------------------------------------
-# tables
-
-
-def md_table(headers: list[str], rows: list[list[str]], align: str = "") -> str:
-    """A GitHub Markdown table; ``align`` is one of ``l``/``r`` per column.
-
-    >>> print(md_table(["a", "b"], [["1", "2"]], "lr"))
-    | a | b |
-    |:--|--:|
-    | 1 | 2 |
-    """
-    align = align.ljust(len(headers), "r")
-    sep = ["|:--" if a == "l" else "|--:" for a in align]
-    lines = ["| " + " | ".join(headers) + " |", "".join(sep) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def _plain_table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-
-    def line(cells):
-        first = cells[0].ljust(widths[0])
-        rest = [c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
-        return "  ".join([first, *rest])
-
-    out = [line(headers), "  ".join("-" * w for w in widths)]
-    out += [line(r) for r in rows]
-    return "\n".join(out)
-
-
-def _ratio_table(op, dtype, entries, key, fmt):
+def _ratio_table(entries: list[dict], key: str, markdown: bool) -> str:
     """Rows of shapes; columns: np.copyto's time and bandwidth, then ratios.
 
     For ``ratio_to_numxent`` the copy columns give way to np.copyto's own
@@ -239,114 +123,125 @@ def _ratio_table(op, dtype, entries, key, fmt):
     (1.00× by definition) is left out.
     """
     columns = _columns(entries)
-    if key == "ratio_to_numxent":
-        ref = entries[0].get("reference")
-        columns = ["copyto", *(p for p in columns if p != ref)]
-        headers = ["N × C"]
-    else:
-        headers = ["N × C", "np.copyto", "copy GB/s"]
+    to_nx = key == "ratio_to_numxent"
+    if to_nx:
+        columns = ["copyto", *(p for p in columns if p != entries[0]["reference"])]
+    headers = ["N × C"] + ([] if to_nx else ["np.copyto", "copy GB/s"])
     headers += [PEERS[p].label for p in columns]
     rows = []
     for e in entries:
         row = [_shape_label(e)]
-        if key != "ratio_to_numxent":
+        if not to_nx:
             gbps = e.get("copy_gbps")
-            row += [
-                format_seconds(e.get("seconds", {}).get("copyto")),
-                f"{gbps:.1f}" if gbps else "—",
-            ]
-        row += [format_ratio(e.get(key, {}).get(p)) for p in columns]
-        rows.append(row)
-    if fmt == "md":
-        return md_table(headers, rows, "l")
-    return _plain_table(headers, rows)
+            row += [format_seconds(e["seconds"].get("copyto")),
+                    f"{gbps:.1f}" if gbps else "—"]  # fmt: skip
+        rows.append(row + [format_ratio(e[key].get(p)) for p in columns])
+    return table(headers, rows, "l", markdown=markdown)
+
+
+def _time_table(entries: list[dict]) -> str:
+    columns = ["copyto", *_columns(entries)]
+    rows = [
+        [_shape_label(e), *(format_seconds(e["seconds"].get(p)) for p in columns)]
+        for e in entries
+    ]
+    return table(["N × C"] + [PEERS[p].label for p in columns], rows, "l")
+
+
+def _startup_rows(st: dict) -> list[tuple[str, dict]]:
+    return [(kind, st[kind]) for kind in ("warm", "cold") if st.get(kind)]
+
+
+_TRAINING_INTRO = (
+    "`numxent.bench.training`: the same model, data and seed trained "
+    "with `torch.nn.functional.cross_entropy` and with "
+    "`numxent.torch.cross_entropy`, their steps interleaved in one "
+    "process per torch thread count (median of the timed steps); "
+    "the loss's forward+backward timed alone on the model's output; "
+    "peak memory from separate processes (extra resident MiB)."
+)
+_FIT_INTRO = (
+    "`numxent.bench.sklearn_fit`: `CrossEntropyClassifier` vs "
+    '`LogisticRegression(solver="lbfgs")` on the same split, each fit '
+    "timed once after a warm-up fit that compiles numxent's kernels."
+)
+
+
+#: The optional sections, each a module of this package with ``summary(rows)``
+#: and ``markdown(rows)``: (results key = module name, terminal title, report
+#: title, report introduction).
+_SECTIONS = [
+    ("training", "training steps (PyTorch ÷ numxent)", "Training step",
+     _TRAINING_INTRO),
+    ("sklearn_fit", "scikit-learn estimator fit (LogisticRegression ÷ numxent)",
+     "scikit-learn estimator fit", _FIT_INTRO),
+]  # fmt: skip
+
+
+def _section(results: dict, key: str):
+    """``(rows, module)`` of an optional section, or ``(None, None)``."""
+    rows = (results.get(key) or {}).get("rows")
+    if not rows:
+        return None, None
+    return rows, importlib.import_module(f".{key}", __package__)
 
 
 def text_tables(results: dict) -> str:
     """The terminal summary: per op and dtype, each peer's time ÷ np.copyto's,
-    then ÷ numxent's."""
+    then ÷ numxent's; start-up, training steps and estimator fits if run."""
     stat = results["settings"]["stat"]
     parts = []
-    for op, dtype, entries in _groups(results):
-        parts.append(
-            f"{op} {dtype}: {_OP_TITLES.get(op, op)} — {stat} time ÷ np.copyto time"
-        )
-        parts.append(_ratio_table(op, dtype, entries, "ratio_to_copy", "text"))
-        parts.append("")
-    for op, dtype, entries in _groups(results):
+    groups = _groups(results)
+    for op, dtype, entries in groups:
+        parts += [
+            f"{op} {dtype}: {_OP_TITLES.get(op, op)} — {stat} time ÷ np.copyto time",
+            _ratio_table(entries, "ratio_to_copy", markdown=False),
+            "",
+        ]
+    for op, dtype, entries in groups:
         ref = PEERS[entries[0]["reference"]].label
-        parts.append(f"{op} {dtype}: {stat} time ÷ {ref} time (> 1×: numxent faster)")
-        parts.append(_ratio_table(op, dtype, entries, "ratio_to_numxent", "text"))
-        parts.append("")
+        parts += [
+            f"{op} {dtype}: {stat} time ÷ {ref} time (> 1×: numxent faster)",
+            _ratio_table(entries, "ratio_to_numxent", markdown=False),
+            "",
+        ]
     st = results.get("startup")
     if st:
-        parts.append(_startup_text(st))
-    tr = (results.get("training") or {}).get("rows")
-    if tr:
-        from .training import summary
-
-        parts += ["training steps (PyTorch ÷ numxent):"]
-        parts += [f"  {line}" for line in summary(tr)] + [""]
-    fits = (results.get("sklearn_fit") or {}).get("rows")
-    if fits:
-        from .sklearn_fit import summary as fit_summary
-
-        parts += ["scikit-learn estimator fit (LogisticRegression ÷ numxent):"]
-        parts += [f"  {line}" for line in fit_summary(fits)] + [""]
-    rows = targets(results)
-    if rows:
-        missed = [f"{r['target']} {r['limit']:g} at {r['where']} ({r['value']:.2f})"
-                  for r in rows if not r["met"]]  # fmt: skip
-        parts.append(
-            f"speed targets: {len(rows) - len(missed)} of {len(rows)} measured met"
-            + ("; missed: " + "; ".join(missed) if missed else "")
-        )
+        fc = st["first_call"]
+        what = f"cross_entropy {fc['n']}x{fc['c']} {fc['dtype']}, return_grad=True"
+        parts.append(f"start-up: import numxent + first call ({what}), fresh process")
+        parts += [
+            f"  {kind} cache: {s['total_s']:.2f} s (import {s['import_s']:.2f} s"
+            f" + first call {s['first_call_s']:.2f} s; whole process "
+            f"{s['process_s']:.2f} s; best of {s['runs']})"
+            for kind, s in _startup_rows(st)
+        ]
+    for key, title, _, _ in _SECTIONS:
+        rows, module = _section(results, key)
+        if rows:
+            parts += [f"{title}:"] + [f"  {x}" for x in module.summary(rows)] + [""]
     return "\n".join(parts).rstrip() + "\n"
-
-
-def _startup_text(st: dict) -> str:
-    fc = st["first_call"]
-    what = f"cross_entropy {fc['n']}x{fc['c']} {fc['dtype']}, return_grad=True"
-    lines = [f"start-up: import numxent + first call ({what}), fresh process"]
-    for kind in ("warm", "cold"):
-        s = st.get(kind)
-        if s:
-            lines.append(
-                f"  {kind} cache: {s['total_s']:.2f} s (import {s['import_s']:.2f} s"
-                f" + first call {s['first_call_s']:.2f} s; whole process "
-                f"{s['process_s']:.2f} s; best of {s['runs']})"
-            )
-    return "\n".join(lines)
 
 
 def _startup_md(st: dict) -> str:
     fc = st["first_call"]
-    rows = []
-    for kind in ("warm", "cold"):
-        s = st.get(kind)
-        if s:
-            rows.append(
-                [
-                    f"{kind} on-disk cache",
-                    f"{s['total_s']:.2f} s",
-                    f"{s['import_s']:.2f} s",
-                    f"{s['first_call_s']:.2f} s",
-                    f"{s['process_s']:.2f} s",
-                    str(s["runs"]),
-                ]
-            )
-    table = md_table(
-        ["cache", "import + first call", "import", "first call", "whole process",
-         "runs (best of)"],
-        rows,
-        "l",
-    )  # fmt: skip
+    rows = [
+        [f"{kind} on-disk cache"]
+        + [
+            f"{s[k]:.2f} s"
+            for k in ("total_s", "import_s", "first_call_s", "process_s")
+        ]
+        + [str(s["runs"])]
+        for kind, s in _startup_rows(st)
+    ]
+    headers = ["cache", "import + first call", "import", "first call",
+               "whole process", "runs (best of)"]  # fmt: skip
     return (
         f"First call: `cross_entropy` on {fc['n']}×{fc['c']} {fc['dtype']} "
         "with int64 labels, `return_grad=True`, in a fresh Python process. "
         '"Cold" is an empty `NUMBA_CACHE_DIR` (the kernels compile), "warm" '
         'the directory the cold run filled. "Whole process" adds interpreter '
-        "start-up and exit.\n\n" + table
+        "start-up and exit.\n\n" + table(headers, rows, "l")
     )
 
 
@@ -361,8 +256,6 @@ def _machine_rows(m: dict) -> list[list[str]]:
         cores += f", {m['physical_cores']} physical"
     if m.get("usable_cpus") is not None:
         cores += f", {m['usable_cpus']} usable"
-    versions = ", ".join(f"{k} {val}" for k, val in v.items() if val)
-    missing = ", ".join(k for k, val in v.items() if not val)
     rows = [
         ["CPU", str(m.get("cpu"))],
         ["SIMD", ", ".join(m.get("simd") or []) or "—"],
@@ -378,8 +271,9 @@ def _machine_rows(m: dict) -> list[list[str]]:
             f"{_load(m.get('load_average_start'))} at start, "
             f"{_load(m.get('load_average_end'))} at end",
         ],
-        ["versions", versions],
+        ["versions", ", ".join(f"{k} {val}" for k, val in v.items() if val)],
     ]
+    missing = ", ".join(k for k, val in v.items() if not val)
     if missing:
         rows.append(["not installed", missing])
     if m.get("THP_MEM_ALLOC_ENABLE"):
@@ -421,7 +315,7 @@ def markdown_report(results: dict, plot_file: str | None) -> str:
         "",
         "## Machine",
         "",
-        md_table(["", ""], _machine_rows(m), "ll"),
+        table(["", ""], _machine_rows(m), "ll"),
         "",
     ]
     groups = _groups(results)
@@ -435,7 +329,7 @@ def markdown_report(results: dict, plot_file: str | None) -> str:
         ]
         for op, dtype, entries in groups:
             out += [f"### {op} — {_OP_TITLES.get(op, op)}, {dtype}", ""]
-            out += [_ratio_table(op, dtype, entries, "ratio_to_copy", "md"), ""]
+            out += [_ratio_table(entries, "ratio_to_copy", markdown=True), ""]
         out += [
             "## Time ÷ numxent time",
             "",
@@ -446,61 +340,18 @@ def markdown_report(results: dict, plot_file: str | None) -> str:
             "",
         ]
         for op, dtype, entries in groups:
-            ref = PEERS[entries[0]["reference"]].label if entries else ""
+            ref = PEERS[entries[0]["reference"]].label
             out += [f"### {op}, {dtype} (÷ {ref})", ""]
-            out += [_ratio_table(op, dtype, entries, "ratio_to_numxent", "md"), ""]
+            out += [_ratio_table(entries, "ratio_to_numxent", markdown=True), ""]
         out += [f"## Time per call ({stat})", ""]
         for op, dtype, entries in groups:
-            columns = _columns(entries)
-            headers = ["N × C", "np.copyto"] + [PEERS[p].label for p in columns]
-            rows = [
-                [_shape_label(e)]
-                + [format_seconds(e["seconds"].get(p)) for p in ["copyto", *columns]]
-                for e in entries
-            ]
-            out += [f"### {op}, {dtype}", "", md_table(headers, rows, "l"), ""]
+            out += [f"### {op}, {dtype}", "", _time_table(entries), ""]
     if results.get("startup"):
         out += ["## Start-up", "", _startup_md(results["startup"]), ""]
-    tr = (results.get("training") or {}).get("rows")
-    if tr:
-        from .training import markdown as training_md
-
-        out += [
-            "## Training step",
-            "",
-            "`numxent.bench.training`: the same model, data and seed trained "
-            "with `torch.nn.functional.cross_entropy` and with "
-            "`numxent.torch.cross_entropy`, their steps interleaved in one "
-            "process per torch thread count (median of the timed steps); "
-            "the loss's forward+backward timed alone on the model's output; "
-            "peak memory from separate processes (extra resident MiB).",
-            "",
-            training_md(tr),
-        ]
-    fits = (results.get("sklearn_fit") or {}).get("rows")
-    if fits:
-        from .sklearn_fit import markdown as fit_md
-
-        out += [
-            "## scikit-learn estimator fit",
-            "",
-            "`numxent.bench.sklearn_fit`: `CrossEntropyClassifier` vs "
-            '`LogisticRegression(solver="lbfgs")` on the same split, each fit '
-            "timed once after a warm-up fit that compiles numxent's kernels.",
-            "",
-            fit_md(fits),
-        ]
-    rows = targets(results)
-    if rows:
-        out += [
-            "## Speed targets",
-            "",
-            'The targets of the "Speed" issue that this run measured '
-            "(shapes and peers it did not run are not listed).",
-            "",
-            _targets_md(rows),
-            "",
-        ]
+    for key, _, title, intro in _SECTIONS:
+        rows, module = _section(results, key)
+        if rows:
+            out += [f"## {title}", "", intro, "", module.markdown(rows)]
     if plot_file:
         out += [
             "## Plot",
@@ -512,14 +363,15 @@ def markdown_report(results: dict, plot_file: str | None) -> str:
             "",
         ]
     out += ["## Peers", ""]
-    used = {p for e in results.get("results", []) for p in e.get("times", {})}
-    used |= {p for e in results.get("results", []) for p in e.get("skipped", {})}
-    for pid, peer in PEERS.items():
-        if pid in used:
-            out.append(f"- **{peer.label}** (`{pid}`): {peer.description}.")
+    used = {p for e in results.get("results", []) for p in [*e["times"], *e["skipped"]]}
+    out += [
+        f"- **{peer.label}** (`{pid}`): {peer.description}."
+        for pid, peer in PEERS.items()
+        if pid in used
+    ]
     out.append("")
-    if results.get("thp_worker"):
-        tw = results["thp_worker"]
+    tw = results.get("thp_worker")
+    if tw:
         out += [
             f"PyTorch THP ran in a subprocess (torch {tw.get('torch')}, "
             f"{tw.get('torch_threads')} threads, THP_MEM_ALLOC_ENABLE="
@@ -534,20 +386,14 @@ def markdown_report(results: dict, plot_file: str | None) -> str:
     return "\n".join(out)
 
 
-# --------------------------------------------------------------------------
-# README table
+_GRAD_COLUMNS = ["numxent_out", "numxent_alloc", "torch_fwd_bwd", "torch_thp_fwd_bwd",
+                 "jax_jit", "torch_compile", "numpy_ref", "sklearn"]  # fmt: skip
+_FWD_COLUMNS = ["numxent_fwd", "torch_fwd", "torch_thp_fwd", "jax_jit_fwd",
+                "torch_compile_fwd", "numpy_ref_fwd"]  # fmt: skip
 
 
-_README_COLUMNS = {
-    "ce": ["numxent_out", "numxent_alloc", "torch_fwd_bwd", "torch_thp_fwd_bwd",
-           "jax_jit", "torch_compile", "numpy_ref", "sklearn"],
-    "bce": ["numxent_out", "numxent_alloc", "torch_fwd_bwd", "torch_thp_fwd_bwd",
-            "jax_jit", "torch_compile", "numpy_ref", "sklearn"],
-    "ce_fwd": ["numxent_fwd", "torch_fwd", "torch_thp_fwd", "jax_jit_fwd",
-               "torch_compile_fwd", "numpy_ref_fwd"],
-    "bce_fwd": ["numxent_fwd", "torch_fwd", "torch_thp_fwd", "jax_jit_fwd",
-                "torch_compile_fwd", "numpy_ref_fwd"],
-}  # fmt: skip
+def _readme_columns(op: str) -> list[str]:
+    return _FWD_COLUMNS if op.endswith("_fwd") else _GRAD_COLUMNS
 
 
 def readme_table(results: dict) -> str:
@@ -555,34 +401,31 @@ def readme_table(results: dict) -> str:
     out = []
     for op, dtype, entries in _groups(results):
         timed = {p for e in entries for p in e.get("times", {})}
-        columns = [p for p in _README_COLUMNS.get(op, []) if p in timed]
+        columns = [p for p in _readme_columns(op) if p in timed]
         headers = ["N × C", "np.copyto"] + [PEERS[p].label for p in columns]
         rows = [
-            [_shape_label(e), format_seconds(e.get("seconds", {}).get("copyto"))]
-            + [format_ratio(e.get("ratio_to_copy", {}).get(p)) for p in columns]
+            [_shape_label(e), format_seconds(e["seconds"].get("copyto"))]
+            + [format_ratio(e["ratio_to_copy"].get(p)) for p in columns]
             for e in entries
         ]
         out += [
             f"**{_OP_TITLES.get(op, op)}, {dtype}** — time ÷ `np.copyto` time "
             "(1.00× is the memory roofline; lower is faster):",
             "",
-            md_table(headers, rows, "l"),
+            table(headers, rows, "l"),
             "",
         ]
     st = results.get("startup")
     if st:
-        bits = []
-        for kind in ("warm", "cold"):
-            if st.get(kind):
-                bits.append(f"{st[kind]['total_s']:.2f} s with a {kind} on-disk cache")
         fc = st["first_call"]
+        bits = [f"{s['total_s']:.2f} s with a {kind} on-disk cache"
+                for kind, s in _startup_rows(st)]  # fmt: skip
         out += [
             f"Start-up, `import numxent` + first call ({fc['n']}×{fc['c']} "
             f"{fc['dtype']}, loss and gradient) in a fresh process: "
-            + ", ".join(bits)
-            + ".",
+            + ", ".join(bits) + ".",
             "",
-        ]
+        ]  # fmt: skip
     m = results["machine"]
     v = m.get("versions", {})
     vers = ", ".join(
@@ -593,47 +436,32 @@ def readme_table(results: dict) -> str:
     cores = f"{m.get('logical_cpus')} logical CPUs"
     if m.get("physical_cores"):
         cores = f"{m['physical_cores']} cores / " + cores
-    stat = results["settings"]["stat"]
-    out += [
+    s = results["settings"]
+    out.append(
         f"Measured on {m.get('cpu')} ({cores}, {m.get('memory_gib')} GiB), "
         f"{m.get('threads')} threads for numba and torch, numba threading layer "
         f"{m.get('numba_threading_layer')}; {vers}; {m.get('date')}; "
-        f"{stat} of {results['settings']['repeat']} repeats. "
-        f"Made with `{m.get('command')}`.",
-    ]
+        f"{s['stat']} of {s['repeat']} repeats. Made with `{m.get('command')}`."
+    )
     missing = {}
     for e in results.get("results", []):
         for pid, why in e.get("skipped", {}).items():
-            if pid in _README_COLUMNS.get(e["op"], []):
+            if pid in _readme_columns(e["op"]):
                 missing.setdefault(PEERS[pid].label, why)
     if missing:
-        out += [
-            "",
-            "Not measured: "
-            + "; ".join(f"{k} ({v})" for k, v in missing.items())
-            + ".",
-        ]
+        why = "; ".join(f"{k} ({v})" for k, v in missing.items())
+        out += ["", f"Not measured: {why}."]
     return "\n".join(out) + "\n"
 
 
-# --------------------------------------------------------------------------
-# plot
-
-_STYLE = {
-    "numxent_out": ("tab:blue", "-", "o"),
-    "numxent_alloc": ("tab:blue", "--", "s"),
-    "numxent_fwd": ("tab:blue", "-", "o"),
-    "numpy_ref": ("tab:green", "-", "^"),
-    "numpy_ref_fwd": ("tab:green", "-", "^"),
-    "torch_fwd_bwd": ("tab:red", "-", "v"),
-    "torch_fwd": ("tab:red", "-", "v"),
-    "torch_thp_fwd_bwd": ("tab:orange", "-", "v"),
-    "torch_thp_fwd": ("tab:orange", "-", "v"),
-    "sklearn": ("tab:purple", "-", "D"),
-    "torch_compile": ("tab:pink", "-", "P"),
-    "torch_compile_fwd": ("tab:pink", "-", "P"),
-    "jax_jit": ("tab:brown", "-", "x"),
-    "jax_jit_fwd": ("tab:brown", "-", "x"),
+_COLOURS = {
+    "numxent": ("tab:blue", "o"),
+    "numpy": ("tab:green", "^"),
+    "torch": ("tab:red", "v"),
+    "torch_thp": ("tab:orange", "v"),
+    "sklearn": ("tab:purple", "D"),
+    "torch_compile": ("tab:pink", "P"),
+    "jax": ("tab:brown", "x"),
 }
 
 
@@ -659,29 +487,29 @@ def plot(results: dict, path: str) -> str | None:
         # one point per C: the workload with the most elements (least overhead)
         by_c: dict[int, dict] = {}
         for e in entries:
-            if e["c"] not in by_c or e["n"] * e["c"] > by_c[e["c"]]["elements"]:
+            if e["c"] not in by_c or e["elements"] > by_c[e["c"]]["elements"]:
                 by_c[e["c"]] = e
         pts = [by_c[c] for c in sorted(by_c)]
-        cs = [e["c"] for e in pts]
         for pid in ["copyto", *_columns(entries)]:
-            xs, ys = [], []
-            for e in pts:
-                t = e.get("seconds", {}).get(pid)
-                if t is not None:
-                    xs.append(e["c"])
-                    ys.append(t / e["elements"] * 1e9)
-            if not xs:
+            xy = [(e["c"], e["seconds"][pid] / e["elements"] * 1e9)
+                  for e in pts if pid in e["seconds"]]  # fmt: skip
+            if not xy:
                 continue
+            xs, ys = zip(*xy, strict=True)
             if pid == "copyto":
                 ax.plot(xs, ys, "k--", lw=2.5, label="np.copyto (roofline)", zorder=5)
             else:
-                color, ls, marker = _STYLE.get(pid, ("gray", "-", "."))
-                ax.plot(xs, ys, color=color, ls=ls, marker=marker,
+                colour, marker = _COLOURS.get(PEERS[pid].library, ("gray", "."))
+                if pid == "numxent_alloc":
+                    ls, marker = "--", "s"
+                else:
+                    ls = "-"
+                ax.plot(xs, ys, color=colour, ls=ls, marker=marker,
                         label=PEERS[pid].label)  # fmt: skip
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-        ax.set_xticks(cs)
+        ax.set_xticks([e["c"] for e in pts])
         ax.set_xticklabels([f"{e['c']:,}\n(N={e['n']:,})" for e in pts], fontsize=7)
         ax.set_xlabel("classes C")
         ax.set_ylabel("ns per logit")

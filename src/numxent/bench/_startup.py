@@ -3,8 +3,8 @@
 Numba compiles each kernel signature on its first call and caches the machine
 code on disk (``cache=True``). A fresh interpreter therefore pays either the
 compilation ("cold": an empty ``NUMBA_CACHE_DIR``) or the cache load ("warm":
-the directory the cold run just filled). Both are measured in a new process
-each time, against a private cache directory, so the user's own cache is
+the directory the first cold run filled). Both are measured in a new process
+each time, against private cache directories, so the user's own cache is
 neither used nor touched.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -45,7 +46,6 @@ print(json.dumps({"import_s": t1 - t0, "first_call_s": t3 - t2,
                   "threading_layer": nx.threading_layer()}))
 """
 
-
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _EXC_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b")
 
@@ -66,20 +66,16 @@ def error_summary(text: str, limit: int = 300) -> str:
     return out if len(out) <= limit else out[: limit - 1] + "…"
 
 
-def _child_env(cache_dir: str, threads: int | None) -> dict[str, str]:
-    extra = {"NUMBA_CACHE_DIR": cache_dir}
-    if threads is not None:
-        extra["NUMBA_NUM_THREADS"] = str(threads)
-    return child_env(**extra)
-
-
 def run_child(cache_dir: str, threads: int | None = None, timeout: float = 300) -> dict:
     """One fresh process: import numxent, make the data, make the first call."""
+    env = {"NUMBA_CACHE_DIR": cache_dir}
+    if threads is not None:
+        env["NUMBA_NUM_THREADS"] = str(threads)
     shape = [str(FIRST_CALL[k]) for k in ("n", "c", "dtype")]
     t0 = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-c", _CHILD, *shape],
-        env=_child_env(cache_dir, threads),
+        env=child_env(**env),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -117,38 +113,24 @@ def measure_startup(
     Each entry holds the best (min) ``import_s``, ``first_call_s``,
     ``total_s`` (import + first call, timed inside the child) and
     ``process_s`` (the whole child process, interpreter start and exit
-    included) over its runs, plus every run under ``"all"``.
+    included) over its runs, plus every run under ``"all"``. At least one
+    cold run is made: the warm runs reuse the cache the first one wrote.
     """
+    step = on_step or (lambda message, advance: None)
+    dirs: list[str] = []
     cold_runs, warm_runs = [], []
-    keep = None
     try:
         for i in range(max(1, cold_repeat)):
-            d = tempfile.mkdtemp(prefix="numxent-bench-cache-")
-            try:
-                cold_runs.append(run_child(d, threads))
-            except BaseException:
-                _rmtree(d)
-                raise
-            if on_step:
-                on_step(f"cold start {i + 1}/{max(1, cold_repeat)}", 1.0)
-            if keep is None:
-                keep = d  # warm runs reuse the cache this cold run wrote
-            else:
-                _rmtree(d)
+            dirs.append(tempfile.mkdtemp(prefix="numxent-bench-cache-"))
+            cold_runs.append(run_child(dirs[-1], threads))
+            step(f"cold start {i + 1}/{max(1, cold_repeat)}", 1.0)
         for i in range(warm_repeat):
-            warm_runs.append(run_child(keep, threads))
-            if on_step:
-                on_step(f"warm start {i + 1}/{warm_repeat}", 1.0)
+            warm_runs.append(run_child(dirs[0], threads))
+            step(f"warm start {i + 1}/{warm_repeat}", 1.0)
     finally:
-        if keep is not None:
-            _rmtree(keep)
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)
     result = {"first_call": dict(FIRST_CALL), "cold": _summary(cold_runs)}
     if warm_runs:
         result["warm"] = _summary(warm_runs)
     return result
-
-
-def _rmtree(path: str) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)

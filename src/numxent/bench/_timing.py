@@ -19,6 +19,9 @@ Two orders, both in one process:
     round-robin (A B C, A B C, ...), so that a drift in machine load hits
     every peer alike; each sample then starts after another library's call
     and can pay for its pool's spinning.
+
+:func:`time_workload` does it for one workload's peers; the report's process
+and the THP worker both use it.
 """
 
 from __future__ import annotations
@@ -29,7 +32,10 @@ import statistics
 import time
 from collections.abc import Callable
 
-__all__ = ["measure", "summarise"]
+from ._peers import PeerUnavailable, make_peer
+from ._workloads import Workload, make_data
+
+__all__ = ["measure", "summarise", "time_workload"]
 
 
 def _time_calls(fn: Callable[[], object], number: int) -> float:
@@ -86,14 +92,14 @@ def measure(
     """
     if order not in ("block", "interleaved"):
         raise ValueError(f"order must be 'block' or 'interleaved', not {order!r}")
-    names = list(fns)
     numbers: dict[str, int] = {}
     spent: dict[str, float] = {}
     samples: dict[str, list[float]] = {}
     errors: dict[str, str] = {}
-    unit = 1 / max(len(names), 1)
+    unit = 1 / max(len(fns), 1)
+    step = on_step or (lambda message, advance: None)
 
-    def warm_up(name: str) -> bool:
+    def warm_up(name: str) -> None:
         fn = fns[name]
         time.sleep(settle)
         try:
@@ -103,11 +109,11 @@ def measure(
                 t = min(t, _time_calls(fn, 1))
         except Exception as exc:  # a peer's failure is a result, not a crash
             errors[name] = f"{type(exc).__name__}: {exc}"
-            return False
-        numbers[name] = _calibrate(fn, t, min_time)
-        spent[name] = 3 * t
-        samples[name] = []
-        return True
+        else:
+            numbers[name] = _calibrate(fn, t, min_time)
+            spent[name] = 3 * t
+            samples[name] = []
+        step(f"{name} warm-up" + (" failed" if name in errors else ""), unit)
 
     def sample(name: str) -> None:
         if name not in samples or (samples[name] and spent[name] > budget):
@@ -124,33 +130,49 @@ def measure(
     gc_was_enabled = gc.isenabled()
     try:
         if order == "block":
-            for name in names:
+            for name in fns:
                 gc.enable()
-                ok = warm_up(name)
+                warm_up(name)
                 gc.collect()  # outside the timed calls: the previous garbage
                 gc.disable()
-                if on_step:
-                    on_step(f"{name} warm-up" + ("" if ok else " failed"), unit)
                 for r in range(repeat):
                     sample(name)
-                    if on_step:
-                        on_step(f"{name} {r + 1}/{repeat}", unit)
+                    step(f"{name} {r + 1}/{repeat}", unit)
         else:
-            for name in names:
-                ok = warm_up(name)
-                if on_step:
-                    on_step(f"{name} warm-up" + ("" if ok else " failed"), unit)
+            for name in fns:
+                warm_up(name)
             gc.disable()
             for r in range(repeat):
-                for name in names:
+                for name in fns:
                     time.sleep(settle)
                     sample(name)
                 gc.collect()
-                if on_step:
-                    on_step(f"round {r + 1}/{repeat}", 1.0)
+                step(f"round {r + 1}/{repeat}", 1.0)
     finally:
         if gc_was_enabled:
             gc.enable()
 
     stats = {name: summarise(s, numbers[name]) for name, s in samples.items() if s}
     return stats, errors
+
+
+def time_workload(
+    w: Workload, peer_ids: list[str], threads: int, s: dict, on_step=None
+) -> tuple[dict[str, dict], dict[str, str], dict[str, str]]:
+    """Time ``peer_ids`` that run ``w.op`` on the workload's data, with the
+    ``repeat``, ``min_time``, ``budget``, ``order`` and ``seed`` of settings
+    ``s``; ``(stats, unavailable, errors)`` by peer id, the last two reasons."""
+    data = make_data(w, seed=s["seed"])
+    fns, unavailable = {}, {}
+    for pid in peer_ids:
+        try:
+            fns[pid] = make_peer(pid, w, data, threads)
+        except PeerUnavailable as exc:
+            unavailable[pid] = str(exc)
+    stats, errors = measure(
+        fns, repeat=s["repeat"], min_time=s["min_time"], budget=s["budget"],
+        order=s["order"], on_step=on_step,
+    )  # fmt: skip
+    del data, fns
+    gc.collect()
+    return stats, unavailable, errors

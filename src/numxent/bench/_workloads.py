@@ -14,17 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = [
-    "DEFAULT_BCE_SHAPES",
-    "DEFAULT_SHAPES",
-    "ISSUE_SHAPES",
-    "OPS",
-    "QUICK_SHAPES",
-    "SMALL_SHAPES",
-    "Workload",
-    "make_data",
-    "parse_shapes",
-]
+__all__ = ["NAMED_SHAPES", "OPS", "Workload", "make_data", "parse_shapes"]
 
 #: What each op computes; every op's ratios are to ``np.copyto`` of its logits.
 OPS = {
@@ -34,14 +24,18 @@ OPS = {
     "bce_fwd": "binary_cross_entropy_with_logits, {0,1} targets, mean, loss only",
 }
 
-#: The four large shapes of the speed targets (float32 8192x32000 is 1 GB).
-ISSUE_SHAPES = [(1_000_000, 10), (262_144, 100), (65_536, 1_000), (8_192, 32_000)]
-#: The "small call" targets: whole-call overhead, validation included.
-SMALL_SHAPES = [(64, 10), (256, 1_000)]
-DEFAULT_SHAPES = ISSUE_SHAPES + SMALL_SHAPES
-DEFAULT_BCE_SHAPES = [(1_000_000, 100), (64, 10)]
-#: ``--quick``: a few MB per array, enough to leave the caches, and one small call.
-QUICK_SHAPES = [(16_384, 100), (2_048, 1_000), (64, 10)]
+_LARGE = [(1_000_000, 10), (262_144, 100), (65_536, 1_000), (8_192, 32_000)]
+_SMALL = [(64, 10), (256, 1_000)]
+#: The built-in shape lists ``--shapes`` accepts by name. "large": arrays far
+#: bigger than the caches, 10 to 32,000 classes (float32 8192x32000 is 1 GB);
+#: "small": calls where the per-call overhead (validation included) dominates;
+#: "quick": a few MB per array, enough to leave the caches, and one small call.
+NAMED_SHAPES = {
+    "large": _LARGE,
+    "small": _SMALL,
+    "default": _LARGE + _SMALL,
+    "quick": [(16_384, 100), (2_048, 1_000), (64, 10)],
+}
 
 
 @dataclass(frozen=True, order=True)
@@ -61,10 +55,6 @@ class Workload:
         return f"{self.op}|{self.n}x{self.c}|{self.dtype}"
 
     @property
-    def shape(self) -> str:
-        return f"{self.n}x{self.c}"
-
-    @property
     def elements(self) -> int:
         return self.n * self.c
 
@@ -80,34 +70,28 @@ class Workload:
 def parse_shapes(text: str) -> list[tuple[int, int]]:
     """Parse ``"1000000x10,262144x100"`` into ``[(1000000, 10), (262144, 100)]``.
 
-    ``"issue"``, ``"small"``, ``"quick"`` and ``"default"`` name the built-in
-    lists; ``_`` may group digits.
+    The names of :data:`NAMED_SHAPES` stand for their lists; ``_`` may group
+    digits; a shape given twice is kept once.
 
     >>> parse_shapes("1_000x10, 64X3")
     [(1000, 10), (64, 3)]
-    >>> parse_shapes("issue")[-1]
+    >>> parse_shapes("large")[-1]
     (8192, 32000)
     """
-    named = {
-        "issue": ISSUE_SHAPES,
-        "small": SMALL_SHAPES,
-        "quick": QUICK_SHAPES,
-        "default": DEFAULT_SHAPES,
-    }
     shapes: list[tuple[int, int]] = []
     for part in text.split(","):
         part = part.strip().lower()
         if not part:
             continue
-        if part in named:
-            shapes.extend(s for s in named[part] if s not in shapes)
+        if part in NAMED_SHAPES:
+            shapes.extend(s for s in NAMED_SHAPES[part] if s not in shapes)
             continue
         try:
-            n_text, c_text = part.split("x")
-            n, c = int(n_text.replace("_", "")), int(c_text.replace("_", ""))
+            n, c = (int(v.replace("_", "")) for v in part.split("x"))
         except ValueError:
             raise ValueError(
-                f"shape {part!r} is not NxC (for example 262144x100)"
+                f"shape {part!r} is not NxC (for example 262144x100) or one of "
+                + ", ".join(NAMED_SHAPES)
             ) from None
         if n < 1 or c < 1:
             raise ValueError(f"shape {part!r}: N and C must be at least 1")

@@ -1,9 +1,10 @@
 """Fit time: numxent's CrossEntropyClassifier vs LogisticRegression(lbfgs).
 
-The issue's problem: ``make_classification(n_samples, n_features=100,
+The problem: ``make_classification(n_samples, n_features=100,
 n_informative=60, n_classes=50, n_clusters_per_class=1)``, ``C=1,
 tol=1e-4``, float64 and float32, a 75/25 train/test split. Prints fit time,
-L-BFGS iterations and test accuracy for each model and dtype::
+L-BFGS iterations and test accuracy for each model and dtype (a Markdown
+table)::
 
     python -m numxent.bench.sklearn_fit                   # 200,000 samples
     python benchmarks/sklearn_fit.py --n-samples 20000 --threads 2
@@ -49,12 +50,6 @@ def make_problem(n_samples: int, n_features: int, n_classes: int, seed: int = 0)
     return train_test_split(X, y, test_size=0.25, random_state=seed)
 
 
-def make_model(model: str, C: float = 1.0, tol: float = 1e-4, max_iter: int = 1000):
-    if model == "numxent":
-        return CrossEntropyClassifier(C=C, tol=tol, max_iter=max_iter)
-    return LogisticRegression(C=C, tol=tol, max_iter=max_iter, solver="lbfgs")
-
-
 def warm_up(dtype) -> None:
     """Compile numxent's kernels for ``dtype`` outside the timings."""
     X, _, y, _ = make_problem(2000, 20, 5)
@@ -63,11 +58,15 @@ def warm_up(dtype) -> None:
         CrossEntropyClassifier(max_iter=5).fit(X.astype(dtype), y)
 
 
-def time_fit(model: str, data, dtype, **params) -> dict:
+def time_fit(model: str, data, dtype, C=1.0, tol=1e-4, max_iter=1000) -> dict:
+    """Fit ``model`` ("numxent" or "sklearn") on ``data`` as ``dtype``, timed."""
     X_train, X_test, y_train, y_test = data
     X_train = np.ascontiguousarray(X_train, dtype=dtype)
     X_test = np.ascontiguousarray(X_test, dtype=dtype)
-    est = make_model(model, **params)
+    if model == "numxent":
+        est = CrossEntropyClassifier(C=C, tol=tol, max_iter=max_iter)
+    else:
+        est = LogisticRegression(C=C, tol=tol, max_iter=max_iter, solver="lbfgs")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         t0 = time.perf_counter()
@@ -126,43 +125,40 @@ def run_fits(
     return rows
 
 
-def _pairs(rows):
-    """(numxent row, sklearn row) per dtype, where both ran."""
-    by = {(r["model"], r["dtype"]): r for r in rows}
-    for dtype in dict.fromkeys(r["dtype"] for r in rows):
-        if ("numxent", dtype) in by and ("sklearn", dtype) in by:
-            yield by[("numxent", dtype)], by[("sklearn", dtype)]
-
-
 def summary(rows) -> list[str]:
+    """One line per dtype where both models ran: speed-up, iterations, accuracy."""
+    by = {(r["model"], r["dtype"]): r for r in rows}
     return [
         f"{n['dtype']}: fit {s['fit_s'] / n['fit_s']:.2f}× faster with numxent "
         f"({n['fit_s']:.2f} s vs {s['fit_s']:.2f} s, {n['n_iter']} vs {s['n_iter']} "
         f"iterations, test accuracy {n['test_accuracy']:.4f} vs "
         f"{s['test_accuracy']:.4f})"
-        for n, s in _pairs(rows)
+        for dtype in dict.fromkeys(r["dtype"] for r in rows)
+        if (n := by.get(("numxent", dtype))) and (s := by.get(("sklearn", dtype)))
     ]
 
 
 def markdown(rows) -> str:
     """The rows as a Markdown table plus the per-dtype comparison lines."""
+    from ._report import table
+
     r0 = rows[0]
+    cells = [
+        ["CrossEntropyClassifier" if r["model"] == "numxent" else "LogisticRegression",
+         r["dtype"], f"{r['fit_s']:.2f}", str(r["n_iter"]),
+         f"{r['test_accuracy']:.4f}", "yes" if r["converged"] else "no"]
+        for r in rows
+    ]  # fmt: skip
+    headers = ["model", "dtype", "fit s", "L-BFGS iterations", "test accuracy",
+               "converged"]  # fmt: skip
     out = [
         f"`make_classification({r0['n_samples']:,}, {r0['n_features']} features, "
         f"{r0['n_classes']} classes)`, 75/25 split, C=1, tol=1e-4, "
         f"{r0['threads']} thread(s) for Numba and BLAS.",
         "",
-        "| model | dtype | fit s | L-BFGS iterations | test accuracy | converged |",
-        "|---|---|--:|--:|--:|---|",
+        table(headers, cells, "llrrrl"),
+        "",
     ]
-    for r in rows:
-        name = "CrossEntropyClassifier" if r["model"] == "numxent" else (
-            "LogisticRegression")  # fmt: skip
-        out.append(
-            f"| {name} | {r['dtype']} | {r['fit_s']:.2f} | {r['n_iter']} "
-            f"| {r['test_accuracy']:.4f} | {'yes' if r['converged'] else 'no'} |"
-        )
-    out.append("")
     out += [f"- {line}" for line in summary(rows)]
     return "\n".join(out) + "\n"
 
@@ -179,32 +175,20 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--max-iter", type=int, default=1000)
     p.add_argument("--threads", type=int, default=None, help="numba + BLAS threads")
     p.add_argument("--json", default=None, help="write the results here")
-    args = p.parse_args(argv)
-
-    print(
-        f"make_classification({args.n_samples}, {args.n_features} features, "
-        f"{args.n_classes} classes), C={args.C}, tol={args.tol}, "
-        f"{platform.processor() or platform.machine()}"
+    opts = vars(p.parse_args(argv))  # the names of run_fits' parameters
+    out = opts.pop("json")
+    opts["dtypes"], opts["models"] = (
+        opts["dtypes"].split(","),
+        opts["models"].split(","),
     )
-    print(f"{'model':8} {'dtype':8} {'fit s':>9} {'iter':>5} {'test acc':>9}")
-
     results = run_fits(
-        n_samples=args.n_samples, n_features=args.n_features,
-        n_classes=args.n_classes, dtypes=args.dtypes.split(","),
-        models=args.models.split(","), threads=args.threads, C=args.C,
-        tol=args.tol, max_iter=args.max_iter,
-        on_step=lambda m: print(f"  done: {m}", file=sys.stderr, flush=True),
-    )  # fmt: skip
-    for r in results:
-        flag = "" if r["converged"] else "  (max_iter reached)"
-        print(
-            f"{r['model']:8} {r['dtype']:8} {r['fit_s']:9.2f} {r['n_iter']:5d} "
-            f"{r['test_accuracy']:9.4f}{flag}"
-        )
-    for line in summary(results):
-        print(line)
-    if args.json:
-        with open(args.json, "w") as f:
+        on_step=lambda m: print(f"  done: {m}", file=sys.stderr, flush=True), **opts
+    )
+    print(markdown(results))
+    cpu = platform.processor() or platform.machine()
+    print(f"C={opts['C']}, tol={opts['tol']}, {cpu}")
+    if out:
+        with open(out, "w") as f:
             json.dump(results, f, indent=2)
     return results
 

@@ -2,8 +2,8 @@
 
 Run it as ``numxent-bench --training`` (a section of the report),
 ``python -m numxent.bench.training`` or ``python benchmarks/train_step.py``
-(defaults are the issue's sizes; ``--quick`` runs batch and tokens 1,024).
-Two workloads, same model, data and seed for both losses:
+(``--quick`` runs batch and tokens 1,024). Two workloads, same model, data
+and seed for both losses:
 
 - ``mlp``: Linear(in, hidden) -> ReLU -> Linear(hidden, classes), batch N;
 - ``lm``:  an LM head, Linear(hidden, vocab) on N tokens (+ the loss).
@@ -43,6 +43,21 @@ import subprocess
 import sys
 import time
 
+DEFAULTS = dict(
+    tasks="mlp,lm", threads="1,all", batch=4096, lm_tokens=4096, mlp_classes=1000,
+    mlp_in=256, mlp_hidden=512, lm_hidden=512, vocab=32000, steps=5, warmup=1,
+    loss_reps=21,
+)  # fmt: skip
+QUICK = dict(batch=1024, lm_tokens=1024)
+_HELP = {
+    "tasks": "comma list of mlp, lm",
+    "threads": "comma list of torch thread counts ('all': every CPU)",
+    "batch": "MLP samples a batch",
+    "lm_tokens": "LM tokens a batch",
+    "steps": "timed steps",
+    "loss_reps": "timed loss forward+backward calls",
+}
+
 
 def _status_mib(field: str) -> float | None:
     try:
@@ -55,21 +70,6 @@ def _status_mib(field: str) -> float | None:
     return None
 
 
-def _reset_peak() -> bool:
-    """Reset the kernel's resident high-water mark (Linux >= 4.0)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _rss_mib() -> float:
-    rss = _status_mib("VmRSS")
-    return _peak_mib() if rss is None else rss
-
-
 def _peak_mib() -> float:
     hwm = _status_mib("VmHWM")
     if hwm is not None:
@@ -80,8 +80,12 @@ def _peak_mib() -> float:
 
 def _extra_peak(fn) -> float:
     """MiB of resident memory fn() adds at its peak over what is resident now."""
-    _reset_peak()
-    before = _rss_mib()
+    try:  # reset the kernel's resident high-water mark (Linux >= 4.0)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+    before = _status_mib("VmRSS") or _peak_mib()
     fn()
     return _peak_mib() - before
 
@@ -120,11 +124,10 @@ def _setup(cfg):
 def _step(model, opt, loss_fn, x, y):
     t0 = time.perf_counter()
     opt.zero_grad(set_to_none=True)
-    out = model(x)
-    loss = loss_fn(out, y)
+    loss = loss_fn(model(x), y)
     loss.backward()
     opt.step()
-    return time.perf_counter() - t0, loss.item(), out.detach()
+    return time.perf_counter() - t0, loss.item()
 
 
 def child_memory(cfg) -> dict:
@@ -155,12 +158,12 @@ def child_time(cfg) -> dict:
     for impl in fns:
         model, x, y = _build(cfg, torch)  # same seed: same model and data
         opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"])
-        runs[impl] = dict(model=model, opt=opt, steps=[], losses=[], out=None)
+        runs[impl] = dict(model=model, opt=opt, steps=[], losses=[])
     order = list(fns)
     for i in range(cfg["warmup"] + cfg["steps"]):
         for impl in order if i % 2 == 0 else order[::-1]:
             r = runs[impl]
-            dt, loss, r["out"] = _step(r["model"], r["opt"], fns[impl], x, y)
+            dt, loss = _step(r["model"], r["opt"], fns[impl], x, y)
             r["losses"].append(loss)
             if i >= cfg["warmup"]:
                 r["steps"].append(dt)
@@ -188,12 +191,11 @@ def child_time(cfg) -> dict:
 def _run_child(cfg) -> dict:
     from ._machine import child_env
 
-    env = child_env()
     proc = subprocess.run(
         [sys.executable, "-m", "numxent.bench.training", "--child", json.dumps(cfg)],
         capture_output=True,
         text=True,
-        env=env,
+        env=child_env(),
     )
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-3:]
@@ -203,16 +205,8 @@ def _run_child(cfg) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-DEFAULTS = dict(
-    tasks="mlp,lm", threads="1,all", batch=4096, lm_tokens=4096, mlp_classes=1000,
-    mlp_in=256, mlp_hidden=512, lm_hidden=512, vocab=32000, steps=5, warmup=1,
-    loss_reps=21,
-)  # fmt: skip
-QUICK = dict(batch=1024, lm_tokens=1024)
-
-
 def run_training(on_step=None, **opts) -> list[dict]:
-    """Run the grid; one row per (task, torch threads, loss).
+    """Run the grid; one row per (task, torch threads, loss), torch's first.
 
     ``opts`` override :data:`DEFAULTS`; ``on_step(message)`` is called after
     each child process.
@@ -222,37 +216,27 @@ def run_training(on_step=None, **opts) -> list[dict]:
     threads = [
         ncpu if str(s) == "all" else int(s) for s in str(o["threads"]).split(",")
     ]
+    step = on_step or (lambda message: None)
     rows = []
     for task in o["tasks"].split(","):
-        if task not in ("mlp", "lm"):
+        if task == "mlp":
+            shape = dict(in_features=o["mlp_in"], hidden=o["mlp_hidden"],
+                         classes=o["mlp_classes"], batch=o["batch"])  # fmt: skip
+        elif task == "lm":
+            shape = dict(hidden=o["lm_hidden"], classes=o["vocab"],
+                         batch=o["lm_tokens"])  # fmt: skip
+        else:
             raise ValueError(f"tasks: unknown task {task!r} (mlp, lm)")
-        shape = (
-            dict(
-                in_features=o["mlp_in"],
-                hidden=o["mlp_hidden"],
-                classes=o["mlp_classes"],
-            )
-            if task == "mlp"
-            else dict(hidden=o["lm_hidden"], classes=o["vocab"])
-        )
-        batch = o["batch"] if task == "mlp" else o["lm_tokens"]
+        base = dict(task=task, seed=0, lr=0.1, **shape)
         mem = {}
         for impl in ("torch", "numxent"):
-            cfg = dict(
-                mode="memory", task=task, impl=impl, threads=ncpu, seed=0, lr=0.1,
-                batch=batch, **shape,
-            )  # fmt: skip
-            mem[impl] = _run_child(cfg)
-            if on_step:
-                on_step(f"{task} memory {impl}")
+            mem[impl] = _run_child(dict(base, mode="memory", impl=impl, threads=ncpu))
+            step(f"{task} memory {impl}")
         for th in threads:
-            cfg = dict(
-                mode="time", task=task, threads=th, seed=0, lr=0.1, batch=batch,
-                steps=o["steps"], warmup=o["warmup"], loss_reps=o["loss_reps"], **shape,
-            )  # fmt: skip
+            cfg = dict(base, mode="time", threads=th, steps=o["steps"],
+                       warmup=o["warmup"], loss_reps=o["loss_reps"])  # fmt: skip
             res = _run_child(cfg)
-            if on_step:
-                on_step(f"{task} time threads={th}")
+            step(f"{task} time threads={th}")
             t, n = res["torch"]["final_loss"], res["numxent"]["final_loss"]
             for impl in ("torch", "numxent"):
                 rows.append(
@@ -263,28 +247,27 @@ def run_training(on_step=None, **opts) -> list[dict]:
 
 
 def n_children(**opts) -> int:
+    """How many child processes :func:`run_training` starts (progress units)."""
     o = {**DEFAULTS, **opts}
-    tasks = len(o["tasks"].split(","))
-    return tasks * (2 + len(str(o["threads"]).split(",")))
+    return len(o["tasks"].split(",")) * (2 + len(str(o["threads"]).split(",")))
 
 
 def markdown(rows: list[dict]) -> str:
     """The rows as a Markdown table plus one summary line per comparison."""
-    out = [
-        "| task | N × C | torch threads | loss | step ms | loss fwd+bwd ms "
-        "| loss share | loss peak MiB | step peak MiB | final loss |",
-        "|---|---|--:|---|--:|--:|--:|--:|--:|--:|",
-    ]
-    for r in rows:
-        out.append(
-            f"| {r['task']} | {r['batch']:,} × {r['classes']:,} | {r['threads']} "
-            f"| {r['impl']} | {r['step_ms']:.1f} | {r['loss_ms']:.1f} "
-            f"| {r['loss_ms'] / r['step_ms']:.0%} | {r['loss_peak_MiB']:.0f} "
-            f"| {r['step_peak_MiB']:.0f} | {r['final_loss']:.6f} |"
-        )
-    out.append("")
-    for line in summary(rows):
-        out.append(f"- {line}")
+    from ._report import table
+
+    headers = ["task", "N × C", "torch threads", "loss", "step ms",
+               "loss fwd+bwd ms", "loss share", "loss peak MiB", "step peak MiB",
+               "final loss"]  # fmt: skip
+    cells = [
+        [r["task"], f"{r['batch']:,} × {r['classes']:,}", str(r["threads"]),
+         r["impl"], f"{r['step_ms']:.1f}", f"{r['loss_ms']:.1f}",
+         f"{r['loss_ms'] / r['step_ms']:.0%}", f"{r['loss_peak_MiB']:.0f}",
+         f"{r['step_peak_MiB']:.0f}", f"{r['final_loss']:.6f}"]
+        for r in rows
+    ]  # fmt: skip
+    out = [table(headers, cells, "llrl"), ""]
+    out += [f"- {line}" for line in summary(rows)]
     if rows:
         n0 = rows[1]
         out.append(
@@ -295,39 +278,26 @@ def markdown(rows: list[dict]) -> str:
 
 
 def summary(rows: list[dict]) -> list[str]:
-    lines = []
-    for i in range(0, len(rows) - 1, 2):
-        t, n = rows[i], rows[i + 1]
-        lines.append(
-            f"{t['task']} {t['batch']:,}×{t['classes']:,}, "
-            f"torch threads={t['threads']}: "
-            f"step {t['step_ms'] / n['step_ms']:.2f}×, "
-            f"loss fwd+bwd {t['loss_ms'] / n['loss_ms']:.1f}× faster with numxent; "
-            f"loss peak memory {n['loss_peak_MiB']:.0f} vs "
-            f"{t['loss_peak_MiB']:.0f} MiB; "
-            f"final loss rel. diff {t['loss_rel_diff']:.1e}"
-        )
-    return lines
+    """One line per (torch, numxent) pair of rows: the speed-ups and memory."""
+    return [
+        f"{t['task']} {t['batch']:,}×{t['classes']:,}, torch threads={t['threads']}: "
+        f"step {t['step_ms'] / n['step_ms']:.2f}×, "
+        f"loss fwd+bwd {t['loss_ms'] / n['loss_ms']:.1f}× faster with numxent; "
+        f"loss peak memory {n['loss_peak_MiB']:.0f} vs {t['loss_peak_MiB']:.0f} MiB; "
+        f"final loss rel. diff {t['loss_rel_diff']:.1e}"
+        for t, n in zip(rows[0::2], rows[1::2], strict=False)
+    ]
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--child", help=argparse.SUPPRESS)
-    d = DEFAULTS
-    p.add_argument("--tasks", default=d["tasks"], help="comma list of mlp, lm")
-    p.add_argument("--threads", default=d["threads"], help="torch thread counts")
-    p.add_argument("--batch", type=int, help=f"MLP samples a batch ({d['batch']})")
-    p.add_argument(
-        "--lm-tokens", type=int, help=f"LM tokens a batch ({d['lm_tokens']})"
-    )
-    p.add_argument("--mlp-classes", type=int, default=d["mlp_classes"])
-    p.add_argument("--mlp-in", type=int, default=d["mlp_in"])
-    p.add_argument("--mlp-hidden", type=int, default=d["mlp_hidden"])
-    p.add_argument("--lm-hidden", type=int, default=d["lm_hidden"])
-    p.add_argument("--vocab", type=int, default=d["vocab"])
-    p.add_argument("--steps", type=int, default=d["steps"], help="timed steps")
-    p.add_argument("--warmup", type=int, default=d["warmup"])
-    p.add_argument("--loss-reps", type=int, default=d["loss_reps"])
+    for key, default in DEFAULTS.items():
+        p.add_argument(
+            "--" + key.replace("_", "-"),
+            type=type(default),
+            help=f"{_HELP.get(key, key.replace('_', ' '))} (default {default})",
+        )
     p.add_argument("--json", help="also write the rows here")
     p.add_argument("--quick", action="store_true", help="batch and tokens 1024")
     a = p.parse_args(argv)
@@ -350,8 +320,7 @@ def main(argv=None) -> int:
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=1)
-    bad = [r for r in rows if r["loss_rel_diff"] > 1e-4]
-    return 1 if bad else 0
+    return 1 if any(r["loss_rel_diff"] > 1e-4 for r in rows) else 0
 
 
 if __name__ == "__main__":

@@ -153,7 +153,7 @@ def _tbb_library_candidates() -> list[str]:
 
 def _tbb_importable() -> bool:
     try:
-        from numba.np.ufunc import tbbpool  # noqa: F401
+        from numba.np.ufunc import tbbpool  # type: ignore[attr-defined]  # noqa: F401
     except ImportError:
         return False
     return True

@@ -138,7 +138,8 @@ class Progress:
     """tqdm's bar on stderr; without tqdm, one line each time the group changes."""
 
     def __init__(self, total: float, enabled: bool = True):
-        self.enabled, self.group, self.bar = enabled, None, None
+        self.enabled, self.bar = enabled, None
+        self.group: str | None = None
         try:
             from tqdm import tqdm
         except ImportError:
@@ -304,7 +305,7 @@ def run(s: dict, threads: int, command: str, quiet: bool = False) -> dict:
              "skipped": {**unavailable, **errors}}
         )  # fmt: skip
 
-    thp_info = None
+    thp_info: dict | None = None
     if thp_workloads:
         reason = None
         if importlib.util.find_spec("torch") is None:
@@ -323,7 +324,7 @@ def run(s: dict, threads: int, command: str, quiet: bool = False) -> dict:
                 for pid in thp_peers:
                     if w.op in PEERS[pid].ops:
                         by_group[w.group]["skipped"][pid] = reason
-        else:
+        elif thp_info is not None:
             for r in thp_info.pop("results"):
                 e = by_group[Workload(r["op"], r["n"], r["c"], r["dtype"]).group]
                 copy = r["times"].pop("copyto", None)

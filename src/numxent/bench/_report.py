@@ -443,7 +443,7 @@ def readme_table(results: dict) -> str:
         f"{m.get('numba_threading_layer')}; {vers}; {m.get('date')}; "
         f"{s['stat']} of {s['repeat']} repeats. Made with `{m.get('command')}`."
     )
-    missing = {}
+    missing: dict[str, list[str]] = {}
     for e in results.get("results", []):
         for pid, why in e.get("skipped", {}).items():
             if pid in _readme_columns(e["op"]):

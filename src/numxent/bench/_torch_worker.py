@@ -46,7 +46,9 @@ def run_worker(workloads, peers: list[str], s: dict, threads: int, advance) -> d
         text=True,
         env=env,
     )
-    result, tail = None, []
+    result = None
+    tail: list[str] = []
+    assert proc.stdin is not None and proc.stdout is not None  # both PIPE
     try:
         proc.stdin.write(json.dumps(spec))
         proc.stdin.close()

@@ -167,7 +167,7 @@ def child_time(cfg) -> dict:
             r["losses"].append(loss)
             if i >= cfg["warmup"]:
                 r["steps"].append(dt)
-    loss_times = {impl: [] for impl in fns}
+    loss_times: dict[str, list[float]] = {impl: [] for impl in fns}
     outs = {impl: runs[impl]["model"](x) for impl in fns}  # non-leaf logits
     for i in range(cfg["loss_reps"] + 1):
         for impl in order if i % 2 == 0 else order[::-1]:

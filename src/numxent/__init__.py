@@ -8,6 +8,7 @@
 """
 
 from ._config import threading_layer
+from .errors import InvalidTypeError, InvalidValueError, LabelIndexError, NumxentError
 from .functional import (
     binary_cross_entropy_with_logits,
     cross_entropy,
@@ -19,6 +20,10 @@ from .functional import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "InvalidTypeError",
+    "InvalidValueError",
+    "LabelIndexError",
+    "NumxentError",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
     "log_softmax",

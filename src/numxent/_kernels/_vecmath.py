@@ -123,7 +123,8 @@ def row_max(bits):
     inf_bits = itype(0x7F800000) if bits == 32 else itype(0x7FF0000000000000)
     # key(-inf): keys below it are negative NaNs; keys from inf_bits = key(+inf)
     # up are +inf or positive NaNs. So the row is "finite" iff its key range
-    # lies in [key(-inf), inf_bits) -- a min and a max, no per-element NaN test.
+    # lies in [key(-inf), inf_bits) -- a min and a max, no per-element NaN test
+    # -- and its max is above key(-inf) (a row of -inf has no finite max).
     neg_inf_key = itype(itype(-1) << shift) ^ abs_mask ^ inf_bits
 
     def row_max(xi, i):
@@ -136,7 +137,8 @@ def row_max(bits):
             key_max = key if key > key_max else key_max
             key_min = key if key < key_min else key_min
         m_bits = itype(key_max ^ ((key_max >> shift) & abs_mask))
-        return bits_to_float(m_bits), key_max < inf_bits and key_min >= neg_inf_key
+        finite = key_max < inf_bits and key_min >= neg_inf_key
+        return bits_to_float(m_bits), finite and key_max != neg_inf_key
 
     return row_max
 

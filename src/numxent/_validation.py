@@ -16,6 +16,7 @@ also keeps the kernels' compiled signatures to one per logits dtype.
 from __future__ import annotations
 
 import operator
+from typing import NoReturn
 
 import numpy as np
 
@@ -103,6 +104,14 @@ def check_ignore_index(ignore_index) -> int:
         raise InvalidTypeError(
             f"ignore_index must be an integer, got {ignore_index!r}"
         ) from None
+
+
+def check_nonneg_int(value, name: str) -> int:
+    """``int(value)``, checked >= 0."""
+    n = int(value)
+    if n < 0:
+        raise InvalidValueError(f"{name} must be >= 0, got {n}")
+    return n
 
 
 def check_axis(axis, ndim: int) -> int:
@@ -221,9 +230,11 @@ def hard_labels(
     return readonly(np.ascontiguousarray(y, dtype=np.int64)), IGNORED_LABEL
 
 
-def raise_bad_label(flat, pos: int, n_classes: int, lead_shape: tuple):
-    where = np.unravel_index(pos, lead_shape) if lead_shape else ()
-    where = tuple(int(p) for p in where)
+def raise_bad_label(flat, pos: int, n_classes: int, lead_shape: tuple) -> NoReturn:
+    """Raise the LabelIndexError for the bad label at flat position ``pos``
+    (found by a kernel's label scan, or by ``hard_labels``)."""
+    idx = np.unravel_index(pos, lead_shape) if lead_shape else ()
+    where = tuple(int(p) for p in idx)
     loc = f"position {where}" if len(where) != 1 else f"position {where[0]}"
     raise LabelIndexError(
         f"target holds class index {flat[pos]} at {loc}, outside [0, {n_classes}) "
@@ -270,7 +281,9 @@ def check_bce_target(target, x: np.ndarray) -> np.ndarray:
     return t
 
 
-def broadcast_weight(w: np.ndarray, name: str, shape: tuple, rows: int, cols: int):
+def broadcast_weight(
+    w: np.ndarray | np.generic, name: str, shape: tuple, rows: int, cols: int
+):
     """``w`` broadcast to ``shape`` and viewed as (rows, cols), read-only."""
     try:
         b = np.broadcast_to(w, shape)

@@ -9,6 +9,7 @@
 
 from ._config import CacheWarning, threading_layer
 from ._version import __version__
+from .errors import InvalidTypeError, InvalidValueError, LabelIndexError, NumxentError
 from .functional import (
     binary_cross_entropy_with_logits,
     cross_entropy,
@@ -19,6 +20,10 @@ from .functional import (
 
 __all__ = [
     "CacheWarning",
+    "InvalidTypeError",
+    "InvalidValueError",
+    "LabelIndexError",
+    "NumxentError",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
     "log_softmax",

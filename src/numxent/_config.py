@@ -1,4 +1,5 @@
-"""Threading layer, fork handling and the on-disk cache of compiled kernels.
+"""Threading layer, fork handling, the on-disk cache of compiled kernels and
+the primitive that runs a parallel kernel.
 
 Numba has three threading layers and only one of them is safe both when many
 Python threads call a parallel kernel at once and when the process forks after
@@ -48,15 +49,10 @@ from numba.np.ufunc import parallel as _numba_parallel
 __all__ = [
     "CacheWarning",
     "JIT_CACHE",
-    "launch",
-    "launch_parallel",
-    "runs_serial",
+    "forked_after_openmp",
+    "run_parallel",
     "threading_layer",
-    "SERIAL_BELOW",
 ]
-
-# Below this many logits a parallel launch costs more than it saves.
-SERIAL_BELOW = 1 << 15
 
 
 class CacheWarning(UserWarning):
@@ -226,42 +222,28 @@ def threading_layer() -> str | None:
     return _layer
 
 
-def launch(
-    parallel_kernel, serial_kernel, n_elements: int, *args, serial_below=SERIAL_BELOW
-) -> None:
-    """Run a kernel pair's parallel or serial variant on ``args``.
-
-    Both variants compute every row with the same code, so which one runs
-    never changes a result bit. ``serial_below``: the size (logits) under
-    which the serial variant is faster, measured per kernel pair.
-    """
-    if n_elements < serial_below or _omp_inherited:
-        serial_kernel(*args)
-    else:
-        launch_parallel(parallel_kernel, *args)
+def forked_after_openmp() -> bool:
+    """Whether this process is a forked child of one whose GNU OpenMP pool
+    ran: its parallel kernels would hang, so the serial ones run instead."""
+    return _omp_inherited
 
 
-def runs_serial(n_elements: int, serial_below=SERIAL_BELOW) -> bool:
-    """Whether ``launch`` would run the serial variant for this size."""
-    return n_elements < serial_below or _omp_inherited
-
-
-def launch_parallel(parallel_kernel, *args) -> None:
-    """Run a parallel kernel, serialised where the threading layer needs it."""
+def run_parallel(parallel_kernel, *args):
+    """Run a parallel kernel, serialised where the threading layer needs it;
+    returns what the kernel returns."""
     global _layer
     layer = _layer
     if layer is None:
         # The first launch starts Numba's pool; only then is the layer known.
         with _lock:
             _check_layer()
-            parallel_kernel(*args)
+            result = parallel_kernel(*args)
             try:
                 _layer = numba.threading_layer()
             except ValueError:  # NUMBA_DISABLE_JIT=1: no pool was started
                 pass
-        return
+        return result
     if layer == "workqueue":
         with _lock:
-            parallel_kernel(*args)
-    else:
-        parallel_kernel(*args)
+            return parallel_kernel(*args)
+    return parallel_kernel(*args)

@@ -1,4 +1,11 @@
-"""Input checks and coercions: every error numxent raises comes from here.
+"""Input checks and coercions: every input error numxent raises comes from here.
+
+Each check raises one of :mod:`numxent.errors`' classes (a ``NumxentError``
+that is also the built-in ``ValueError`` / ``TypeError`` / ``IndexError``).
+One check runs elsewhere: the range of hard labels is scanned by the compiled
+kernels (a Python-side scan would read the labels a second time), which
+return the position of the first bad label; :func:`raise_bad_label` turns
+that position into the error, before any output is written.
 
 All checks run before anything is written, so a call that raises leaves
 ``out`` (and in-place logits) untouched. Nothing here modifies an input:
@@ -9,8 +16,11 @@ also keeps the kernels' compiled signatures to one per logits dtype.
 from __future__ import annotations
 
 import operator
+from typing import NoReturn
 
 import numpy as np
+
+from .errors import InvalidTypeError, InvalidValueError, LabelIndexError
 
 _COMPUTE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _FLOAT_TYPES = (np.float32, np.float64, np.float16)
@@ -20,7 +30,7 @@ _REDUCTIONS = ("mean", "sum", "none")
 def readonly(a: np.ndarray) -> np.ndarray:
     """A read-only view of ``a`` (the caller's array keeps its own flags)."""
     v = a.view()
-    v.setflags(write=False)  # (~100 ns less than assigning flags.writeable)
+    v.setflags(write=False)  # (cheaper than assigning flags.writeable)
     return v
 
 
@@ -37,17 +47,17 @@ def check_logits(
 ) -> np.ndarray:
     x = np.asarray(logits)
     if x.dtype.type not in _FLOAT_TYPES:  # (byte order aside; the fast test)
-        raise TypeError(
+        raise InvalidTypeError(
             f"{name} must be a floating array (float16, float32 or float64), "
             f"got dtype {x.dtype}; cast it, e.g. {name}.astype(np.float32)"
         )
     if x.ndim < min_ndim:
-        raise ValueError(
+        raise InvalidValueError(
             f"{name} must have at least {min_ndim} dimension(s) with classes on "
             f"the last axis, got a {x.ndim}-d array of shape {x.shape}"
         )
     if need_classes and x.shape[-1] == 0:
-        raise ValueError(
+        raise InvalidValueError(
             f"{name} has 0 classes (shape {x.shape}); the last axis must be non-empty"
         )
     return x
@@ -67,7 +77,7 @@ def compute_dtype(x: np.ndarray) -> np.dtype:
 
 def check_reduction(reduction) -> str:
     if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
-        raise ValueError(
+        raise InvalidValueError(
             f"reduction must be one of 'mean', 'sum', 'none', got {reduction!r}"
         )
     return reduction
@@ -77,11 +87,13 @@ def check_label_smoothing(label_smoothing) -> float:
     try:
         eps = float(label_smoothing)
     except (TypeError, ValueError):
-        raise TypeError(
+        raise InvalidTypeError(
             f"label_smoothing must be a float in [0, 1], got {label_smoothing!r}"
         ) from None
     if not 0.0 <= eps <= 1.0:  # also rejects NaN
-        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
+        raise InvalidValueError(
+            f"label_smoothing must be in [0, 1], got {label_smoothing!r}"
+        )
     return eps
 
 
@@ -89,9 +101,38 @@ def check_ignore_index(ignore_index) -> int:
     try:
         return int(operator.index(ignore_index))
     except TypeError:
-        raise TypeError(
+        raise InvalidTypeError(
             f"ignore_index must be an integer, got {ignore_index!r}"
         ) from None
+
+
+def check_nonneg_int(value, name: str) -> int:
+    """``int(value)``, checked >= 0."""
+    n = int(value)
+    if n < 0:
+        raise InvalidValueError(f"{name} must be >= 0, got {n}")
+    return n
+
+
+def check_axis(axis, ndim: int) -> int:
+    """``axis`` as an int in [-ndim, ndim)."""
+    try:
+        axis = int(operator.index(axis))
+    except TypeError:
+        raise InvalidTypeError(f"axis must be an integer, got {axis!r}") from None
+    if not -ndim <= axis < ndim:
+        raise InvalidValueError(f"axis={axis} is out of range for x with {ndim} dims")
+    return axis
+
+
+def check_soft_ignore_index(ignore_index: int) -> None:
+    """Class-probability targets have no labels to ignore: only the default
+    (or another negative value) is accepted."""
+    if ignore_index >= 0:
+        raise InvalidValueError(
+            f"ignore_index={ignore_index} applies to class-index targets only; with "
+            "class-probability targets leave it at its default (-100)"
+        )
 
 
 def check_nonneg_weights(w, name: str, shape: tuple | None) -> np.ndarray:
@@ -102,18 +143,20 @@ def check_nonneg_weights(w, name: str, shape: tuple | None) -> np.ndarray:
     """
     a = np.asarray(w)
     if a.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must be a real numeric array, got dtype {a.dtype}")
+        raise InvalidTypeError(
+            f"{name} must be a real numeric array, got dtype {a.dtype}"
+        )
     if shape is not None and a.shape != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)}, got {a.shape}")
+        raise InvalidValueError(f"{name} must have shape {tuple(shape)}, got {a.shape}")
     a = np.asarray(a, dtype=np.float64)
     if a.size and not np.all(np.isfinite(a)):
         bad = np.flatnonzero(~np.isfinite(a.ravel()))[0]
-        raise ValueError(
+        raise InvalidValueError(
             f"{name} must be finite, found {a.ravel()[bad]} at flat position {bad}"
         )
     if a.size and np.any(a < 0):
         bad = np.flatnonzero(a.ravel() < 0)[0]
-        raise ValueError(
+        raise InvalidValueError(
             f"{name} must be non-negative, found {a.ravel()[bad]} at flat "
             f"position {bad}"
         )
@@ -126,24 +169,26 @@ def check_out(
     if out is None:
         return None
     if not return_grad:
-        raise ValueError(
+        raise InvalidValueError(
             "out receives the gradient: pass return_grad=True with out=, or drop out="
         )
     if not isinstance(out, np.ndarray):
-        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+        raise InvalidTypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
     if out.shape != tuple(shape):
-        raise ValueError(
+        raise InvalidValueError(
             f"out must have the logits' shape {tuple(shape)}, got {out.shape}"
         )
     if out.dtype != dtype:
-        raise TypeError(
+        raise InvalidTypeError(
             f"out must have the logits' dtype {dtype} (native byte order), got "
             f"{out.dtype}"
         )
     if not out.flags.c_contiguous:
-        raise ValueError("out must be C-contiguous; allocate it with np.empty_like")
+        raise InvalidValueError(
+            "out must be C-contiguous; allocate it with np.empty_like"
+        )
     if not out.flags.writeable:
-        raise ValueError("out must be writeable, got a read-only array")
+        raise InvalidValueError("out must be writeable, got a read-only array")
     return out
 
 
@@ -165,7 +210,7 @@ def hard_labels(
     marked with ``IGNORED_LABEL``.
     """
     if target.shape != lead_shape:
-        raise ValueError(
+        raise InvalidValueError(
             f"target of integer class indices must have the logits' leading shape "
             f"{lead_shape} (logits.shape[:-1]), got {target.shape}"
         )
@@ -185,11 +230,13 @@ def hard_labels(
     return readonly(np.ascontiguousarray(y, dtype=np.int64)), IGNORED_LABEL
 
 
-def raise_bad_label(flat, pos: int, n_classes: int, lead_shape: tuple):
-    where = np.unravel_index(pos, lead_shape) if lead_shape else ()
-    where = tuple(int(p) for p in where)
+def raise_bad_label(flat, pos: int, n_classes: int, lead_shape: tuple) -> NoReturn:
+    """Raise the LabelIndexError for the bad label at flat position ``pos``
+    (found by a kernel's label scan, or by ``hard_labels``)."""
+    idx = np.unravel_index(pos, lead_shape) if lead_shape else ()
+    where = tuple(int(p) for p in idx)
     loc = f"position {where}" if len(where) != 1 else f"position {where[0]}"
-    raise IndexError(
+    raise LabelIndexError(
         f"target holds class index {flat[pos]} at {loc}, outside [0, {n_classes}) "
         f"and not ignore_index; labels must be in [0, {n_classes}) for logits with "
         f"{n_classes} classes"
@@ -206,16 +253,16 @@ def classify_target(target, x: np.ndarray) -> tuple[np.ndarray, bool]:
         if t.shape == x.shape:
             return t, False
         if t.shape == x.shape[:-1]:
-            raise TypeError(
+            raise InvalidTypeError(
                 f"target of shape {t.shape} looks like class indices but has "
                 f"floating dtype {t.dtype}; cast it with target.astype(np.int64), "
                 f"or pass class probabilities of the logits' shape {x.shape}"
             )
-        raise ValueError(
+        raise InvalidValueError(
             f"target must be integer class indices of shape {x.shape[:-1]} or "
             f"class probabilities of shape {x.shape}, got shape {t.shape}"
         )
-    raise TypeError(
+    raise InvalidTypeError(
         f"target must be integer class indices or floating class probabilities, "
         f"got dtype {t.dtype}"
     )
@@ -224,18 +271,24 @@ def classify_target(target, x: np.ndarray) -> tuple[np.ndarray, bool]:
 def check_bce_target(target, x: np.ndarray) -> np.ndarray:
     t = np.asarray(target)
     if t.dtype.kind not in "biuf":
-        raise TypeError(f"target must be a real numeric array, got dtype {t.dtype}")
+        raise InvalidTypeError(
+            f"target must be a real numeric array, got dtype {t.dtype}"
+        )
     if t.shape != x.shape:
-        raise ValueError(f"target must have the logits' shape {x.shape}, got {t.shape}")
+        raise InvalidValueError(
+            f"target must have the logits' shape {x.shape}, got {t.shape}"
+        )
     return t
 
 
-def broadcast_weight(w: np.ndarray, name: str, shape: tuple, rows: int, cols: int):
+def broadcast_weight(
+    w: np.ndarray | np.generic, name: str, shape: tuple, rows: int, cols: int
+):
     """``w`` broadcast to ``shape`` and viewed as (rows, cols), read-only."""
     try:
         b = np.broadcast_to(w, shape)
     except ValueError:
-        raise ValueError(
+        raise InvalidValueError(
             f"{name} of shape {w.shape} cannot be broadcast to the logits' shape "
             f"{shape}"
         ) from None

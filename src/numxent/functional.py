@@ -1,16 +1,24 @@
-"""The NumPy functional API: validate, coerce, allocate, launch, reduce."""
+"""The NumPy functional API.
+
+Each public function runs in three steps: *prepare* (validate and coerce the
+arguments through ``_validation``, allocate the outputs; everything that can
+raise on bad input happens here, before anything is written), *launch* (the
+kernel pair and its serial or parallel variant, picked by ``_dispatch``) and
+*reduce* (the loss total, the mean, the dtype of the results).
+"""
 
 from __future__ import annotations
 
 import functools
 import math
-import operator
+from typing import Any, Literal, overload
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
+from . import _dispatch as D
 from . import _kernels as K
 from . import _validation as V
-from ._config import SERIAL_BELOW, launch, launch_parallel, runs_serial
 
 __all__ = [
     "cross_entropy",
@@ -20,7 +28,12 @@ __all__ = [
     "softmax",
 ]
 
+#: A loss: a NumPy scalar ("mean", "sum") or an array ("none").
+Loss = np.floating[Any] | NDArray[np.floating[Any]]
+Grad = NDArray[np.floating[Any]]
+
 _EMPTY_F64 = V.readonly(np.zeros(0, dtype=np.float64))
+_REDUCE_CODES = {"none": K.REDUCE_NONE, "sum": K.REDUCE_SUM, "mean": K.REDUCE_MEAN}
 
 
 @functools.lru_cache(maxsize=64)
@@ -49,17 +62,6 @@ def _logits_for_kernel(x: np.ndarray, out: np.ndarray | None, cdtype) -> np.ndar
     return xc if same else V.readonly(xc.copy())
 
 
-def _finish_loss(per_row: np.ndarray, reduction: str, denom: float, dtype, shape,
-                 total=None):  # fmt: skip
-    if reduction == "none":
-        return per_row.reshape(shape).astype(dtype)
-    if total is None:
-        total = float(K.ordered_total(per_row))  # float64, a fixed order
-    if reduction == "sum":
-        return dtype.type(total)
-    return dtype.type(total / denom if denom != 0.0 else math.nan)
-
-
 def _alloc_grad(out, shape, dtype, cdtype):
     """(grad returned to the user, array the kernel writes)."""
     grad = out if out is not None else np.empty(shape, dtype=dtype)
@@ -68,18 +70,89 @@ def _alloc_grad(out, shape, dtype, cdtype):
     return grad, np.empty(shape, dtype=cdtype)  # float16: computed in float32
 
 
+def _reduce(per_row, red: str, denom: float, total, dtype, shape, grad, kgrad):
+    """The loss as returned (and the gradient, when ``grad`` is not None).
+
+    ``per_row`` holds the kernel's float64 per-row (or per-block) losses and
+    ``total`` their ``ordered_total`` when the kernel computed it already.
+    """
+    if red == "mean" and denom == 0.0:
+        # 0/0: PyTorch's NaN loss; the gradient of a constant NaN is taken as 0.
+        if grad is None:
+            return dtype.type(math.nan)
+        grad[...] = 0
+        return dtype.type(math.nan), grad
+    if red == "none":
+        loss = per_row.reshape(shape).astype(dtype)
+    else:
+        if total is None:
+            total = float(K.ordered_total(per_row))  # float64, a fixed order
+        loss = dtype.type(total if red == "sum" else total / denom)
+    if grad is None:
+        return loss
+    if kgrad is not grad:
+        np.copyto(grad, kgrad, casting="same_kind")
+    return loss, grad
+
+
+# --------------------------------------------------------------------------
+# cross_entropy
+# --------------------------------------------------------------------------
+
+
+@overload
 def cross_entropy(
-    logits,
-    target,
+    logits: ArrayLike,
+    target: ArrayLike,
     *,
-    weight=None,
-    sample_weight=None,
+    weight: ArrayLike | None = ...,
+    sample_weight: ArrayLike | None = ...,
+    ignore_index: int = ...,
+    reduction: Literal["mean", "sum", "none"] = ...,
+    label_smoothing: float = ...,
+    return_grad: Literal[False] = ...,
+    out: None = ...,
+) -> Loss: ...
+@overload
+def cross_entropy(
+    logits: ArrayLike,
+    target: ArrayLike,
+    *,
+    weight: ArrayLike | None = ...,
+    sample_weight: ArrayLike | None = ...,
+    ignore_index: int = ...,
+    reduction: Literal["mean", "sum", "none"] = ...,
+    label_smoothing: float = ...,
+    return_grad: Literal[True],
+    out: NDArray[np.floating[Any]] | None = ...,
+) -> tuple[Loss, Grad]: ...
+@overload
+def cross_entropy(
+    logits: ArrayLike,
+    target: ArrayLike,
+    *,
+    weight: ArrayLike | None = ...,
+    sample_weight: ArrayLike | None = ...,
+    ignore_index: int = ...,
+    reduction: Literal["mean", "sum", "none"] = ...,
+    label_smoothing: float = ...,
+    return_grad: bool = ...,
+    out: NDArray[np.floating[Any]] | None = ...,
+) -> Loss | tuple[Loss, Grad]: ...
+
+
+def cross_entropy(
+    logits: ArrayLike,
+    target: ArrayLike,
+    *,
+    weight: ArrayLike | None = None,
+    sample_weight: ArrayLike | None = None,
     ignore_index: int = -100,
-    reduction: str = "mean",
+    reduction: Literal["mean", "sum", "none"] = "mean",
     label_smoothing: float = 0.0,
     return_grad: bool = False,
-    out: np.ndarray | None = None,
-):
+    out: NDArray[np.floating[Any]] | None = None,
+) -> Loss | tuple[Loss, Grad]:
     r"""Softmax cross-entropy of ``logits`` against ``target``, with its gradient.
 
     PyTorch's ``torch.nn.functional.cross_entropy`` with the class axis last,
@@ -145,8 +218,31 @@ def cross_entropy(
     >>> float(nx.cross_entropy(logits, np.array([0, 1])))  # doctest: +ELLIPSIS
     0.25986...
     >>> loss, grad = nx.cross_entropy(logits, np.array([0, 1]), return_grad=True)
-    >>> grad.sum(axis=-1)  # doctest: +SKIP
-    array([0., 0.])
+    >>> bool(np.allclose(grad.sum(axis=-1), 0.0))
+    True
+    """
+    prep = _ce_prepare(logits, target, weight, sample_weight, ignore_index,
+                       reduction, label_smoothing, return_grad, out)  # fmt: skip
+    args, hard, red, denom, dtype, lead, grad, kgrad, t = prep
+    per_row = args[-2]
+    if hard:
+        first_bad, denom, total = D.ce_hard(*args)
+        if first_bad >= 0:
+            V.raise_bad_label(t.reshape(-1), first_bad, args[0].shape[1], lead)
+    else:
+        total = None
+        if not (red == "mean" and denom == 0.0):
+            D.ce_soft(*args)
+    return _reduce(per_row, red, denom, total, dtype, lead, grad, kgrad)
+
+
+def _ce_prepare(logits, target, weight, sample_weight, ignore_index, reduction,
+                label_smoothing, return_grad, out):  # fmt: skip
+    """Check and coerce a cross_entropy call and allocate its outputs.
+
+    Returns ``(kernel args, hard, reduction, the mean's denominator (soft
+    labels; hard-label kernels compute it), dtype, leading shape, grad as
+    returned or None, the gradient the kernel writes, target)``.
     """
     x = V.check_logits(logits)
     red = V.check_reduction(reduction)
@@ -170,91 +266,92 @@ def cross_entropy(
     if sample_weight is not None:
         sw = V.check_nonneg_weights(sample_weight, "sample_weight", lead).reshape(-1)
         sw = _detach_from_out(V.as_compute(sw, np.float64), out)
-
+    denom = 1.0
     if hard:
         y, ignore_k = V.hard_labels(t, n_classes, ignore, lead)
-        narrow = K.narrow_rows(n_classes, cdtype)
-        # Wide rows: a parallel launch pays from two tasks (measured:
-        # 256 x 100 14.6 vs 19.5 us serial; 128 x 100 12.1 vs 10.3 us).
-        serial = runs_serial(
-            n_rows * n_classes, SERIAL_BELOW if narrow else K.NARROW_TILE
-        )
-        if not serial:  # the serial kernels scan the labels themselves
-            first_bad, denom = K.scan_hard_labels(y, n_classes, ignore_k, w, sw)
-            if first_bad >= 0:
-                V.raise_bad_label(t.reshape(-1), first_bad, n_classes, lead)
     else:
-        if ignore >= 0:
-            raise ValueError(
-                f"ignore_index={ignore} applies to class-index targets only; with "
-                "class-probability targets leave it at its default (-100)"
-            )
+        V.check_soft_ignore_index(ignore)
         tc = V.as_compute(t, cdtype).reshape(n_rows, n_classes)
         tc = _detach_from_out(tc, out)
         if red == "mean":
             denom = float(n_rows if sample_weight is None else np.sum(sw))
-    # -- every check has passed (but serial hard-label calls' label scan, which
-    # raises before the kernel writes anything): nothing below raises --
+    # -- every check has passed but the hard labels' range, which the kernel
+    # scans before it writes anything: nothing below raises --
 
     if return_grad:
         grad, kgrad = _alloc_grad(out, x.shape, dtype, cdtype)
         kgrad2 = kgrad if kgrad.ndim == 2 else kgrad.reshape(n_rows, n_classes)
     else:
-        grad = None
+        grad = kgrad = None
         kgrad2 = np.empty((0, n_classes), dtype=cdtype)
     per_row = np.empty(n_rows, dtype=np.float64)
     xk = _logits_for_kernel(x, out, cdtype)
     if xk.ndim != 2:
         xk = xk.reshape(n_rows, n_classes)
-    total = None
-
-    if hard and serial:
+    if hard:
         w_total = float(n_classes) if weight is None else float(np.add.reduce(w))
-        kernel = K.ce_narrow_ser if narrow else K.ce_hard_ser
-        first_bad, denom, total = kernel(
-            xk, y, w, w_total, sw, ignore_k, eps, red == "mean", per_row, kgrad2
-        )
-        if first_bad >= 0:
-            V.raise_bad_label(t.reshape(-1), first_bad, n_classes, lead)
-    if red == "mean" and denom == 0.0:
-        # 0/0: PyTorch's NaN loss; the gradient of a constant NaN is taken as 0.
-        if return_grad:
-            grad[...] = 0
-            return dtype.type(math.nan), grad
-        return dtype.type(math.nan)
+        args = (xk, y, w, w_total, sw, ignore_k, eps, _REDUCE_CODES[red], per_row,
+                kgrad2)  # fmt: skip
+    else:
+        gscale = 1.0 / denom if red == "mean" and denom != 0.0 else 1.0
+        args = (xk, tc, w, sw, eps, gscale, per_row, kgrad2)
+    return args, hard, red, denom, dtype, lead, grad, kgrad, t
 
-    if total is None:
-        gscale = 1.0 / denom if red == "mean" else 1.0
-        n_el = n_rows * n_classes
-        if hard:
-            w_total = float(n_classes) if weight is None else float(np.add.reduce(w))
-            args = (xk, y, w, w_total, sw, ignore_k, eps, gscale, per_row, kgrad2)
-            kernel = K.ce_narrow_par if narrow else K.ce_hard_par
-            launch_parallel(kernel, *args)
-        else:
-            args = (xk, tc, w, sw, eps, gscale, per_row, kgrad2)
-            launch(K.ce_soft_par, K.ce_soft_ser, n_el, *args)
 
-    loss = _finish_loss(per_row, red, denom if red == "mean" else 1.0, dtype, lead,
-                        total)  # fmt: skip
-    if not return_grad:
-        return loss
-    if kgrad is not grad:
-        np.copyto(grad, kgrad, casting="same_kind")
-    return loss, grad
+# --------------------------------------------------------------------------
+# binary_cross_entropy_with_logits
+# --------------------------------------------------------------------------
+
+
+@overload
+def binary_cross_entropy_with_logits(
+    logits: ArrayLike,
+    target: ArrayLike,
+    *,
+    weight: ArrayLike | None = ...,
+    pos_weight: ArrayLike | None = ...,
+    sample_weight: ArrayLike | None = ...,
+    reduction: Literal["mean", "sum", "none"] = ...,
+    return_grad: Literal[False] = ...,
+    out: None = ...,
+) -> Loss: ...
+@overload
+def binary_cross_entropy_with_logits(
+    logits: ArrayLike,
+    target: ArrayLike,
+    *,
+    weight: ArrayLike | None = ...,
+    pos_weight: ArrayLike | None = ...,
+    sample_weight: ArrayLike | None = ...,
+    reduction: Literal["mean", "sum", "none"] = ...,
+    return_grad: Literal[True],
+    out: NDArray[np.floating[Any]] | None = ...,
+) -> tuple[Loss, Grad]: ...
+@overload
+def binary_cross_entropy_with_logits(
+    logits: ArrayLike,
+    target: ArrayLike,
+    *,
+    weight: ArrayLike | None = ...,
+    pos_weight: ArrayLike | None = ...,
+    sample_weight: ArrayLike | None = ...,
+    reduction: Literal["mean", "sum", "none"] = ...,
+    return_grad: bool = ...,
+    out: NDArray[np.floating[Any]] | None = ...,
+) -> Loss | tuple[Loss, Grad]: ...
 
 
 def binary_cross_entropy_with_logits(
-    logits,
-    target,
+    logits: ArrayLike,
+    target: ArrayLike,
     *,
-    weight=None,
-    pos_weight=None,
-    sample_weight=None,
-    reduction: str = "mean",
+    weight: ArrayLike | None = None,
+    pos_weight: ArrayLike | None = None,
+    sample_weight: ArrayLike | None = None,
+    reduction: Literal["mean", "sum", "none"] = "mean",
     return_grad: bool = False,
-    out: np.ndarray | None = None,
-):
+    out: NDArray[np.floating[Any]] | None = None,
+) -> Loss | tuple[Loss, Grad]:
     r"""Binary cross-entropy of sigmoid(``logits``) against ``target``.
 
     PyTorch's ``torch.nn.functional.binary_cross_entropy_with_logits``,
@@ -305,6 +402,22 @@ def binary_cross_entropy_with_logits(
     >>> float(nx.binary_cross_entropy_with_logits(x, t))  # doctest: +ELLIPSIS
     0.30475...
     """
+    prep = _bce_prepare(logits, target, weight, pos_weight, sample_weight,
+                        reduction, return_grad, out)  # fmt: skip
+    args, red, denom, dtype, shape, grad, kgrad = prep
+    if not (red == "mean" and denom == 0.0):
+        D.bce(*args)
+    per_block = args[-2] if red == "none" else args[-3]  # elem_loss / block_sums
+    return _reduce(per_block, red, denom, None, dtype, shape, grad, kgrad)
+
+
+def _bce_prepare(logits, target, weight, pos_weight, sample_weight, reduction,
+                 return_grad, out):  # fmt: skip
+    """Check and coerce a BCE call and allocate its outputs.
+
+    Returns ``(kernel args, reduction, the mean's denominator, dtype, shape,
+    grad as returned or None, the gradient the kernel writes)``.
+    """
     x = V.check_logits(logits, min_ndim=0, need_classes=False)
     red = V.check_reduction(reduction)
     t = V.check_bce_target(target, x)
@@ -318,8 +431,8 @@ def binary_cross_entropy_with_logits(
     has_sw = sample_weight is not None
     unweighted = weight is None and pos_weight is None and not has_sw
     if unweighted:
-        # cached: the weight checks, broadcasts and patterns below were ~30 us
-        # of a 64 x 10 call's ~40
+        # cached: the weight checks, broadcasts and patterns below are most of
+        # a small call's time
         w2 = pw2 = sw2 = _unit_bce_weights(n_rows, n_cols)
     else:
         w = V.check_nonneg_weights(1.0 if weight is None else weight, "weight", None)
@@ -337,6 +450,7 @@ def binary_cross_entropy_with_logits(
         w2 = V.broadcast_weight(w, "weight", shape, n_rows, n_cols)
         pw2 = V.broadcast_weight(pw, "pos_weight", shape, n_rows, n_cols)
         sw2 = V.broadcast_weight(sw, "sample_weight", shape, n_rows, n_cols)
+    denom = 1.0
     if red == "mean":
         denom = float(np.sum(sw2)) if has_sw else float(n_el)
     # -- every check has passed: nothing below raises on user input --
@@ -348,17 +462,12 @@ def binary_cross_entropy_with_logits(
         grad, kgrad = _alloc_grad(out, shape, dtype, cdtype)
         kgrad1 = kgrad.reshape(-1)
     else:
+        grad = kgrad = None
         kgrad1 = np.empty(0, dtype=cdtype)
-    if red == "mean" and denom == 0.0:
-        if return_grad:
-            grad[...] = 0
-            return dtype.type(math.nan), grad
-        return dtype.type(math.nan)
-
     xk = _logits_for_kernel(x, out, cdtype).reshape(-1)
     elem = np.empty(n_el if red == "none" else 0, dtype=np.float64)
     block_sums = np.empty(-(-n_el // K.BCE_BLOCK), dtype=np.float64)
-    gscale = 1.0 / denom if red == "mean" else 1.0
+    gscale = 1.0 / denom if red == "mean" and denom != 0.0 else 1.0
     if unweighted:
         fac_pat, pw_pat, row_scale = _unit_bce_patterns(cdtype)
     else:
@@ -367,17 +476,7 @@ def binary_cross_entropy_with_logits(
             fac_pat, pw_pat = fac_pat.astype(cdtype), pw_pat.astype(cdtype)
     args = (xk, tk, w2, pw2, sw2, fac_pat, pw_pat, row_scale, gscale, block_sums,
             elem, kgrad1)  # fmt: skip
-    launch(K.bce_par, K.bce_ser, n_el, *args)
-
-    if red == "none":
-        loss = elem.reshape(shape).astype(dtype)
-    else:
-        loss = _finish_loss(block_sums, red, denom if red == "mean" else 1.0, dtype, ())
-    if not return_grad:
-        return loss
-    if kgrad is not grad:
-        np.copyto(grad, kgrad, casting="same_kind")
-    return loss, grad
+    return args, red, denom, dtype, shape, grad, kgrad
 
 
 @functools.lru_cache(maxsize=64)
@@ -433,16 +532,17 @@ def _bce_weight_pattern(w2, pw2, sw2):
     return V.readonly(fac), V.readonly(pwp[: period + K.BCE_BLOCK]), row_scale
 
 
+# --------------------------------------------------------------------------
+# logsumexp / log_softmax / softmax
+# --------------------------------------------------------------------------
+
+
 def _rowwise(x, axis, mode: int):
+    """prepare, launch and reduce of the rowwise family."""
     a = V.check_logits(x, "x")
+    axis = V.check_axis(axis, a.ndim)
     dtype, cdtype = V.result_dtype(a), V.compute_dtype(a)
-    try:
-        axis = int(operator.index(axis))
-    except TypeError:
-        raise TypeError(f"axis must be an integer, got {axis!r}") from None
-    if not -a.ndim <= axis < a.ndim:
-        raise ValueError(f"axis={axis} is out of range for x with {a.ndim} dims")
-    last = axis in (-1, a.ndim - 1)  # the common case: no axis moves (~1 us each)
+    last = axis in (-1, a.ndim - 1)  # the common case: no axis moves
     moved = a if last else np.moveaxis(a, axis, -1)
     lead = moved.shape[:-1]
     n = moved.shape[-1]
@@ -456,14 +556,16 @@ def _rowwise(x, axis, mode: int):
     else:
         lse = np.empty(0, dtype=np.float64)
         res = np.empty((rows, n), dtype=cdtype)
-    launch(K.softmax_par, K.softmax_ser, rows * n, xk, mode, lse, res)
+
+    D.rowwise(xk, mode, lse, res)
+
     if mode == K.MODE_LOGSUMEXP:
         return lse.reshape(lead).astype(dtype)[()]
     res = res.reshape(moved.shape).astype(dtype, copy=False)
     return res if last else np.moveaxis(res, -1, axis)
 
 
-def logsumexp(x, axis: int = -1):
+def logsumexp(x: ArrayLike, axis: int = -1) -> Loss:
     """``log(sum(exp(x), axis))``, stable (max-shifted), in x's dtype.
 
     Parameters
@@ -483,7 +585,7 @@ def logsumexp(x, axis: int = -1):
     return _rowwise(x, axis, K.MODE_LOGSUMEXP)
 
 
-def log_softmax(x, axis: int = -1):
+def log_softmax(x: ArrayLike, axis: int = -1) -> NDArray[np.floating]:
     """``x - logsumexp(x, axis)``, stable, in x's dtype and shape.
 
     >>> import numpy as np, numxent as nx
@@ -493,7 +595,7 @@ def log_softmax(x, axis: int = -1):
     return _rowwise(x, axis, K.MODE_LOG_SOFTMAX)
 
 
-def softmax(x, axis: int = -1):
+def softmax(x: ArrayLike, axis: int = -1) -> NDArray[np.floating]:
     """``exp(x - logsumexp(x, axis))``, stable, in x's dtype and shape.
 
     >>> import numpy as np, numxent as nx

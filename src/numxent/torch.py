@@ -1,70 +1,19 @@
 """PyTorch bridge: drop-in CPU cross-entropy losses backed by numxent's kernels.
 
-``numxent.torch.cross_entropy`` / ``binary_cross_entropy_with_logits`` take the
-arguments of ``torch.nn.functional``'s and ``CrossEntropyLoss`` /
-``BCEWithLogitsLoss`` are the ``torch.nn`` modules with their ``forward``
-replaced. Three layers, as in Liger-Kernel:
+Provides ``cross_entropy`` and ``binary_cross_entropy_with_logits`` (the
+arguments of ``torch.nn.functional``'s), the ``CrossEntropyLoss`` and
+``BCEWithLogitsLoss`` modules, and ``set_gradient_pool_bytes`` (the pool of
+reused gradient buffers). A served call computes loss and gradient in one
+fused pass in the forward; the backward only scales the saved gradient.
 
-1. ``_CrossEntropyFunction`` / ``_BCEWithLogitsFunction``
-   (``torch.autograd.Function``): the forward hands NumPy views of the CPU
-   tensors to the fused numxent kernel, which returns the loss *and* the
-   gradient in one pass; the gradient is kept in a buffer the function owns
-   (or written in place into the copy the forward had to make anyway). The
-   backward only multiplies that buffer by ``grad_output`` -- in place, and
-   not at all when ``grad_output`` is the scalar 1.
-2. The functional API: argument handling and the decision to serve a call or
-   hand it to PyTorch.
-3. The ``nn.Module`` classes.
-
-Layout: PyTorch puts the class dimension at dim 1, numxent last. A
-contiguous ``(N, C)`` input is used as is (zero copy). For ``(N, C, d1, ...)``
-the class dim is moved last: free for channels-last memory, otherwise one
-contiguous copy, which then receives the gradient in place and is handed back
-to autograd as a permuted view.
-
-Calls the bridge hands to PyTorch's own implementation (same results, same
-errors, PyTorch's speed):
-
-- tensors not on the CPU, tensor subclasses / ``__torch_function__`` objects;
-- dtypes other than float32 and float64 (bfloat16 and float16 included);
-- a ``target``, ``weight`` or ``pos_weight`` that requires grad;
-- class-index targets of a dtype other than int64 or uint8, targets whose
-  shape or dtype does not match, an unknown ``reduction``;
-- anything numxent's own checks reject (out-of-range labels, a
-  ``label_smoothing`` outside [0, 1], negative weights, ...): PyTorch then
-  raises its own error or computes its own value;
-- double backward: a backward run with ``create_graph=True`` recomputes the
-  loss with PyTorch's functions from the saved input and differentiates that,
-  so higher derivatives are PyTorch's.
-
-Where numxent deliberately differs from PyTorch (SPEC section 2: ignored rows
-with non-finite logits, a zero target probability meeting a ``-inf`` logit,
-infinite BCE logits) the bridge gives numxent's finite values.
-
-Served calls save the input for backward (double backward and a second
-``retain_graph`` backward recompute from it), so modifying the input in place
-between forward and backward raises PyTorch's usual version-counter error.
-``torch.compile``, ``torch.jit.script`` and ``torch.func`` transforms are not
-supported by the served path.
-
-Gradient buffers are pooled. A fresh N x C tensor costs the OS a zeroing
-page fault per 4 KiB page on first touch -- in a training step that is most
-of the loss's time (measured: 8.5 ms with a reused buffer vs ~44 ms fresh at
-1,024 x 32,000 float32). The bridge therefore keeps the gradient buffers it
-handed to autograd (up to :func:`set_gradient_pool_bytes`, default 2 GiB,
-least recently used dropped first) and reuses one only when nothing else
-holds it any more: no other Python reference (``sys.getrefcount``), no C++
-reference to the tensor (``Tensor._use_count``) and no other tensor on its
-storage (views, ``detach()``). A gradient still held anywhere -- by
-``torch.autograd.grad``'s result, a hook, a ``.numpy()`` array, a leaf's
-``.grad`` -- is never overwritten: the call allocates a new buffer instead.
-A leaf input's gradient is never pooled (PyTorch's ``AccumulateGrad`` then
-adopts it as ``.grad`` without a copy), nor are buffers under 1 MiB (they
-come from the heap without page faults). The price is memory kept between
-steps: one N x C buffer per recent (shape, dtype);
-``set_gradient_pool_bytes(0)`` turns pooling off and frees them.
-Peak memory of the loss is one N x C buffer either way (PyTorch's loss keeps
-the log-probabilities and allocates the gradient: three).
+Served: CPU float32/float64 tensors of any layout, int64 or
+uint8 class indices or probability targets, every reduction, weights,
+``ignore_index`` and label smoothing. Handed to PyTorch's own implementation
+(same results and errors): other devices and dtypes, tensor subclasses,
+targets or weights that require grad, double backward, and every call
+numxent's checks reject (a :class:`numxent.NumxentError`). See docs/torch.md
+for the layout, the gradient pool and where the results differ from
+PyTorch's.
 
 >>> import torch
 >>> from numxent.torch import cross_entropy
@@ -88,7 +37,9 @@ import torch
 import torch.nn.functional as F
 from torch.nn.modules.loss import _Reduction
 
+from . import _validation as _V
 from . import functional as _nx
+from .errors import NumxentError
 
 __all__ = [
     "cross_entropy",
@@ -232,10 +183,7 @@ def set_gradient_pool_bytes(nbytes: int) -> int:
     >>> set_gradient_pool_bytes(old)
     0
     """
-    nbytes = int(nbytes)
-    if nbytes < 0:
-        raise ValueError(f"nbytes must be >= 0, got {nbytes}")
-    return _POOL.set_limit(nbytes)
+    return _POOL.set_limit(_V.check_nonneg_int(nbytes, "nbytes"))
 
 
 def _logits_and_buffer(x: torch.Tensor, need_grad: bool, pooled: bool):
@@ -309,7 +257,7 @@ class _CrossEntropyFunction(torch.autograd.Function):
                 )
             else:
                 loss = _nx.cross_entropy(x_np, _np(t_nl), **kw)
-        except (ValueError, IndexError, TypeError) as exc:
+        except NumxentError as exc:
             raise _Unserved from exc
         ctx.save_for_backward(input, target, weight)
         ctx.args = (ignore_index, reduction, label_smoothing)
@@ -366,7 +314,7 @@ class _BCEWithLogitsFunction(torch.autograd.Function):
                 )
             else:
                 loss = _nx.binary_cross_entropy_with_logits(x_np, _np(target), **kw)
-        except (ValueError, IndexError, TypeError) as exc:
+        except NumxentError as exc:
             raise _Unserved from exc
         ctx.save_for_backward(input, target, weight, pos_weight)
         ctx.reduction = reduction

@@ -1,0 +1,83 @@
+"""Which kernel runs, serial or parallel, for every op.
+
+Each op has a kernel pair (``*_par`` / ``*_ser``, see ``numxent._kernels``)
+whose two variants take the same arguments, return the same thing and give
+the same bits; this module picks the pair and the variant from the call's
+size, and runs a parallel variant through ``_config.run_parallel`` (which
+serialises launches where the threading layer needs it). A forked child of a
+process whose GNU OpenMP pool ran runs the serial variants only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _kernels as K
+from ._config import forked_after_openmp, run_parallel
+
+__all__ = [
+    "NARROW_CLASSES",
+    "SERIAL_BELOW",
+    "WIDE_SERIAL_BELOW",
+    "bce",
+    "ce_hard",
+    "ce_soft",
+    "narrow_rows",
+    "rowwise",
+]
+
+# Below this many logits a parallel launch costs more than it saves.
+SERIAL_BELOW = 1 << 15
+# Wide hard-label rows go parallel from here: a parallel launch pays from two
+# tasks of NARROW_TILE elements (256 x 100 is faster parallel, 128 x 100
+# serial).
+WIDE_SERIAL_BELOW = 16384
+# Hard-label rows of at most this many classes, by the logits' itemsize
+# (float32, float64), go to the tile kernel (``ce_narrow_*``), wider rows to
+# the row-at-a-time one (``ce_hard_*``): the crossovers measured on one
+# thread, one kernel against the other.
+NARROW_CLASSES = {4: 256, 8: 100}
+
+
+def _run(parallel_kernel, serial_kernel, n_elements: int, serial_below: int, args):
+    if n_elements < serial_below or forked_after_openmp():
+        return serial_kernel(*args)
+    return run_parallel(parallel_kernel, *args)
+
+
+def narrow_rows(n_classes: int, dtype: np.dtype) -> bool:
+    """Whether hard-label rows of this width go to the tile kernel. (Looked
+    up by itemsize: ``dtype.name`` builds a string on every call.)"""
+    return n_classes <= NARROW_CLASSES[dtype.itemsize]
+
+
+def ce_hard(x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows, grad):
+    """Hard-label cross-entropy: ``(first bad label or -1, the mean's
+    denominator, the loss total)``; nothing is written on a bad label."""
+    n_classes = x.shape[1]
+    args = (x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows, grad)
+    if narrow_rows(n_classes, x.dtype):
+        par, ser, below = K.ce_narrow_par, K.ce_narrow_ser, SERIAL_BELOW
+    else:
+        par, ser, below = K.ce_hard_par, K.ce_hard_ser, WIDE_SERIAL_BELOW
+    return _run(par, ser, x.shape[0] * n_classes, below, args)
+
+
+def ce_soft(x, t, w, sw, eps, gscale, loss_rows, grad) -> None:
+    """Soft-label cross-entropy into ``loss_rows`` and ``grad``."""
+    args = (x, t, w, sw, eps, gscale, loss_rows, grad)
+    _run(K.ce_soft_par, K.ce_soft_ser, x.shape[0] * x.shape[1], SERIAL_BELOW, args)
+
+
+def bce(x, t, w, pw, sw, fac_pat, pw_pat, row_scale, gscale, block_sums, elem_loss,
+        grad) -> None:  # fmt: skip
+    """Binary cross-entropy into ``block_sums``, ``elem_loss`` and ``grad``."""
+    args = (x, t, w, pw, sw, fac_pat, pw_pat, row_scale, gscale, block_sums,
+            elem_loss, grad)  # fmt: skip
+    _run(K.bce_par, K.bce_ser, x.shape[0], SERIAL_BELOW, args)
+
+
+def rowwise(x, mode: int, lse, out) -> None:
+    """logsumexp (into ``lse``), log_softmax or softmax (into ``out``)."""
+    args = (x, mode, lse, out)
+    _run(K.softmax_par, K.softmax_ser, x.shape[0] * x.shape[1], SERIAL_BELOW, args)

@@ -1,0 +1,167 @@
+"""Compile options, LLVM intrinsics and the dtype-specialised helper pattern.
+
+The intrinsics have plain-Python stand-ins for ``NUMBA_DISABLE_JIT=1`` (the
+coverage run), where Numba runs every kernel as ordinary Python.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic, overload
+
+from .._config import JIT_CACHE
+
+# error_model="numpy": a float division is a plain fdiv (the default "python"
+# model adds a zero-divisor check whose branch keeps loops scalar). The
+# on-disk cache is on unless NUMXENT_CACHE=0 or NUMBA_CACHE_DIR is unusable.
+JIT = {"fastmath": False, "error_model": "numpy", "cache": JIT_CACHE, "nogil": True}
+# Helpers are ordinary compiled calls, not IR-inlined, except the per-row
+# functions (a call per short row costs more than the row): inlining every
+# helper into every kernel made the kernels' IR so large that a cold start
+# took many times longer.
+HELPER = {"fastmath": False, "error_model": "numpy"}
+
+
+def by_width(arg: int = 0):
+    """Decorator: one helper with a 32-bit and a 64-bit implementation.
+
+    The decorated function is a factory: ``make(bits)`` returns the implementation for
+    ``bits`` = 32 (float32 / int32 values) or 64; its closure constants become
+    compile-time constants (as in ``_vecmath.row_max``). The decorator returns
+    a plain-Python function that picks the implementation from the width of
+    argument ``arg`` (NUMBA_DISABLE_JIT runs it), registered with Numba as an
+    ``@overload`` that picks it at compile time, so compiled callers contain
+    only the one they use.
+    """
+
+    def decorate(make):
+        impls = {32: make(32), 64: make(64)}
+        signature = inspect.signature(impls[64])
+
+        def helper(*args):
+            return impls[np.asarray(args[arg]).dtype.itemsize * 8](*args)
+
+        def typer(*args):
+            t = args[arg]
+            return impls[getattr(t, "dtype", t).bitwidth]
+
+        for f in (helper, typer):
+            f.__signature__ = signature
+        helper.__name__ = helper.__qualname__ = make.__name__
+        helper.__doc__ = make.__doc__
+        helper.__module__ = make.__module__
+        overload(helper, jit_options=HELPER)(typer)
+        return helper
+
+    return decorate
+
+
+@intrinsic
+def bits_to_float(typingctx, bits):
+    """Reinterpret int32 / int64 bits as float32 / float64 (no conversion)."""
+    fty = types.float32 if bits.bitwidth == 32 else types.float64
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], context.get_value_type(fty))
+
+    return fty(bits), codegen
+
+
+@intrinsic
+def fma(typingctx, a, b, c):
+    """a * b + c with one rounding (llvm.fma; vectorises with the loop)."""
+    if not (a == b == c and isinstance(a, types.Float)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ty = args[0].type
+        fnty = ir.FunctionType(ty, [ty, ty, ty])
+        fn = builder.module.declare_intrinsic("llvm.fma", [ty], fnty)
+        return builder.call(fn, args)
+
+    return a(a, b, c), codegen
+
+
+@intrinsic
+def float_to_bits(typingctx, f):
+    """Reinterpret float32 / float64 bits as int32 / int64 (no conversion)."""
+    ity = types.int32 if f.bitwidth == 32 else types.int64
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], context.get_value_type(ity))
+
+    return ity(f), codegen
+
+
+@intrinsic
+def unmanaged(typingctx, ary):
+    """A view of ``ary`` without its reference-counted owner (meminfo NULL).
+
+    Numba increfs/decrefs every array an inlined per-row function re-binds:
+    atomic operations on arrays that came from Python, null checks on arrays
+    without an owner (those of a parfor task). For use inside one call, while
+    the owning argument keeps the memory alive.
+    """
+    if not isinstance(ary, types.Array):
+        return None
+
+    def codegen(context, builder, sig, args):
+        from numba.np.arrayobj import make_array, populate_array
+
+        src = make_array(sig.args[0])(context, builder, value=args[0])
+        dst = make_array(sig.return_type)(context, builder)
+        populate_array(dst, data=src.data, shape=src.shape, strides=src.strides,
+                       itemsize=src.itemsize, meminfo=None)  # fmt: skip
+        return dst._getvalue()
+
+    return ary(ary), codegen
+
+
+@intrinsic
+def prefetch(typingctx, ary, idx):
+    """Hint the cache to fetch the line holding ary.flat[idx] (llvm.prefetch,
+    for reading, into all levels). idx must be in bounds of a C-contiguous
+    array."""
+    if not isinstance(ary, types.Array):
+        return None
+
+    def codegen(context, builder, sig, args):
+        from numba.np.arrayobj import make_array
+
+        data = make_array(sig.args[0])(context, builder, value=args[0]).data
+        i8p = ir.IntType(8).as_pointer()
+        ptr = builder.bitcast(builder.gep(data, [args[1]]), i8p)
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p], fnty)
+        builder.call(fn, [ptr, i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.none(ary, idx), codegen
+
+
+if numba.config.DISABLE_JIT:  # plain-Python stand-ins for the intrinsics
+
+    def prefetch(ary, idx):  # noqa: F811
+        pass
+
+    def bits_to_float(bits):  # noqa: F811
+        return np.asarray(bits).view(
+            np.float32 if np.asarray(bits).dtype == np.int32 else np.float64
+        )[()]
+
+    def fma(a, b, c):  # noqa: F811  (two roundings: fine for coverage)
+        return a * b + c
+
+    def unmanaged(ary):  # noqa: F811
+        return ary
+
+    def float_to_bits(f):  # noqa: F811
+        return np.asarray(f).view(
+            np.int32 if np.asarray(f).dtype == np.float32 else np.int64
+        )[()]

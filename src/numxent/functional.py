@@ -178,10 +178,16 @@ def cross_entropy(
         that row's logits hold) and leave the mean's denominator. With soft
         labels it must be negative (it is then unused).
     reduction : {"mean", "sum", "none"}, default "mean"
+        How the per-sample losses ``loss_i`` are combined: "none" returns
+        them, "sum" adds them, "mean" divides their sum by the total weight
+        of the kept samples (see Returns).
     label_smoothing : float in [0, 1], default 0.0
         Mixes the target with the uniform distribution: ``q = (1-eps) t + eps/C``.
     return_grad : bool, default False
-        Also return the gradient of the returned loss w.r.t. ``logits``.
+        Also return the gradient w.r.t. ``logits``: for "sum" the gradient of
+        the summed loss; for "mean" that gradient divided by the mean's
+        denominator; for "none" row ``i`` holds the gradient of ``loss_i``
+        alone (which is the gradient of ``loss.sum()``).
     out : array of shape logits.shape, optional
         C-contiguous array of the logits' dtype that receives the gradient;
         may be ``logits`` itself (in place). Needs ``return_grad=True``.
@@ -373,9 +379,18 @@ def binary_cross_entropy_with_logits(
         last axis) when logits have 2 or more dimensions, logits.shape for
         1-D logits. "mean" becomes ``np.average(loss, weights=sample_weight)``.
     reduction : {"mean", "sum", "none"}, default "mean"
+        How the elementwise losses are combined: "none" returns them, "sum"
+        adds them, "mean" averages them (weighted by ``sample_weight`` when
+        given).
     return_grad : bool, default False
+        Also return the gradient w.r.t. ``logits``: for "sum" the gradient of
+        the summed loss; for "mean" that gradient divided by the mean's
+        denominator (the element count, or the broadcast ``sample_weight``
+        total); for "none" each element's own derivative (which is the
+        gradient of ``loss.sum()``).
     out : array of logits.shape, optional
-        C-contiguous gradient buffer of the logits' dtype; may be ``logits``.
+        C-contiguous gradient buffer of the logits' dtype; may be ``logits``
+        itself (in place). Needs ``return_grad=True``.
 
     Returns
     -------
@@ -401,6 +416,10 @@ def binary_cross_entropy_with_logits(
     >>> x = np.array([[2.0], [0.5], [-1.0]]); t = np.array([[1.0], [1.0], [0.0]])
     >>> float(nx.binary_cross_entropy_with_logits(x, t))  # doctest: +ELLIPSIS
     0.30475...
+    >>> loss, grad = nx.binary_cross_entropy_with_logits(
+    ...     x, t, reduction="sum", return_grad=True)
+    >>> bool(np.allclose(grad, 1 / (1 + np.exp(-x)) - t))
+    True
     """
     prep = _bce_prepare(logits, target, weight, pos_weight, sample_weight,
                         reduction, return_grad, out)  # fmt: skip
@@ -571,16 +590,28 @@ def logsumexp(x: ArrayLike, axis: int = -1) -> Loss:
     Parameters
     ----------
     x : float array of shape (..., n, ...)
+        float16/32/64 values; ``n`` is the length of the reduced ``axis``
+        (at least 1).
     axis : int, default -1
+        The axis summed over, in ``[-x.ndim, x.ndim)``.
 
     Returns
     -------
-    array of x's shape without ``axis`` (a NumPy scalar for 1-D ``x``).
-    A row of all ``-inf`` gives ``-inf``; one holding ``+inf`` gives ``+inf``.
+    scalar or array of x's dtype, of shape x.shape without ``axis``
+        ``m + log(sum(exp(x - m), axis))`` with ``m`` the maximum along
+        ``axis``; a NumPy scalar for 1-D ``x``. A row of all ``-inf`` gives
+        ``-inf``; one holding ``+inf`` gives ``+inf``.
 
+    Examples
+    --------
     >>> import numpy as np, numxent as nx
     >>> float(nx.logsumexp(np.array([0.0, np.log(3.0)])))  # doctest: +ELLIPSIS
-    1.386...
+    1.386294...
+    >>> x = np.array([[0.0, np.log(3.0)], [1.0, 1.0]])
+    >>> nx.logsumexp(x)
+    array([1.38629436, 1.69314718])
+    >>> nx.logsumexp(x, axis=0)
+    array([1.31326169, 1.74366838])
     """
     return _rowwise(x, axis, K.MODE_LOGSUMEXP)
 
@@ -588,9 +619,28 @@ def logsumexp(x: ArrayLike, axis: int = -1) -> Loss:
 def log_softmax(x: ArrayLike, axis: int = -1) -> NDArray[np.floating]:
     """``x - logsumexp(x, axis)``, stable, in x's dtype and shape.
 
+    Parameters
+    ----------
+    x : float array of shape (..., n, ...)
+        float16/32/64 values; ``n`` is the length of the normalised ``axis``
+        (at least 1).
+    axis : int, default -1
+        The axis normalised over, in ``[-x.ndim, x.ndim)``.
+
+    Returns
+    -------
+    array of x's shape and dtype
+        The log-probabilities: ``exp`` of each slice along ``axis`` sums
+        to 1.
+
+    Examples
+    --------
     >>> import numpy as np, numxent as nx
     >>> nx.log_softmax(np.array([0.0, 0.0]))
     array([-0.69314718, -0.69314718])
+    >>> nx.log_softmax(np.array([[0.0, np.log(3.0)], [2.0, 2.0]]))
+    array([[-1.38629436, -0.28768207],
+           [-0.69314718, -0.69314718]])
     """
     return _rowwise(x, axis, K.MODE_LOG_SOFTMAX)
 
@@ -598,8 +648,26 @@ def log_softmax(x: ArrayLike, axis: int = -1) -> NDArray[np.floating]:
 def softmax(x: ArrayLike, axis: int = -1) -> NDArray[np.floating]:
     """``exp(x - logsumexp(x, axis))``, stable, in x's dtype and shape.
 
+    Parameters
+    ----------
+    x : float array of shape (..., n, ...)
+        float16/32/64 values; ``n`` is the length of the normalised ``axis``
+        (at least 1).
+    axis : int, default -1
+        The axis normalised over, in ``[-x.ndim, x.ndim)``.
+
+    Returns
+    -------
+    array of x's shape and dtype
+        The probabilities: each slice along ``axis`` is >= 0 and sums to 1.
+
+    Examples
+    --------
     >>> import numpy as np, numxent as nx
     >>> nx.softmax(np.array([0.0, 0.0]))
     array([0.5, 0.5])
+    >>> nx.softmax(np.array([[0.0, 1.0], [1.0, 0.0]]), axis=0)
+    array([[0.26894142, 0.73105858],
+           [0.73105858, 0.26894142]])
     """
     return _rowwise(x, axis, K.MODE_SOFTMAX)

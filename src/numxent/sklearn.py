@@ -530,9 +530,10 @@ class CrossEntropyClassifier(ClassifierMixin, BaseEstimator):
 
         Returns
         -------
-        scores : ndarray of shape (n_samples,) for binary problems, else
-            (n_samples, n_classes), in ``X``'s float dtype (float32 stays
-            float32). Binary scores are the log-odds of ``classes_[1]``.
+        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            One score per sample for binary problems, else one per class, in
+            ``X``'s float dtype (float32 stays float32). Binary scores are the
+            log-odds of ``classes_[1]``.
         """
         scores = self._scores(X)
         return scores.ravel() if self._kind == "binary" else scores
@@ -584,8 +585,10 @@ class CrossEntropyClassifier(ClassifierMixin, BaseEstimator):
 
         Returns
         -------
-        y_pred : ndarray of shape (n_samples,), or (n_samples, n_labels) 0/1
-            indicator for multi-label problems.
+        y_pred : ndarray of shape (n_samples,) or (n_samples, n_labels)
+            The predicted class of each sample from ``classes_``; for
+            multi-label problems a 0/1 indicator of shape
+            (n_samples, n_labels).
         """
         scores = self._scores(X)
         if self._kind == "multilabel":

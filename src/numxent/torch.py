@@ -177,8 +177,11 @@ def set_gradient_pool_bytes(nbytes: int) -> int:
 
     Returns
     -------
-    int: the previous limit.
+    int
+        The previous limit.
 
+    Examples
+    --------
     >>> old = set_gradient_pool_bytes(0)   # every call allocates afresh
     >>> set_gradient_pool_bytes(old)
     0
@@ -420,19 +423,37 @@ def cross_entropy(
         Class indices (int64 or uint8) of shape (), (N,) or (N, d1, ..., dK),
         or class probabilities of the input's shape and dtype.
     weight : Tensor of shape (C,), optional
-    size_average, reduce : deprecated, translated as PyTorch translates them.
+        Class weights, as in PyTorch (finite, >= 0).
+    size_average, reduce : bool, optional
+        Deprecated; translated into ``reduction`` as PyTorch translates them.
     ignore_index : int, default -100
+        Class-index targets equal to it add no loss and no gradient.
     reduction : {"mean", "sum", "none"}, default "mean"
+        Weighted mean, sum or per-sample losses, as in PyTorch.
     label_smoothing : float in [0, 1], default 0.0
+        Mixes the target with the uniform distribution over the C classes.
 
     Returns
     -------
-    Tensor: a scalar, or the per-sample losses of shape (), (N,) or
-    (N, d1, ..., dK) for "none". Its backward multiplies the gradient the
-    forward already computed by ``grad_output``.
+    Tensor
+        A scalar, or the per-sample losses of shape (), (N,) or
+        (N, d1, ..., dK) for "none". Its backward multiplies the gradient the
+        forward already computed by ``grad_output``.
 
-    Calls numxent cannot serve go to ``torch.nn.functional.cross_entropy``
-    (see the module docstring for the list).
+    Notes
+    -----
+    Calls numxent cannot serve go to ``torch.nn.functional.cross_entropy``;
+    the list is in the section "What goes to PyTorch" of docs/torch.md.
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.zeros(2, 4, requires_grad=True)
+    >>> loss = cross_entropy(x, torch.tensor([1, 3]), reduction="sum")
+    >>> loss.backward()
+    >>> x.grad
+    tensor([[ 0.2500, -0.7500,  0.2500,  0.2500],
+            [ 0.2500,  0.2500,  0.2500, -0.7500]])
     """
     reduction = _reduction_arg(size_average, reduce, reduction)
     if _ce_served(input, target, weight, reduction):
@@ -483,16 +504,36 @@ def binary_cross_entropy_with_logits(
     Parameters
     ----------
     input : Tensor of any shape
-    target : Tensor of the input's shape and dtype (probabilities)
+        Logits; every element is its own binary problem.
+    target : Tensor of the input's shape and dtype
+        Probabilities of the positive class.
     weight : Tensor broadcastable to the input's shape, optional
-    size_average, reduce : deprecated, translated as PyTorch translates them.
+        Rescales each element's loss (finite, >= 0).
+    size_average, reduce : bool, optional
+        Deprecated; translated into ``reduction`` as PyTorch translates them.
     reduction : {"mean", "sum", "none"}, default "mean"
+        Mean, sum or elementwise losses, as in PyTorch.
     pos_weight : Tensor broadcastable to the input's shape (usually (C,)), optional
+        Weight of the positive term (finite, >= 0).
 
     Returns
     -------
-    Tensor: a scalar, or the elementwise losses (input's shape) for "none".
-    Infinite logits give the loss's limit (0 or +inf), not PyTorch's NaN.
+    Tensor
+        A scalar, or the elementwise losses (input's shape) for "none".
+        Infinite logits give the loss's limit (0 or +inf), not PyTorch's NaN.
+
+    Notes
+    -----
+    Calls numxent cannot serve go to
+    ``torch.nn.functional.binary_cross_entropy_with_logits``; the list is in
+    the section "What goes to PyTorch" of docs/torch.md.
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.zeros(3)
+    >>> binary_cross_entropy_with_logits(x, torch.tensor([1.0, 0.0, 1.0])).item()
+    0.6931471824645996
     """
     reduction = _reduction_arg(size_average, reduce, reduction)
     if _bce_served(input, target, weight, pos_weight, reduction):
@@ -511,10 +552,12 @@ def binary_cross_entropy_with_logits(
 # layer 3: modules
 # --------------------------------------------------------------------------
 class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
-    """``torch.nn.CrossEntropyLoss`` whose forward is :func:`cross_entropy`.
+    """``torch.nn.CrossEntropyLoss`` whose forward is ``cross_entropy``.
 
     Same constructor, buffers and ``state_dict`` as PyTorch's module.
 
+    Examples
+    --------
     >>> import torch
     >>> loss_fn = CrossEntropyLoss(label_smoothing=0.1)
     >>> loss_fn(torch.zeros(2, 4), torch.tensor([1, 3])).item() == float(
@@ -534,8 +577,18 @@ class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
 
 
 class BCEWithLogitsLoss(torch.nn.BCEWithLogitsLoss):
-    """``torch.nn.BCEWithLogitsLoss`` whose forward is
-    :func:`binary_cross_entropy_with_logits`."""
+    """``torch.nn.BCEWithLogitsLoss`` computed by ``binary_cross_entropy_with_logits``.
+
+    Same constructor, buffers and ``state_dict`` as PyTorch's module.
+
+    Examples
+    --------
+    >>> import torch
+    >>> loss_fn = BCEWithLogitsLoss(pos_weight=torch.tensor([2.0]))
+    >>> loss_fn(torch.zeros(2, 1), torch.ones(2, 1)).item() == 2 * float(
+    ...     torch.log(torch.tensor(2.0)))
+    True
+    """
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return binary_cross_entropy_with_logits(

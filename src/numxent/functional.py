@@ -597,7 +597,7 @@ def logsumexp(x: ArrayLike, axis: int = -1) -> Loss:
 
     Returns
     -------
-    scalar or array of x's dtype, of shape x.shape without ``axis``
+    scalar or array of x's dtype, of shape x.shape without axis
         ``m + log(sum(exp(x - m), axis))`` with ``m`` the maximum along
         ``axis``; a NumPy scalar for 1-D ``x``. A row of all ``-inf`` gives
         ``-inf``; one holding ``+inf`` gives ``+inf``.

@@ -27,22 +27,22 @@ __all__ = [
 # --------------------------------------------------------------------------
 # log-sum-exp family
 # --------------------------------------------------------------------------
-def _row_logsumexp(row: np.ndarray) -> float:
-    """log(sum(exp(row))) of a 1-D float64 row, shifted by the row's max."""
-    m = np.max(row)
-    if np.isnan(m):
-        return np.nan
-    if np.isinf(m):
-        # all -inf -> -inf; any +inf -> +inf (exp(+inf) dominates the sum).
-        return float(m)
-    return float(m + np.log(np.sum(np.exp(row - m))))
+def _rows_logsumexp(rows: np.ndarray) -> np.ndarray:
+    """log(sum(exp(row))) of each row of a 2-D float64 array, shifted by the
+    row's max. A NaN row gives NaN; a row whose max is infinite gives that
+    max (all -inf -> -inf; any +inf -> +inf: exp(+inf) dominates the sum)."""
+    m = np.max(rows, axis=-1) if rows.shape[-1] else np.full(rows.shape[0], -np.inf)
+    out = m.copy()  # NaN and infinite maxima are the answer as they are
+    finite = np.isfinite(m)
+    shifted = rows[finite] - m[finite, None]
+    out[finite] = m[finite] + np.log(np.sum(np.exp(shifted), axis=-1))
+    return out
 
 
 def logsumexp_ref(x, axis: int = -1) -> np.ndarray:
     x = np.moveaxis(np.asarray(x, dtype=np.float64), axis, -1)
     flat = x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)
-    out = np.array([_row_logsumexp(r) for r in flat], dtype=np.float64)
-    return out.reshape(x.shape[:-1])
+    return _rows_logsumexp(flat).reshape(x.shape[:-1])
 
 
 def log_softmax_ref(x, axis: int = -1) -> np.ndarray:
@@ -80,6 +80,8 @@ def cross_entropy_ref(
 
         loss_i = (1-eps) * w[y_i] * (-logp_i[y_i])
                  + (eps/C) * sum_k w_k * (-logp_i[k])       (0 if y_i ignored)
+
+    (xlogy: a term whose coefficient is 0 adds 0, even where logp is -inf)
         d loss_i / d x_ij = p_ij * ((1-eps) w[y_i] + (eps/C) sum_k w_k)
                             - (1-eps) w[y_i] [j == y_i] - (eps/C) w_j
 
@@ -115,13 +117,14 @@ def cross_entropy_ref(
     losses = np.zeros(N)
     grads = np.zeros((N, C))
     denom = 0.0
+    logp_rows = log_softmax_ref(X)  # row by row: each row its own softmax
     if soft:
         assert target.shape == x.shape
         T = target.astype(np.float64).reshape(N, C)
         for i in range(N):
             q = (1.0 - eps) * T[i] + eps / C
             wq = w * q
-            logp = log_softmax_ref(X[i])
+            logp = logp_rows[i]
             p = np.exp(logp)
             # xlogy convention: a zero coefficient contributes exactly 0,
             # even where logp is -inf.
@@ -140,13 +143,17 @@ def cross_entropy_ref(
                 continue  # loss 0, grad 0, not in the denominator
             if not 0 <= y < C:
                 raise IndexError(f"target {y} out of range [0, {C})")
-            logp = log_softmax_ref(X[i])
+            logp = logp_rows[i]
             p = np.exp(logp)
-            loss = (1.0 - eps) * w[y] * -logp[y]
-            g = p * (1.0 - eps) * w[y]
-            g[y] -= (1.0 - eps) * w[y]
+            # xlogy convention as for soft labels: a zero coefficient adds 0,
+            # even where logp is -inf.
+            a_y = (1.0 - eps) * w[y]
+            loss = a_y * -logp[y] if a_y != 0.0 else 0.0
+            g = p * a_y
+            g[y] -= a_y
             if eps > 0.0:
-                loss += (eps / C) * np.sum(w * -logp)
+                with np.errstate(invalid="ignore"):
+                    loss += (eps / C) * np.sum(np.where(w == 0.0, 0.0, w * -logp))
                 g += (eps / C) * (p * np.sum(w) - w)
             losses[i] = s[i] * loss
             grads[i] = s[i] * g

@@ -127,9 +127,9 @@ def cross_entropy_ref(
             logp = logp_rows[i]
             p = np.exp(logp)
             # xlogy convention: a zero coefficient contributes exactly 0,
-            # even where logp is -inf.
+            # even where logp is -inf (NaN logits still propagate).
             with np.errstate(invalid="ignore"):
-                terms = np.where(wq == 0.0, 0.0, wq * logp)
+                terms = np.where((wq == 0.0) & (logp == -np.inf), 0.0, wq * logp)
             losses[i] = s[i] * -np.sum(terms)
             grads[i] = s[i] * (p * np.sum(wq) - wq)
             denom += s[i]
@@ -146,14 +146,15 @@ def cross_entropy_ref(
             logp = logp_rows[i]
             p = np.exp(logp)
             # xlogy convention as for soft labels: a zero coefficient adds 0,
-            # even where logp is -inf.
+            # even where logp is -inf (NaN logits still propagate).
             a_y = (1.0 - eps) * w[y]
-            loss = a_y * -logp[y] if a_y != 0.0 else 0.0
+            loss = 0.0 if a_y == 0.0 and logp[y] == -np.inf else a_y * -logp[y]
             g = p * a_y
             g[y] -= a_y
             if eps > 0.0:
+                zero = (w == 0.0) & (logp == -np.inf)
                 with np.errstate(invalid="ignore"):
-                    loss += (eps / C) * np.sum(np.where(w == 0.0, 0.0, w * -logp))
+                    loss += (eps / C) * np.sum(np.where(zero, 0.0, w * -logp))
                 g += (eps / C) * (p * np.sum(w) - w)
             losses[i] = s[i] * loss
             grads[i] = s[i] * g
@@ -228,12 +229,14 @@ def bce_with_logits_ref(
         s = np.broadcast_to(s, x.shape)
 
     # Two softplus terms, each with a non-negative coefficient for t in
-    # [0, 1]; a zero coefficient contributes 0 even when softplus is +inf.
+    # [0, 1]; a zero coefficient contributes 0 even when softplus is +inf
+    # (a NaN logit still propagates).
     a = 1.0 - t
     b = pw * t
+    nan = np.isnan(x)
     with np.errstate(invalid="ignore", over="ignore"):
-        term_a = np.where(a == 0.0, 0.0, a * _softplus(x))
-        term_b = np.where(b == 0.0, 0.0, b * _softplus(-x))
+        term_a = np.where((a == 0.0) & ~nan, 0.0, a * _softplus(x))
+        term_b = np.where((b == 0.0) & ~nan, 0.0, b * _softplus(-x))
         lw = 1.0 + (pw - 1.0) * t
         elem_loss = w * (term_a + term_b)
         elem_grad = w * (a - lw * _sigmoid(-x))

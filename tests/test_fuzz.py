@@ -309,7 +309,8 @@ def check_bce(data, path, layout, dtype):
     )
     _expect_kernel(calls, expected, mean_of_nothing)
     for _, got in calls:
-        assert got == layout, (got, layout, shape, sorted(kw))
+        if x.size:  # an empty call has no weights to lay out
+            assert got == layout, (got, layout, shape, sorted(kw))
 
 
 BCE_CASES = [(p, lay, d) for p in BCE_PATHS for lay in BCE_LAYOUTS for d in FLOATS]

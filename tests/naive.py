@@ -27,22 +27,22 @@ __all__ = [
 # --------------------------------------------------------------------------
 # log-sum-exp family
 # --------------------------------------------------------------------------
-def _row_logsumexp(row: np.ndarray) -> float:
-    """log(sum(exp(row))) of a 1-D float64 row, shifted by the row's max."""
-    m = np.max(row)
-    if np.isnan(m):
-        return np.nan
-    if np.isinf(m):
-        # all -inf -> -inf; any +inf -> +inf (exp(+inf) dominates the sum).
-        return float(m)
-    return float(m + np.log(np.sum(np.exp(row - m))))
+def _rows_logsumexp(rows: np.ndarray) -> np.ndarray:
+    """log(sum(exp(row))) of each row of a 2-D float64 array, shifted by the
+    row's max. A NaN row gives NaN; a row whose max is infinite gives that
+    max (all -inf -> -inf; any +inf -> +inf: exp(+inf) dominates the sum)."""
+    m = np.max(rows, axis=-1) if rows.shape[-1] else np.full(rows.shape[0], -np.inf)
+    out = m.copy()  # NaN and infinite maxima are the answer as they are
+    finite = np.isfinite(m)
+    shifted = rows[finite] - m[finite, None]
+    out[finite] = m[finite] + np.log(np.sum(np.exp(shifted), axis=-1))
+    return out
 
 
 def logsumexp_ref(x, axis: int = -1) -> np.ndarray:
     x = np.moveaxis(np.asarray(x, dtype=np.float64), axis, -1)
     flat = x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)
-    out = np.array([_row_logsumexp(r) for r in flat], dtype=np.float64)
-    return out.reshape(x.shape[:-1])
+    return _rows_logsumexp(flat).reshape(x.shape[:-1])
 
 
 def log_softmax_ref(x, axis: int = -1) -> np.ndarray:
@@ -80,6 +80,8 @@ def cross_entropy_ref(
 
         loss_i = (1-eps) * w[y_i] * (-logp_i[y_i])
                  + (eps/C) * sum_k w_k * (-logp_i[k])       (0 if y_i ignored)
+
+    (xlogy: a term whose coefficient is 0 adds 0, even where logp is -inf)
         d loss_i / d x_ij = p_ij * ((1-eps) w[y_i] + (eps/C) sum_k w_k)
                             - (1-eps) w[y_i] [j == y_i] - (eps/C) w_j
 
@@ -115,18 +117,19 @@ def cross_entropy_ref(
     losses = np.zeros(N)
     grads = np.zeros((N, C))
     denom = 0.0
+    logp_rows = log_softmax_ref(X)  # row by row: each row its own softmax
     if soft:
         assert target.shape == x.shape
         T = target.astype(np.float64).reshape(N, C)
         for i in range(N):
             q = (1.0 - eps) * T[i] + eps / C
             wq = w * q
-            logp = log_softmax_ref(X[i])
+            logp = logp_rows[i]
             p = np.exp(logp)
             # xlogy convention: a zero coefficient contributes exactly 0,
-            # even where logp is -inf.
+            # even where logp is -inf (NaN logits still propagate).
             with np.errstate(invalid="ignore"):
-                terms = np.where(wq == 0.0, 0.0, wq * logp)
+                terms = np.where((wq == 0.0) & (logp == -np.inf), 0.0, wq * logp)
             losses[i] = s[i] * -np.sum(terms)
             grads[i] = s[i] * (p * np.sum(wq) - wq)
             denom += s[i]
@@ -140,13 +143,18 @@ def cross_entropy_ref(
                 continue  # loss 0, grad 0, not in the denominator
             if not 0 <= y < C:
                 raise IndexError(f"target {y} out of range [0, {C})")
-            logp = log_softmax_ref(X[i])
+            logp = logp_rows[i]
             p = np.exp(logp)
-            loss = (1.0 - eps) * w[y] * -logp[y]
-            g = p * (1.0 - eps) * w[y]
-            g[y] -= (1.0 - eps) * w[y]
+            # xlogy convention as for soft labels: a zero coefficient adds 0,
+            # even where logp is -inf (NaN logits still propagate).
+            a_y = (1.0 - eps) * w[y]
+            loss = 0.0 if a_y == 0.0 and logp[y] == -np.inf else a_y * -logp[y]
+            g = p * a_y
+            g[y] -= a_y
             if eps > 0.0:
-                loss += (eps / C) * np.sum(w * -logp)
+                zero = (w == 0.0) & (logp == -np.inf)
+                with np.errstate(invalid="ignore"):
+                    loss += (eps / C) * np.sum(np.where(zero, 0.0, w * -logp))
                 g += (eps / C) * (p * np.sum(w) - w)
             losses[i] = s[i] * loss
             grads[i] = s[i] * g
@@ -221,12 +229,14 @@ def bce_with_logits_ref(
         s = np.broadcast_to(s, x.shape)
 
     # Two softplus terms, each with a non-negative coefficient for t in
-    # [0, 1]; a zero coefficient contributes 0 even when softplus is +inf.
+    # [0, 1]; a zero coefficient contributes 0 even when softplus is +inf
+    # (a NaN logit still propagates).
     a = 1.0 - t
     b = pw * t
+    nan = np.isnan(x)
     with np.errstate(invalid="ignore", over="ignore"):
-        term_a = np.where(a == 0.0, 0.0, a * _softplus(x))
-        term_b = np.where(b == 0.0, 0.0, b * _softplus(-x))
+        term_a = np.where((a == 0.0) & ~nan, 0.0, a * _softplus(x))
+        term_b = np.where((b == 0.0) & ~nan, 0.0, b * _softplus(-x))
         lw = 1.0 + (pw - 1.0) * t
         elem_loss = w * (term_a + term_b)
         elem_grad = w * (a - lw * _sigmoid(-x))

@@ -1,11 +1,47 @@
-"""The pure-Python path (NUMBA_DISABLE_JIT=1, used for kernel coverage runs)
-computes the same numbers as the compiled kernels."""
+"""Every kernel path on small problems, against naive.py -- the module the
+kernel-coverage run executes with the JIT off -- and the pure-Python path
+(NUMBA_DISABLE_JIT=1) against the compiled kernels.
 
+The coverage run (kernel bodies run as Python, so every branch is seen):
+
+    NUMBA_DISABLE_JIT=1 python -m pytest tests/test_nojit.py -p no:cacheprovider \
+        --cov=numxent --cov-config=tests/coverage-kernels.ini \
+        --cov-report=term-missing --cov-fail-under=N
+
+Sizes sit just past each switch (from the dispatch constants): with the JIT
+off a 32,768-logit call takes a fraction of a second. The checks run with
+the JIT on too (as a normal part of the suite).
+"""
+
+import math
 import os
 import subprocess
 import sys
 
+import numba
 import numpy as np
+import pytest
+
+import numxent as nx
+from _cases import assert_matches
+from _paths import (
+    BCE_BLOCK,
+    GROUP_ROWS,
+    NARROW_TILE,
+    PREFETCH_ROW_BYTES,
+    ROWS_PER_TASK,
+    SERIAL_BELOW,
+    WIDE_SERIAL_BELOW,
+    narrow_classes,
+    record_kernels,
+)
+from naive import (
+    bce_with_logits_ref,
+    cross_entropy_ref,
+    log_softmax_ref,
+    logsumexp_ref,
+    softmax_ref,
+)
 
 SCRIPT = r"""
 import numpy as np
@@ -48,3 +84,233 @@ def test_disable_jit_matches_compiled(tmp_path):
         # fma is emulated with two roundings without the JIT: a few ulps apart
         rtol = 1e-5 if a.dtype == np.float32 else 1e-12
         np.testing.assert_allclose(b, a, rtol=rtol, atol=rtol * np.max(np.abs(a)))
+
+
+# --------------------------------------------------------------------------
+# every kernel path, in process (measured by the coverage run)
+# --------------------------------------------------------------------------
+FLOATS = [np.float32, np.float64]
+# Rows of only -inf reach math.log(0.0): -inf compiled (error_model="numpy"),
+# a ValueError in the pure-Python stand-ins, so the JIT-off run leaves them out.
+ALL_MINUS_INF_ROWS = not numba.config.DISABLE_JIT
+
+
+def _ids(cases):
+    return [f"{c[0]}-{np.dtype(c[1]).name}" for c in cases]
+
+
+def _hard_geometry(path, dtype):
+    """(rows, classes) just past the switch of ``path``."""
+    nc = narrow_classes(dtype)
+    if path == "narrow-serial":  # two tiles
+        return NARROW_TILE // nc + 3, nc
+    if path == "narrow-parallel":
+        return math.ceil(SERIAL_BELOW / (nc - 1)) + 1, nc - 1
+    if path == "wide-serial":  # two groups and a remainder
+        return 2 * GROUP_ROWS + 3, nc + 1
+    if path == "wide-unprefetched":  # rows longer than the prefetch limit
+        return 6, PREFETCH_ROW_BYTES // np.dtype(dtype).itemsize + 1
+    c = nc + 1  # wide-parallel: two tasks or more
+    return max(math.ceil(WIDE_SERIAL_BELOW / c), NARROW_TILE // c + 2), c
+
+
+HARD_KERNEL = {
+    "narrow-serial": "ce_narrow_ser",
+    "narrow-parallel": "ce_narrow_par",
+    "wide-serial": "ce_hard_ser",
+    "wide-unprefetched": None,  # serial or parallel by dtype: see below
+    "wide-parallel": "ce_hard_par",
+}
+HARD_CASES = [(p, d) for p in HARD_KERNEL for d in FLOATS]
+# option sets: every branch of the row functions (smoothing or not, class
+# and sample weights with zeros, ignored / NaN / +inf / -inf rows, gradient
+# rows, scratch rows for forward-only and in-place calls)
+OPTIONS = [
+    dict(label_smoothing=0.1, weighted=True, reduction="none", out=None),
+    dict(label_smoothing=0.0, weighted=False, reduction="mean", out="inplace"),
+    dict(label_smoothing=0.3, weighted=True, reduction="sum", out="inplace"),
+    dict(label_smoothing=0.0, weighted=True, reduction="sum", out="out"),
+]
+
+
+def _call(fn, x, args, kw, out):
+    """(loss, grad) with the gradient new, in ``out=`` or in place, and the
+    forward-only loss, which must be the same bits."""
+    if out == "inplace":
+        xin = x.copy()
+        loss, grad = fn(xin, *args, return_grad=True, out=xin, **kw)
+        assert grad is xin
+    elif out == "out":
+        buf = np.empty_like(x)
+        loss, grad = fn(x, *args, return_grad=True, out=buf, **kw)
+        assert grad is buf
+    else:
+        loss, grad = fn(x, *args, return_grad=True, **kw)
+    np.testing.assert_array_equal(fn(x, *args, **kw), loss)
+    return loss, grad
+
+
+def _plus_inf_rows_nan(loss, grad, rows, reduction):
+    """PyTorch's pattern for rows holding +inf (the reference's inf - inf
+    leaves some entries finite): loss and gradient NaN."""
+    grad[rows] = np.nan
+    if reduction == "none":
+        loss[rows] = np.nan
+        return loss, grad
+    return (np.nan if len(rows) else loss), grad
+
+
+@pytest.mark.parametrize(("path", "dtype"), HARD_CASES, ids=_ids(HARD_CASES))
+def test_hard_label_paths_match_naive(path, dtype):
+    n, c = _hard_geometry(path, dtype)
+    rng = np.random.default_rng(n * c)
+    x = (rng.standard_normal((n, c)) * 4).astype(dtype)
+    y = rng.integers(0, c, n)
+    y[1] = -100
+    x[1] = np.nan  # an ignored row of garbage
+    x[2, c // 2] = np.nan
+    x[3, 0] = np.inf
+    x[4, 1] = -np.inf
+    x[5, :] = -30.0  # all equal
+    w = rng.uniform(0.1, 3.0, c)
+    w[::7] = 0.0
+    sw = rng.uniform(0.0, 3.0, n)
+    for opts in OPTIONS:
+        kw = dict(reduction=opts["reduction"], label_smoothing=opts["label_smoothing"])
+        if opts["weighted"]:
+            kw.update(weight=w, sample_weight=sw)
+        with record_kernels() as calls:
+            loss, grad = _call(nx.cross_entropy, x, (y,), kw, opts["out"])
+        kernel = HARD_KERNEL[path]
+        if kernel is None:
+            kernel = "ce_hard_ser" if n * c < WIDE_SERIAL_BELOW else "ce_hard_par"
+        assert {name for name, _ in calls} == {kernel}
+        with np.errstate(all="ignore"):
+            r_loss, r_grad = cross_entropy_ref(x.astype(np.float64), y, **kw)
+        r_loss, r_grad = _plus_inf_rows_nan(r_loss, r_grad, [3], kw["reduction"])
+        assert_matches(loss, r_loss, dtype)
+        assert_matches(grad, r_grad, dtype)
+    # a bad label: found by the kernels' scan (serial) or the label scan
+    bad = y.copy()
+    bad[-1] = c
+    with pytest.raises(IndexError):
+        nx.cross_entropy(x, bad)
+
+
+SOFT_CASES = [(p, d) for p in ("soft-serial", "soft-parallel") for d in FLOATS]
+
+
+@pytest.mark.parametrize(("path", "dtype"), SOFT_CASES, ids=_ids(SOFT_CASES))
+def test_soft_label_paths_match_naive(path, dtype):
+    c = 101  # odd: the target terms' pairs and remainder
+    n = 2 * ROWS_PER_TASK + 3
+    if path == "soft-parallel":
+        n = math.ceil(SERIAL_BELOW / c) + 1
+    rng = np.random.default_rng(n)
+    x = (rng.standard_normal((n, c)) * 4).astype(dtype)
+    t = rng.random((n, c))
+    t[t < 0.2] = 0.0
+    t = (t / t.sum(axis=1, keepdims=True)).astype(dtype)
+    x[2, 3] = np.nan
+    x[3, 0] = np.inf
+    x[4, 1] = -np.inf
+    t[4, 1] = 0.0  # zero probability meets -inf: contributes nothing
+    if ALL_MINUS_INF_ROWS:
+        x[5, :] = -np.inf
+    w = rng.uniform(0.1, 3.0, c)
+    w[::7] = 0.0
+    for opts in OPTIONS:
+        kw = dict(reduction=opts["reduction"], label_smoothing=opts["label_smoothing"])
+        if opts["weighted"]:
+            kw.update(weight=w, sample_weight=rng.uniform(0.0, 3.0, n))
+        with record_kernels() as calls:
+            loss, grad = _call(nx.cross_entropy, x, (t,), kw, opts["out"])
+        assert {name for name, _ in calls} == {"ce_soft_" + path[5:8]}
+        with np.errstate(all="ignore"):
+            r_loss, r_grad = cross_entropy_ref(x.astype(np.float64), t, **kw)
+        r_loss, r_grad = _plus_inf_rows_nan(r_loss, r_grad, [3], kw["reduction"])
+        assert_matches(loss, r_loss, dtype)
+        assert_matches(grad, r_grad, dtype)
+
+
+def _bce_case(layout, shape, rng):
+    n_cols = shape[-1]
+    if layout == "period-1":
+        return {}
+    if layout == "period-C":
+        return dict(weight=rng.uniform(0, 2, n_cols),
+                    pos_weight=rng.uniform(0, 3, n_cols))  # fmt: skip
+    if layout == "row-scale":
+        return dict(pos_weight=rng.uniform(0, 3, n_cols),
+                    sample_weight=rng.uniform(0, 2, shape[:-1]))  # fmt: skip
+    return dict(weight=rng.uniform(0, 2, shape),
+                sample_weight=rng.uniform(0, 2, shape[:-1]))  # fmt: skip
+
+
+BCE_CASES = [
+    (f"{launch}-{layout}", d)
+    for launch in ("serial", "parallel")
+    for layout in ("period-1", "period-C", "row-scale", "gathered")
+    for d in FLOATS
+]
+
+
+@pytest.mark.parametrize(("case", "dtype"), BCE_CASES, ids=_ids(BCE_CASES))
+def test_bce_paths_match_naive(case, dtype):
+    launch, layout = case.split("-", 1)
+    # rows not a multiple of a block: blocks start mid-row
+    n_cols = BCE_BLOCK // 4 + 3
+    rows = 5 if launch == "serial" else math.ceil(SERIAL_BELOW / n_cols) + 1
+    shape = (rows, n_cols)
+    rng = np.random.default_rng(rows)
+    x = (rng.standard_normal(shape) * 6).astype(dtype)
+    x[0, :4] = [np.nan, np.inf, -np.inf, 0.0]
+    t = rng.random(shape)
+    t[0, :8] = [0, 1, 0, 1, 1, 0, 0.5, 1]
+    t = t.astype(dtype)
+    kw = _bce_case(layout, shape, rng)
+    for reduction, out in (("none", None), ("mean", "inplace"), ("sum", "out")):
+        with record_kernels() as calls:
+            loss, grad = _call(nx.binary_cross_entropy_with_logits, x, (t,),
+                              dict(kw, reduction=reduction), out)  # fmt: skip
+        assert {name for name, _ in calls} == {"bce_" + launch[:3]}
+        assert {detail for _, detail in calls} == {layout}
+        with np.errstate(all="ignore"):
+            r_loss, r_grad = bce_with_logits_ref(x.astype(np.float64), t,
+                                                 reduction=reduction, **kw)  # fmt: skip
+        assert_matches(loss, r_loss, dtype)
+        assert_matches(grad, r_grad, dtype)
+
+
+ROWWISE = [
+    (nx.logsumexp, logsumexp_ref),
+    (nx.log_softmax, log_softmax_ref),
+    (nx.softmax, softmax_ref),
+]
+ROW_CASES = [(p, d) for p in ("serial", "parallel") for d in FLOATS]
+
+
+@pytest.mark.parametrize(("path", "dtype"), ROW_CASES, ids=_ids(ROW_CASES))
+def test_softmax_family_paths_match_naive(path, dtype):
+    c = 100
+    n = 2 * ROWS_PER_TASK + 3 if path == "serial" else math.ceil(SERIAL_BELOW / c) + 1
+    rng = np.random.default_rng(n)
+    x = (rng.standard_normal((n, c)) * 10).astype(dtype)
+    x[1, 3] = np.nan
+    x[2, 0] = np.inf
+    x[2, 1] = np.nan  # with +inf: logsumexp is NaN
+    if ALL_MINUS_INF_ROWS:
+        x[3, :] = -np.inf
+    x[4, 5] = -np.inf
+    for fn, ref in ROWWISE:
+        with record_kernels() as calls:
+            res = fn(x)
+        assert {name for name, _ in calls} == {"softmax_" + path[:3]}
+        with np.errstate(all="ignore"):
+            expected = ref(x.astype(np.float64))
+        if fn is not nx.logsumexp:
+            expected[2] = np.nan  # +inf row: PyTorch's all-NaN row
+        assert_matches(res, expected, dtype)
+        # the class axis elsewhere: the same rows, moved
+        moved = fn(np.ascontiguousarray(x.T), axis=0)
+        np.testing.assert_array_equal(moved, res.T)

@@ -1,0 +1,53 @@
+"""Checks shared by the numxent-vs-reference test modules (NumPy only)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def assert_close(actual, expected, dtype, *, rtol=None, atol=None):
+    """rtol 1e-12 (float64) / 1e-5 (float32); atol scaled by the magnitude.
+
+    NaN and inf must sit in the same places (``equal_nan``).
+    """
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    finite = expected[np.isfinite(expected)]
+    scale = max(1.0, float(np.max(np.abs(finite)))) if finite.size else 1.0
+    if dtype == np.float64:
+        rtol = 1e-12 if rtol is None else rtol
+        atol = 1e-14 * scale if atol is None else atol
+    else:
+        rtol = 1e-5 if rtol is None else rtol
+        atol = 1e-6 * scale if atol is None else atol
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol, equal_nan=True)
+
+
+def check_result(loss, grad, logits, reduction, lead):
+    """numxent's return types: a scalar / an array of ``lead`` in logits' dtype."""
+    dtype = np.asarray(logits).dtype
+    if reduction == "none":
+        assert isinstance(loss, np.ndarray)
+        assert loss.shape == lead
+    else:
+        assert np.ndim(loss) == 0
+    assert loss.dtype == dtype
+    assert isinstance(grad, np.ndarray)
+    assert grad.shape == np.shape(logits)
+    assert grad.dtype == dtype
+
+
+def hard_target(rng, lead, C, ignore_index=None, ignored=()):
+    y = rng.integers(0, C, size=lead)
+    flat = y.reshape(-1)
+    for i in ignored:
+        if i < flat.size:
+            flat[i] = ignore_index
+    return flat.reshape(lead)
+
+
+def soft_target(rng, shape):
+    t = rng.random(shape)
+    t[t < 0.15] = 0.0  # some exact zeros
+    return t / np.maximum(t.sum(axis=-1, keepdims=True), 1e-300)
+

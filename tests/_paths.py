@@ -1,0 +1,145 @@
+"""The one place the test suite reaches into numxent's internals.
+
+Tests that must land on a particular kernel path (tile or row-at-a-time
+hard-label kernels, serial or parallel launch, the BCE weight layouts) take
+their sizes from the dispatch and kernel constants re-exported here, never
+from literals, so a retuned threshold moves the tests with it. When the
+package's internals move, this module is the only test file to repoint.
+
+Exported constants
+------------------
+SERIAL_BELOW
+    Logits per call below which the serial kernel of a pair runs (all ops
+    except wide hard-label rows).
+WIDE_SERIAL_BELOW
+    The same threshold for hard-label rows wider than NARROW_CLASSES.
+NARROW_CLASSES
+    ``{itemsize: C}``: hard-label rows of at most C classes use the tile
+    kernels (``ce_narrow_*``), wider ones the row-at-a-time kernels.
+NARROW_TILE
+    Elements per tile of narrow rows and per task of wide rows.
+ROWS_PER_TASK
+    Rows per parallel task of the soft-label and softmax kernels (and the
+    minimum of a wide hard-label task).
+BCE_BLOCK
+    Elements per binary cross-entropy block; the weight layout uses a
+    period of at most BCE_BLOCK.
+GROUP_ROWS, GROUP_ELEMENTS
+    Wide hard-label rows are finished a group of rows at a time.
+PREFETCH_ROW_BYTES
+    Wide hard-label rows up to this many bytes prefetch two rows ahead.
+
+Helpers
+-------
+``narrow_classes(dtype)``, ``sizes_around(threshold)``, ``record_kernels()``
+(which kernel pair member ran, and with which BCE weight layout).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+from numxent import _config as _cfg
+from numxent import _kernels as _K
+
+__all__ = [
+    "BCE_BLOCK",
+    "GROUP_ELEMENTS",
+    "GROUP_ROWS",
+    "KERNELS",
+    "NARROW_CLASSES",
+    "NARROW_TILE",
+    "PREFETCH_ROW_BYTES",
+    "ROWS_PER_TASK",
+    "SERIAL_BELOW",
+    "WIDE_SERIAL_BELOW",
+    "bce_layout",
+    "narrow_classes",
+    "record_kernels",
+    "sizes_around",
+]
+
+SERIAL_BELOW: int = _cfg.SERIAL_BELOW
+# functional.py passes K.NARROW_TILE as the wide hard-label rows' threshold.
+WIDE_SERIAL_BELOW: int = _K.NARROW_TILE
+NARROW_CLASSES: dict[int, int] = dict(_K.NARROW_CLASSES)
+NARROW_TILE: int = _K.NARROW_TILE
+ROWS_PER_TASK: int = _K.ROWS_PER_TASK
+BCE_BLOCK: int = _K.BCE_BLOCK
+GROUP_ROWS: int = _K.GROUP_ROWS
+GROUP_ELEMENTS: int = _K.GROUP_ELEMENTS
+# _ce_hard_rows: ``prefetch = n_classes * x.itemsize <= 16384``
+PREFETCH_ROW_BYTES: int = 16384
+
+# Kernel pairs as functional.py launches them (attributes of _KERNEL_MODULE).
+KERNELS = (
+    "ce_narrow_ser",
+    "ce_narrow_par",
+    "ce_hard_ser",
+    "ce_hard_par",
+    "ce_soft_ser",
+    "ce_soft_par",
+    "bce_ser",
+    "bce_par",
+    "softmax_ser",
+    "softmax_par",
+)
+# The module whose attributes the dispatch code looks the kernels up in at
+# call time (functional.py: ``K.ce_narrow_par(...)``).
+_KERNEL_MODULE = _K
+# Positions of (fac_pat, row_scale) in the bce_* kernels' arguments.
+_BCE_FAC_PAT, _BCE_ROW_SCALE = 5, 7
+
+
+def narrow_classes(dtype) -> int:
+    """The widest hard-label row (classes) the tile kernels take for ``dtype``
+    (float16 is computed as float32)."""
+    dt = np.dtype(dtype)
+    return NARROW_CLASSES[4 if dt == np.float16 else dt.itemsize]
+
+
+def sizes_around(threshold: int, spread: int = 1) -> list[int]:
+    """``threshold - spread .. threshold + spread``, positive values only:
+    the sizes on both sides of a switch and the switch itself."""
+    return [n for n in range(threshold - spread, threshold + spread + 1) if n > 0]
+
+
+def bce_layout(args) -> str:
+    """How a bce_* call was given its weights: "period-1" (all constant),
+    "period-C" (constant along rows, laid out with the row's period),
+    "row-scale" (plus a per-row sample weight) or "gathered"."""
+    fac_pat, row_scale = args[_BCE_FAC_PAT], args[_BCE_ROW_SCALE]
+    if fac_pat.shape[0] == 0:
+        return "gathered"
+    if row_scale.shape[0] > 0:
+        return "row-scale"
+    return "period-1" if fac_pat.shape[0] - BCE_BLOCK == 1 else "period-C"
+
+
+@contextlib.contextmanager
+def record_kernels():
+    """Record the kernels numxent launches inside the block.
+
+    Yields a list that receives one ``(kernel name, detail)`` per launch;
+    ``detail`` is :func:`bce_layout` for the bce_* kernels, else None. The
+    kernels still run: the wrappers only note the call.
+    """
+    calls: list[tuple[str, str | None]] = []
+    saved = {name: getattr(_KERNEL_MODULE, name) for name in KERNELS}
+
+    def wrap(name, kernel):
+        def spy(*args):
+            calls.append((name, bce_layout(args) if name.startswith("bce") else None))
+            return kernel(*args)
+
+        return spy
+
+    try:
+        for name, kernel in saved.items():
+            setattr(_KERNEL_MODULE, name, wrap(name, kernel))
+        yield calls
+    finally:
+        for name, kernel in saved.items():
+            setattr(_KERNEL_MODULE, name, kernel)

@@ -41,7 +41,7 @@ import contextlib
 
 import numpy as np
 
-from numxent import _config as _cfg
+from numxent import _dispatch as _D
 from numxent import _kernels as _K
 
 __all__ = [
@@ -61,17 +61,16 @@ __all__ = [
     "sizes_around",
 ]
 
-SERIAL_BELOW: int = _cfg.SERIAL_BELOW
+SERIAL_BELOW: int = _D.SERIAL_BELOW
 # functional.py passes K.NARROW_TILE as the wide hard-label rows' threshold.
-WIDE_SERIAL_BELOW: int = _K.NARROW_TILE
-NARROW_CLASSES: dict[int, int] = dict(_K.NARROW_CLASSES)
+WIDE_SERIAL_BELOW: int = _D.WIDE_SERIAL_BELOW
+NARROW_CLASSES: dict[int, int] = dict(_D.NARROW_CLASSES)
 NARROW_TILE: int = _K.NARROW_TILE
 ROWS_PER_TASK: int = _K.ROWS_PER_TASK
 BCE_BLOCK: int = _K.BCE_BLOCK
 GROUP_ROWS: int = _K.GROUP_ROWS
 GROUP_ELEMENTS: int = _K.GROUP_ELEMENTS
-# _ce_hard_rows: ``prefetch = n_classes * x.itemsize <= 16384``
-PREFETCH_ROW_BYTES: int = 16384
+PREFETCH_ROW_BYTES: int = _K.PREFETCH_ROW_BYTES
 
 # Kernel pairs as functional.py launches them (attributes of _KERNEL_MODULE).
 KERNELS = (
@@ -87,7 +86,7 @@ KERNELS = (
     "softmax_par",
 )
 # The module whose attributes the dispatch code looks the kernels up in at
-# call time (functional.py: ``K.ce_narrow_par(...)``).
+# call time (_dispatch.py: ``K.ce_narrow_par``).
 _KERNEL_MODULE = _K
 # Positions of (fac_pat, row_scale) in the bce_* kernels' arguments.
 _BCE_FAC_PAT, _BCE_ROW_SCALE = 5, 7

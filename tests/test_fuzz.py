@@ -16,13 +16,6 @@ Where naive.py and numxent deliberately differ, the expectation is patched
 and says so: a kept row holding +inf gives PyTorch's all-NaN loss and
 gradient (the reference's ``inf - inf`` leaves finite entries), and the
 same for softmax / log_softmax rows holding +inf.
-
-Two known defects of today's kernels are kept out of the draws (each has a
-strict xfail test in test_naive_reference.py; drop the exclusion with the
-fix): a kept hard-label row of only -inf logits wider than NARROW_CLASSES
-returns an unwritten (garbage) loss instead of NaN, and a -inf logit at
-the target whose coefficient (1 - eps) w_y is 0 gives a NaN loss instead
-of the zero-coefficient convention's 0 (its one-hot soft-label twin's).
 """
 
 from __future__ import annotations
@@ -63,9 +56,6 @@ from naive import (
 )
 
 SLOW_EXAMPLES = 300
-# the known defects named in the module docstring
-WIDE_ALL_MINUS_INF_ROWS_FIXED = False
-ZERO_COEFFICIENT_TARGET_FIXED = False
 
 
 def _fuzz_tests(check, cases, ids):
@@ -145,8 +135,6 @@ def check_hard(data, path, dtype):
     scale = data.draw(st.sampled_from([1.0, 4.0, 30.0]), label="scale")
     x = logits(rng, (n, c), dtype, scale)
     kinds = _nonfinite_kinds(data)
-    if path.startswith("wide") and not WIDE_ALL_MINUS_INF_ROWS_FIXED:
-        kinds = [k for k in kinds if k != "all-inf"]
     poisoned = poison_rows(rng, x, kinds, n)
     ignore_index = data.draw(st.sampled_from([-100, -1, 0, c - 1]), label="ignore")
     label_dtype = data.draw(st.sampled_from([np.int64, np.int32, np.int16]))
@@ -171,14 +159,6 @@ def check_hard(data, path, dtype):
     )
     kw["ignore_index"] = ignore_index
     layout = data.draw(st.sampled_from(LAYOUTS), label="layout")
-    if not ZERO_COEFFICIENT_TARGET_FIXED:
-        a_y = (1.0 - kw["label_smoothing"]) * kw.get("weight", np.ones(c))[
-            np.where(y == ignore_index, 0, y) % c
-        ]
-        for i in np.flatnonzero((y != ignore_index) & (a_y == 0.0)):
-            if x[i, y[i]] == -np.inf:
-                x[i, y[i]] = 0.0
-                poisoned[i] = "-inf" if np.isneginf(x[i]).any() else "finite"
     xs = x.reshape(lead + (c,))
     yt = y.reshape(lead).astype(label_dtype)
     x_view = as_layout(xs, layout, rng)

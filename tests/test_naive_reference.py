@@ -202,7 +202,7 @@ def test_nonfinite_rows_match_naive(dtype, label_smoothing, n_classes):
         width = narrow_classes(dtype) + 1
         x = np.concatenate([x, np.full((8, width - 4), -INF)], axis=1)
         x[[0, 1, 2, 3, 4, 5, 7], 4:] = -30.0
-        x[6, 4:] = 0.0  # (an all -inf wide row: see the xfail test below)
+        x[6, 4:] = 0.0  # (all -inf wide rows: test_all_minus_inf_wide_row_is_nan)
     x = x.astype(dtype)
     kw = dict(reduction="none", label_smoothing=label_smoothing)
     loss, grad = nx.cross_entropy(x, y, return_grad=True, **kw)
@@ -214,16 +214,11 @@ def test_nonfinite_rows_match_naive(dtype, label_smoothing, n_classes):
     assert_close(grad, r_grad, dtype)
 
 
-# Known defects, kept as strict xfails: each turns into a failure (XPASS)
-# once fixed, when the marker and test_fuzz.py's matching exclusion go.
-@pytest.mark.xfail(strict=True, reason="wide all -inf rows: loss left unwritten")
 @pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: d.__name__)
 @pytest.mark.parametrize("n_rows", [2, 5, 40])
 def test_all_minus_inf_wide_row_is_nan(dtype, n_rows):
     """A kept hard-label row of only -inf logits wider than NARROW_CLASSES:
-    0/0, NaN loss (as in narrow rows, the reference and PyTorch). Today its
-    loss is never written: whatever the buffer held (0, inf, 3.9e+73, a
-    subnormal) comes back, and "mean"/"sum" include it."""
+    0/0, NaN loss (as in narrow rows, the reference and PyTorch)."""
     c = narrow_classes(dtype) + 1
     x = np.random.default_rng(0).standard_normal((n_rows, c)).astype(dtype)
     x[0] = -INF
@@ -234,7 +229,6 @@ def test_all_minus_inf_wide_row_is_nan(dtype, n_rows):
     assert_close(loss, r_loss, dtype)
 
 
-@pytest.mark.xfail(strict=True, reason="0 * inf at the target gives NaN")
 @pytest.mark.parametrize("n_classes", [3, 300])
 @pytest.mark.parametrize(
     "kw",
@@ -245,7 +239,7 @@ def test_zero_coefficient_target_with_minus_inf_logit(n_classes, kw):
     """A -inf logit at the target whose coefficient (1 - eps) w_y is 0
     contributes nothing (the zero-coefficient convention numxent applies to
     soft labels and to the smoothing term): hard labels equal their one-hot
-    soft labels. Today the hard-label loss is NaN (0 * inf)."""
+    soft labels."""
     kw = dict(kw)
     if "weight" in kw:
         kw["weight"] = np.array(kw["weight"][:n_classes])

@@ -29,6 +29,9 @@ from ._vecmath import (
 # rows (at least ROWS_PER_TASK rows): 4,096- and 8,192-element tiles were
 # slower than 16,384 at C = 64-200.
 NARROW_TILE = 16384
+# Wide rows up to this many bytes are prefetched two rows ahead; longer rows
+# stream well on the hardware prefetcher alone (and were slower with it).
+PREFETCH_ROW_BYTES = 16384
 # Rows of wide hard-label tasks are finished a group at a time, so that the
 # group's logs are one vector loop (a scalar libm log per 100-class row is a
 # noticeable share of its time).
@@ -76,7 +79,11 @@ def _make_finish(in_place):
         n_classes = w.shape[0]
         s_w = sw[i] if sw.shape[0] > 0 else 1.0
         w_y = w[yi]
-        loss = (1.0 - eps) * w_y * (log_s - d_y)
+        c_y = (1.0 - eps) * w_y
+        # A zero coefficient never meets the target's -inf logit (0 * inf):
+        # the term is then 0, or NaN where the row's log-sum-exp is (xlogy, as
+        # for soft labels).
+        loss = c_y * (log_s - d_y) if c_y != 0.0 else c_y * log_s
         if eps > 0.0:
             loss += (eps / n_classes) * (w_total * log_s - wd)
         loss_rows[i] = s_w * loss
@@ -175,9 +182,7 @@ def _ce_hard_rows(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
     group = min(max(GROUP_ELEMENTS // n_classes, 1), GROUP_ROWS)
     xf = xi.reshape(x.shape[0] * n_classes)
     step = 64 // x.itemsize  # elements a cache line
-    # Rows up to 16 KiB are asked for two rows ahead; longer rows stream well
-    # on the hardware prefetcher alone (and were slower with it).
-    prefetch = n_classes * x.itemsize <= 16384
+    prefetch = n_classes * x.itemsize <= PREFETCH_ROW_BYTES
     # The exp values go to the gradient rows (finished in place, in L1), or
     # to a scratch group when there is no gradient or it is the logits
     # themselves (out=logits: a loop reading and writing one memory through

@@ -162,8 +162,14 @@ def bce_shapes(draw, path, layout):
         if parallel:
             n = SERIAL_BELOW + draw(st.integers(0, 2 * BCE_BLOCK))
         elif layout == "period-C":
-            n = draw(st.one_of(st.integers(1, 64), st.sampled_from(
-                [k for k in sizes_around(BCE_BLOCK) if k <= BCE_BLOCK])))
+            n = draw(
+                st.one_of(
+                    st.integers(1, 64),
+                    st.sampled_from(
+                        [k for k in sizes_around(BCE_BLOCK) if k <= BCE_BLOCK]
+                    ),
+                )
+            )
         elif layout == "gathered":
             n = draw(st.integers(BCE_BLOCK + 1, SERIAL_BELOW - 1))
         else:

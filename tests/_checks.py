@@ -50,4 +50,3 @@ def soft_target(rng, shape):
     t = rng.random(shape)
     t[t < 0.15] = 0.0  # some exact zeros
     return t / np.maximum(t.sum(axis=-1, keepdims=True), 1e-300)
-

@@ -92,20 +92,12 @@ def torch_bce(
     return loss.detach().numpy(), x.grad.numpy()
 
 
-
-
-
-
 def _scale_none_grad(grad, g, reduction, per_element=False):
     """numxent's per-sample 'none' gradient times torch's upstream gradient."""
     if reduction != "none":
         return grad
     g = np.asarray(g, dtype=np.float64)
     return grad * (g if per_element else g[..., None])
-
-
-
-
 
 
 # --------------------------------------------------------------------------
@@ -330,8 +322,6 @@ def test_bce_integer_and_bool_targets(target_dtype, reduction):
     assert_close(grad, t_grad, np.float64)
 
 
-
-
 # --------------------------------------------------------------------------
 # float32 accuracy: numxent float32 vs torch float64 on the same values
 # --------------------------------------------------------------------------
@@ -407,20 +397,6 @@ def test_cross_entropy_float16_computed_in_float32(reduction):
 # --------------------------------------------------------------------------
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 # --------------------------------------------------------------------------
 # mean with a zero denominator: NaN loss (like PyTorch), all-zero gradient
 # --------------------------------------------------------------------------
@@ -450,8 +426,6 @@ def test_mean_with_zero_denominator(case):
     if "sample_weight" not in kw:
         t_loss, _ = torch_ce(x, y, dtype=np.float64, **kw)
         assert np.isnan(t_loss)
-
-
 
 
 # --------------------------------------------------------------------------
@@ -705,8 +679,6 @@ def test_logsumexp_family_nonfinite_rows_match_torch(dtype, name):
     out = fn(x, axis=-1)
     expected = torch_fn(torch.tensor(x), dim=-1).numpy()
     assert_close(out, expected, dtype)
-
-
 
 
 @pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: d.__name__)

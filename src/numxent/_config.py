@@ -98,6 +98,7 @@ def _cache_probe():  # pragma: no cover - never called, only decorated
 # Whether the kernels are compiled with ``cache=True``.
 JIT_CACHE = _cache_enabled()
 
+_LINUX = sys.platform.startswith("linux")
 # The layers each value of NUMBA_THREADING_LAYER may resolve to on this
 # platform (Numba's own rules: numba/np/ufunc/parallel.py).
 _LAYER_CANDIDATES = {
@@ -107,8 +108,8 @@ _LAYER_CANDIDATES = {
     "workqueue": ("workqueue",),
     "safe": ("tbb",),
     "threadsafe": ("tbb", "omp"),
-    "forksafe": ("tbb", "workqueue") if sys.platform.startswith("linux")
-    else ("tbb", "omp", "workqueue"),
+    # GNU OpenMP (Linux) is not fork-safe; other platforms' OpenMP is
+    "forksafe": ("tbb", "workqueue") + (() if _LINUX else ("omp",)),
 }
 _REQUESTED = str(numba.config.THREADING_LAYER).lower()
 _USER_CHOSE_LAYER = (

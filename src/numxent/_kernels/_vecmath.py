@@ -143,7 +143,6 @@ def row_max(bits):
     return row_max
 
 
-
 @by_width(0)
 def int_view(bits):
     """The logits' bits as int32 / int64 (made once per task, not per row:
@@ -154,7 +153,6 @@ def int_view(bits):
         return x.view(itype)
 
     return int_view
-
 
 
 @njit
@@ -207,7 +205,6 @@ def exp_nonpos(bits):
         return exp(d)
 
     return exp_nonpos
-
 
 
 # fdlibm's e_log.c coefficients (minimax for the atanh remainder on
@@ -279,7 +276,6 @@ def fixed_sum(bits):
     return fixed_sum
 
 
-
 # The exp loop and the sum loop are separate loops over the row (the row is
 # in L1 for the second): fused, the int64 accumulator made LLVM pick a narrow
 # vector width for the float32 exp too.
@@ -300,7 +296,6 @@ def exp_shifted(bits):
         return fixed_sum(e, ei, x.shape[1], fix)
 
     return exp_shifted
-
 
 
 @njit(**HELPER)

@@ -16,6 +16,7 @@ from typing import Any, Literal, overload
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from . import _bce_layout as B
 from . import _dispatch as D
 from . import _kernels as K
 from . import _validation as V
@@ -452,7 +453,7 @@ def _bce_prepare(logits, target, weight, pos_weight, sample_weight, reduction,
     if unweighted:
         # cached: the weight checks, broadcasts and patterns below are most of
         # a small call's time
-        w2 = pw2 = sw2 = _unit_bce_weights(n_rows, n_cols)
+        w2 = pw2 = sw2 = B.unit_weights(n_rows, n_cols)
     else:
         w = V.check_nonneg_weights(1.0 if weight is None else weight, "weight", None)
         pw = V.check_nonneg_weights(
@@ -488,67 +489,14 @@ def _bce_prepare(logits, target, weight, pos_weight, sample_weight, reduction,
     block_sums = np.empty(-(-n_el // K.BCE_BLOCK), dtype=np.float64)
     gscale = 1.0 / denom if red == "mean" and denom != 0.0 else 1.0
     if unweighted:
-        fac_pat, pw_pat, row_scale = _unit_bce_patterns(cdtype)
+        fac_pat, pw_pat, row_scale = B.unit_patterns(cdtype)
     else:
-        fac_pat, pw_pat, row_scale = _bce_weight_pattern(w2, pw2, sw2)
+        fac_pat, pw_pat, row_scale = B.weight_pattern(w2, pw2, sw2)
         if cdtype != np.float64:  # the float32 kernel reads float32 patterns
             fac_pat, pw_pat = fac_pat.astype(cdtype), pw_pat.astype(cdtype)
     args = (xk, tk, w2, pw2, sw2, fac_pat, pw_pat, row_scale, gscale, block_sums,
             elem, kgrad1)  # fmt: skip
     return args, red, denom, dtype, shape, grad, kgrad
-
-
-@functools.lru_cache(maxsize=64)
-def _unit_bce_weights(n_rows: int, n_cols: int) -> np.ndarray:
-    """Unit BCE weights as ``broadcast_weight`` lays them out: (rows, cols)."""
-    return V.broadcast_weight(np.float64(1.0), "weight", (n_rows, n_cols), n_rows,
-                              n_cols)  # fmt: skip
-
-
-@functools.lru_cache(maxsize=4)
-def _unit_bce_patterns(cdtype: np.dtype):
-    """``_bce_weight_pattern`` of unit weights, in the kernel's dtype."""
-    one = _unit_bce_weights(1, 1)
-    fac_pat, pw_pat, row_scale = _bce_weight_pattern(one, one, one)
-    if cdtype != np.float64:
-        fac_pat, pw_pat = (
-            V.readonly(fac_pat.astype(cdtype)),
-            V.readonly(pw_pat.astype(cdtype)),
-        )
-    return fac_pat, pw_pat, row_scale
-
-
-def _bce_weight_pattern(w2, pw2, sw2):
-    """Lay the BCE weights out so that kernel blocks read contiguous slices.
-
-    Returns ``(fac_pat, pw_pat, row_scale)``. When weight and pos_weight do
-    not vary along rows, ``fac_pat``/``pw_pat`` hold weight (times
-    sample_weight if that does not vary either) and pos_weight repeated with
-    period P (1 if constant, else the row length, at most BCE_BLOCK), P +
-    BCE_BLOCK long; ``row_scale`` is the per-row sample weight when only it
-    varies along rows. Empty arrays where the weights must be gathered.
-    """
-    n_rows, n_cols = w2.shape
-    if n_rows * n_cols == 0:
-        return _EMPTY_F64, _EMPTY_F64, _EMPTY_F64
-    row_free = n_rows == 1 or (w2.strides[0] == 0 and pw2.strides[0] == 0)
-    sw_row_free = n_rows == 1 or sw2.strides[0] == 0
-    if w2.strides == pw2.strides == sw2.strides == (0, 0):
-        period = 1
-    elif row_free and n_cols <= K.BCE_BLOCK and (sw_row_free or sw2.strides[1] == 0):
-        period = n_cols
-    else:
-        return _EMPTY_F64, _EMPTY_F64, _EMPTY_F64
-    reps = -(-(period + K.BCE_BLOCK) // period)
-    fac = np.asarray(w2[0, :period], dtype=np.float64)
-    row_scale = _EMPTY_F64
-    if sw_row_free:
-        fac = fac * sw2[0, :period]
-    else:
-        row_scale = V.readonly(np.ascontiguousarray(sw2[:, 0]))
-    fac = np.tile(fac, reps)[: period + K.BCE_BLOCK]
-    pwp = np.tile(np.asarray(pw2[0, :period], dtype=np.float64), reps)
-    return V.readonly(fac), V.readonly(pwp[: period + K.BCE_BLOCK]), row_scale
 
 
 # --------------------------------------------------------------------------

@@ -50,3 +50,30 @@ def soft_target(rng, shape):
     t = rng.random(shape)
     t[t < 0.15] = 0.0  # some exact zeros
     return t / np.maximum(t.sum(axis=-1, keepdims=True), 1e-300)
+
+
+def dense_soft_target(rng, shape):
+    """Class probabilities with no exact zeros."""
+    t = rng.random(shape)
+    return t / t.sum(axis=-1, keepdims=True)
+
+
+def hard_target_ignoring(rng, lead, C, ignore_index=None, n_ignored=0):
+    """Class indices with ``n_ignored`` random positions set to ignore_index."""
+    y = rng.integers(0, C, size=lead)
+    if n_ignored:
+        flat = y.reshape(-1)
+        flat[rng.choice(flat.size, size=n_ignored, replace=False)] = ignore_index
+    return y
+
+
+BCE_SHAPES = [(6,), (4, 3), (2, 3, 4)]
+
+
+def bce_weight(rng, kind, shape, dtype):
+    """A BCE weight of the logits' shape ("full"), the last axis ("last") or
+    the leading axes ("lead"); None for no weight."""
+    if kind is None:
+        return None
+    wshape = {"full": shape, "last": shape[-1:], "lead": shape[:-1] + (1,)}[kind]
+    return (rng.random(wshape) + 0.1).astype(dtype)

@@ -7,22 +7,10 @@ import numpy as np
 import pytest
 
 import numxent as nx
+from _checks import dense_soft_target, hard_target_ignoring
 from naive import bce_with_logits_ref, cross_entropy_ref
 
 REDUCTIONS = ["none", "mean", "sum"]
-
-
-def _soft_target(rng, shape):
-    t = rng.random(shape)
-    return t / t.sum(axis=-1, keepdims=True)
-
-
-def _hard_target(rng, lead, C, ignore_index=None, n_ignored=0):
-    y = rng.integers(0, C, size=lead)
-    if n_ignored:
-        flat = y.reshape(-1)
-        flat[rng.choice(flat.size, size=n_ignored, replace=False)] = ignore_index
-    return y
 
 
 # --------------------------------------------------------------------------
@@ -119,10 +107,10 @@ def test_cross_entropy_gradient_finite_differences(impl, reduction, case):
     x = rng.normal(scale=2.0, size=lead + (C,))
     kw = {}
     if case.get("soft"):
-        t = _soft_target(rng, lead + (C,))
+        t = dense_soft_target(rng, lead + (C,))
     else:
         ignore_index = case.get("ignore_index", -100)
-        t = _hard_target(rng, lead, C, ignore_index, case.get("n_ignored", 0))
+        t = hard_target_ignoring(rng, lead, C, ignore_index, case.get("n_ignored", 0))
         kw["ignore_index"] = ignore_index
     if case.get("weight"):
         kw["weight"] = rng.random(C) + 0.1

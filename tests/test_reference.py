@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from _checks import dense_soft_target, hard_target_ignoring
 from naive import (
     bce_with_logits_ref,
     cross_entropy_ref,
@@ -70,19 +71,6 @@ def torch_bce(logits, target, upstream=None, weight=None, pos_weight=None, **kw)
     return loss.detach().numpy(), x.grad.numpy()
 
 
-def _soft_target(rng, shape):
-    t = rng.random(shape)
-    return t / t.sum(axis=-1, keepdims=True)
-
-
-def _hard_target(rng, lead, C, ignore_index=None, n_ignored=0):
-    y = rng.integers(0, C, size=lead)
-    if n_ignored:
-        flat = y.reshape(-1)
-        flat[rng.choice(flat.size, size=n_ignored, replace=False)] = ignore_index
-    return y
-
-
 def _close64(actual, expected, scale=1.0):
     np.testing.assert_allclose(actual, expected, rtol=1e-12, atol=1e-14 * scale)
 
@@ -108,7 +96,7 @@ def test_naive_cross_entropy_hard_matches_torch(reduction, case, lead):
     C = 5
     x = rng.normal(scale=2.0, size=lead + (C,))
     ignore_index = case.get("ignore_index", -100)
-    y = _hard_target(rng, lead, C, ignore_index, case.get("n_ignored", 0))
+    y = hard_target_ignoring(rng, lead, C, ignore_index, case.get("n_ignored", 0))
     w = rng.random(C) + 0.1 if case.get("weight") else None
     eps = case.get("label_smoothing", 0.0)
     g = rng.normal(size=lead) if reduction == "none" else None
@@ -143,7 +131,7 @@ def test_naive_cross_entropy_soft_matches_torch(reduction, weighted, eps):
     rng = np.random.default_rng(1)
     lead, C = (2, 3), 4
     x = rng.normal(scale=2.0, size=lead + (C,))
-    t = _soft_target(rng, lead + (C,))
+    t = dense_soft_target(rng, lead + (C,))
     w = rng.random(C) + 0.1 if weighted else None
     g = rng.normal(size=lead) if reduction == "none" else None
     loss, grad = cross_entropy_ref(
@@ -167,11 +155,11 @@ def test_naive_cross_entropy_sample_weight_from_torch_pieces(soft):
     w = rng.random(C) + 0.1
     s = rng.random(N) * 3
     if soft:
-        t = _soft_target(rng, (N, C))
+        t = dense_soft_target(rng, (N, C))
         kept = np.ones(N, bool)
         denom = s.sum()
     else:
-        t = _hard_target(rng, (N,), C, ignore_index=1, n_ignored=2)
+        t = hard_target_ignoring(rng, (N,), C, ignore_index=1, n_ignored=2)
         kept = t != 1
         denom = np.sum(s[kept] * w[t[kept]])
     kw = dict(weight=w, label_smoothing=0.1)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import numxent as nx
-from _checks import assert_close, check_result
+from _checks import BCE_SHAPES, assert_close, bce_weight, check_result
 from _checks import hard_target as _hard_target
 from _checks import soft_target as _soft_target
 from naive import (
@@ -269,16 +269,6 @@ def test_cross_entropy_soft_negative_ignore_index_is_ignored(reduction):
 # --------------------------------------------------------------------------
 # binary cross-entropy with logits
 # --------------------------------------------------------------------------
-BCE_SHAPES = [(6,), (4, 3), (2, 3, 4)]
-
-
-def _bce_weight(rng, kind, shape, dtype):
-    if kind is None:
-        return None
-    wshape = {"full": shape, "last": shape[-1:], "lead": shape[:-1] + (1,)}[kind]
-    return (rng.random(wshape) + 0.1).astype(dtype)
-
-
 @pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: d.__name__)
 @pytest.mark.parametrize("shape", BCE_SHAPES, ids=str)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -290,7 +280,7 @@ def test_bce_matches_torch(dtype, shape, reduction, weight, pos_weighted):
     t = rng.random(shape)
     t.reshape(-1)[:3] = [0.0, 1.0, 1.0]  # exact labels too
     t = t.astype(dtype)
-    w = _bce_weight(rng, weight, shape, dtype)
+    w = bce_weight(rng, weight, shape, dtype)
     pw = (rng.random(shape[-1:]) * 3).astype(dtype) if pos_weighted else None
     g = rng.normal(size=shape) if reduction == "none" else None
     loss, grad = nx.binary_cross_entropy_with_logits(

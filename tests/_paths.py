@@ -28,11 +28,15 @@ GROUP_ROWS, GROUP_ELEMENTS
     Wide hard-label rows are finished a group of rows at a time.
 PREFETCH_ROW_BYTES
     Wide hard-label rows up to this many bytes prefetch two rows ahead.
+NT_LINE
+    Bytes one non-temporal store writes.
 
 Helpers
 -------
 ``narrow_classes(dtype)``, ``sizes_around(threshold)``, ``record_kernels()``
-(which kernel pair member ran, and with which BCE weight layout).
+(which kernel pair member ran, and with which BCE weight layout); the
+non-temporal store helpers ``stream_copy`` and ``nt_fence`` (kernel
+building blocks, tested on their own).
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ import numpy as np
 
 from numxent import _dispatch as _D
 from numxent import _kernels as _K
+from numxent._kernels._intrinsics import NT_LINE, nt_fence
+from numxent._kernels._vecmath import stream_copy
 
 __all__ = [
     "BCE_BLOCK",
@@ -51,14 +57,17 @@ __all__ = [
     "KERNELS",
     "NARROW_CLASSES",
     "NARROW_TILE",
+    "NT_LINE",
     "PREFETCH_ROW_BYTES",
     "ROWS_PER_TASK",
     "SERIAL_BELOW",
     "WIDE_SERIAL_BELOW",
     "bce_layout",
     "narrow_classes",
+    "nt_fence",
     "record_kernels",
     "sizes_around",
+    "stream_copy",
 ]
 
 SERIAL_BELOW: int = _D.SERIAL_BELOW

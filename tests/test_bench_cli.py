@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from numxent.bench.__main__ import main
-from numxent.bench._peers import PEERS
+from numxent.bench._peers import FLOOR, PEERS
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -85,6 +85,13 @@ def test_report_writes_markdown_json_and_plot(tmp_path, capsys):
         for pid, t in e["times"].items():
             assert e["ratio_to_copy"][pid] == pytest.approx(t["median"] / copy)
         assert e["ratio_to_numxent"][ref] == pytest.approx(1.0)
+        # the copy floor: the faster of the two parallel copies
+        assert e["floor"] in FLOOR
+        floor = e["floor_seconds"]
+        assert floor == min(e["times"][p]["median"] for p in FLOOR)
+        assert e["floor_gbps"] == pytest.approx(e["copy_bytes"] / floor / 1e9)
+        for pid, t in e["times"].items():
+            assert e["ratio_to_floor"][pid] == pytest.approx(t["median"] / floor)
         # every peer of the op is either timed or skipped with a reason
         for peer in PEERS.values():
             if e["op"] in peer.ops and not peer.slow_setup:
@@ -98,7 +105,9 @@ def test_report_writes_markdown_json_and_plot(tmp_path, capsys):
         assert startup[kind]["first_call_s"] > 0
 
     report = (out / "report.md").read_text()
+    threads = results["settings"]["threads"]
     for section in ("## Machine", "## Time ÷ `np.copyto` time",
+                    f"## Time ÷ {threads}-thread copy floor time",
                     "## Time ÷ numxent time", "## Time per call (median)",
                     "## Start-up", "## Peers"):  # fmt: skip
         assert section in report
@@ -106,9 +115,13 @@ def test_report_writes_markdown_json_and_plot(tmp_path, capsys):
     assert "### ce — cross_entropy, loss + gradient, float32" in report
     assert "Speed targets" not in report
     assert "python -m numxent.bench" in report  # the command line
-    # ratio to copy, ratio to numxent and time per call: 3 per (op, dtype)
+    # ratio to copy, to the copy floor, to numxent, time per call: 4 per
+    # (op, dtype)
     tables = md_tables(report)
-    assert sum(t[0][0] == "N × C" for t in tables) == 3 * 3
+    assert sum(t[0][0] == "N × C" for t in tables) == 4 * 3
+    floor_head = ["N × C", "copy floor", "floor GB/s", "np.copyto"]
+    to_floor = [t for t in tables if t[0][:4] == floor_head]
+    assert len(to_floor) == 3 and all(len(t) == 2 + 2 for t in to_floor)
     per_call = [t for t in tables if t[0][:2] == ["N × C", "np.copyto"]][-1]
     assert [row[0] for row in per_call[2:]] == ["64 × 10", "256 × 100"]
     assert "np.copyto" in printed and "start-up" in printed
@@ -127,7 +140,8 @@ def test_readme_table_from_results(tmp_path, capsys):
     text = capsys.readouterr().out
     assert (out / "readme_table.md").read_text() == text
     (ratios,) = md_tables(text)
-    assert ratios[0][:3] == ["N × C", "np.copyto", "numxent out="]
+    assert ratios[0][:5] == ["N × C", "np.copyto", "parallel copy",
+                             "parallel NT copy", "numxent out="]  # fmt: skip
     assert ratios[1] == ["l"] + ["r"] * (len(ratios[0]) - 1)
     assert [row[0] for row in ratios[2:]] == ["64 × 10", "256 × 100"]
     assert all(cell.endswith("×") for row in ratios[2:] for cell in row[2:])
@@ -162,6 +176,8 @@ def test_missing_optional_libraries_are_skipped_with_a_note(
     (entry,) = results["results"]
     assert set(entry["times"]) == {
         "copyto",
+        "copy_par",
+        "copy_par_nt",
         "numxent_out",
         "numxent_alloc",
         "numpy_ref",
@@ -176,6 +192,30 @@ def test_missing_optional_libraries_are_skipped_with_a_note(
     ratios = [t for t in md_tables(report) if t[0][0] == "N × C"]
     assert ratios and ratios[0][2][0] == "64 × 10"
     assert "N × C" in captured.out  # the terminal tables too
+
+
+def test_jax_peers_time_the_compiled_call_and_report_the_compile(tmp_path, capsys):
+    pytest.importorskip("jax")
+    out = tmp_path / "r"
+    argv = [*TINY, "--ops", "ce,ce_fwd", "--shapes", "64x10", "--no-thp"]
+    argv += ["--no-plot", "--peers", "jax_jit,jax_jit_fwd", "--out", str(out)]
+    argv[argv.index("--budget") + 1] = "0.05"
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    for e, pid in zip(results["results"], ("jax_jit", "jax_jit_fwd"), strict=True):
+        t = e["times"][pid]
+        # the compiling first call is kept apart, never one of the samples
+        assert t["compile_s"] > t["min"] > 0
+        assert set(e["times"]) == {"copyto", pid}
+    assert "compile time (first call" in printed
+    report = (out / "report.md").read_text()
+    assert "## Compile time" in report
+    (compiles,) = [t for t in md_tables(report) if t[0][0] == "workload"]
+    assert [row[:2] for row in compiles[2:]] == [
+        ["ce 64 × 10 float32", "JAX jit"],
+        ["ce_fwd 64 × 10 float32", "JAX jit fwd"],
+    ]
 
 
 def test_bad_arguments_exit_with_a_message(tmp_path, capsys):

@@ -28,12 +28,15 @@ from _paths import (
     BCE_BLOCK,
     GROUP_ROWS,
     NARROW_TILE,
+    NT_LINE,
     PREFETCH_ROW_BYTES,
     ROWS_PER_TASK,
     SERIAL_BELOW,
     WIDE_SERIAL_BELOW,
     narrow_classes,
+    nt_fence,
     record_kernels,
+    stream_copy,
 )
 from naive import (
     bce_with_logits_ref,
@@ -314,3 +317,36 @@ def test_softmax_family_paths_match_naive(path, dtype):
         # the class axis elsewhere: the same rows, moved
         moved = fn(np.ascontiguousarray(x.T), axis=0)
         np.testing.assert_array_equal(moved, res.T)
+
+
+@numba.njit
+def _fenced_copy(dst, d0, src, s0, n):
+    stream_copy(dst, d0, src, s0, n)
+    nt_fence()
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=["float32", "float64"])
+def test_stream_copy_is_a_slice_copy(dtype):
+    """Non-temporal line copies with ordinary head and tail: every start
+    alignment, lengths around whole lines, nothing outside the range written."""
+    per = NT_LINE // np.dtype(dtype).itemsize
+    src = np.arange(1, 4 * per + 8, dtype=dtype)
+    for d0 in range(per + 1):
+        for s0 in (0, 3):
+            for n in (0, 1, per - 1, per, per + 1, 2 * per + 3, 3 * per):
+                dst = np.zeros(4 * per + 8, dtype)
+                _fenced_copy(dst, d0, src, s0, n)
+                want = np.zeros_like(dst)
+                want[d0 : d0 + n] = src[s0 : s0 + n]
+                np.testing.assert_array_equal(dst, want)
+
+
+def test_stream_copy_of_an_unaligned_destination():
+    """A destination not aligned to its itemsize (a raw buffer): ordinary
+    stores only, and the same copy."""
+    raw = np.zeros(8 * 40 + 2, np.uint8)
+    dst = raw[2:].view(np.float64)
+    src = np.arange(40.0)
+    _fenced_copy(dst, 1, src, 0, 39)
+    np.testing.assert_array_equal(dst[1:], src[:39])
+    assert dst[0] == 0.0

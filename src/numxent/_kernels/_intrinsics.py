@@ -145,9 +145,92 @@ def prefetch(typingctx, ary, idx):
     return types.none(ary, idx), codegen
 
 
+#: Bytes one non-temporal store of :func:`store_nt_line` writes (a cache line).
+NT_LINE = 64
+
+
+@intrinsic
+def address(typingctx, ary, idx):
+    """The address of ary.flat[idx] as an integer (for alignment arithmetic;
+    idx may be one past the end)."""
+    if not isinstance(ary, types.Array):
+        return None
+
+    def codegen(context, builder, sig, args):
+        from numba.np.arrayobj import make_array
+
+        data = make_array(sig.args[0])(context, builder, value=args[0]).data
+        return builder.ptrtoint(builder.gep(data, [args[1]]), ir.IntType(64))
+
+    return types.intp(ary, idx), codegen
+
+
+@intrinsic
+def store_nt_line(typingctx, dst, i, src, j):
+    """Copy one 64-byte line, src.flat[j:j+L] to dst.flat[i:i+L] (L = 64 //
+    itemsize), with a non-temporal store: the line goes to memory without
+    first being read into the cache (no read-for-ownership). The address of
+    dst.flat[i] MUST be 64-byte aligned (a misaligned one faults); src needs
+    no alignment. Weakly ordered: call :func:`nt_fence` before another thread
+    may read dst.
+
+    One explicit 64-byte vector store rather than a ``!nontemporal`` scalar
+    store in a loop: LLVM's loop vectoriser refuses to widen a non-temporal
+    store unless its alignment is the vector's, and claiming that for every
+    element of a loop would be false for all but one in sixteen.
+    """
+    if not (
+        isinstance(dst, types.Array)
+        and isinstance(src, types.Array)
+        and dst.dtype == src.dtype
+        and isinstance(dst.dtype, types.Float)
+    ):
+        return None
+
+    def codegen(context, builder, sig, args):
+        from numba.np.arrayobj import make_array
+
+        d = make_array(sig.args[0])(context, builder, value=args[0]).data
+        s = make_array(sig.args[2])(context, builder, value=args[2]).data
+        size = sig.args[0].dtype.bitwidth // 8
+        vty = ir.VectorType(context.get_value_type(sig.args[0].dtype), NT_LINE // size)
+        sp = builder.bitcast(builder.gep(s, [args[3]]), vty.as_pointer())
+        dp = builder.bitcast(builder.gep(d, [args[1]]), vty.as_pointer())
+        st = builder.store(builder.load(sp, align=size), dp, align=NT_LINE)
+        one = ir.Constant(ir.IntType(32), 1)
+        st.set_metadata("nontemporal", builder.module.add_metadata([one]))
+        return context.get_dummy_value()
+
+    return types.none(dst, i, src, j), codegen
+
+
+@intrinsic
+def nt_fence(typingctx):
+    """A full memory fence (LLVM ``fence seq_cst``; on x86 a locked
+    instruction, which like ``mfence`` drains the write-combining buffers),
+    so this thread's earlier non-temporal stores are ordered before its later
+    memory operations. Portable: no target-specific intrinsic."""
+
+    def codegen(context, builder, sig, args):
+        builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return types.none(), codegen
+
+
 if numba.config.DISABLE_JIT:  # plain-Python stand-ins for the intrinsics
 
     def prefetch(ary, idx):  # noqa: F811
+        pass
+
+    def address(ary, idx):  # noqa: F811
+        return ary.ctypes.data + idx * ary.itemsize
+
+    def store_nt_line(dst, i, src, j):  # noqa: F811  (an ordinary copy)
+        n = NT_LINE // dst.itemsize
+        dst[i : i + n] = src[j : j + n]
+
+    def nt_fence():  # noqa: F811
         pass
 
     def bits_to_float(bits):  # noqa: F811

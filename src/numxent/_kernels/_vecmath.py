@@ -43,7 +43,17 @@ import math
 import numpy as np
 from numba import njit
 
-from ._intrinsics import HELPER, JIT, bits_to_float, by_width, float_to_bits, fma
+from ._intrinsics import (
+    HELPER,
+    JIT,
+    NT_LINE,
+    address,
+    bits_to_float,
+    by_width,
+    float_to_bits,
+    fma,
+    store_nt_line,
+)
 from ._intrinsics import prefetch as _prefetch
 
 # Rows per parallel task of the row-at-a-time kernels: each task allocates
@@ -326,6 +336,36 @@ def prefetch_lines(af, lo, hi, step):
     elements, so a row of a few classes issues one every few rows."""
     for j in range((lo + step - 1) & -step, min(hi, af.shape[0]), step):
         _prefetch(af, j)
+
+
+@njit(inline="always")
+def stream_copy(dst, d0, src, s0, n):
+    """dst[d0:d0+n] = src[s0:s0+n] (1-D, contiguous, one float dtype), the
+    64-byte lines lying wholly inside the destination range written with
+    non-temporal stores (:func:`store_nt_line`), the partial lines at either
+    end with ordinary ones -- so a line shared with a neighbouring range
+    (another thread's) is only ever written by ordinary, coherent stores.
+
+    For results that leave the cache anyway (a gradient far larger than the
+    caches): the stores skip the read-for-ownership of each destination line,
+    one memory stream fewer. ``src`` should be a cache-resident scratch buffer
+    the caller has just written. The caller calls ``nt_fence()`` before its
+    thread's results are used elsewhere (once per parallel task suffices).
+    """
+    size = dst.itemsize
+    per = NT_LINE // size
+    a = address(dst, d0)
+    # an array not aligned to its itemsize (possible from a raw buffer) never
+    # reaches a line boundary: all ordinary stores
+    head = n if a % size != 0 else min(n, ((NT_LINE - a % NT_LINE) % NT_LINE) // size)
+    for k in range(head):
+        dst[d0 + k] = src[s0 + k]
+    k = head
+    while k + per <= n:
+        store_nt_line(dst, d0 + k, src, s0 + k)
+        k += per
+    for r in range(k, n):
+        dst[d0 + r] = src[s0 + r]
 
 
 @njit(**HELPER)

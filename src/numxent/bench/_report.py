@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import math
 
-from ._peers import PEERS, REFERENCE
+from ._peers import FLOOR, PEERS, REFERENCE
 
 __all__ = [
     "add_ratios",
@@ -32,8 +32,10 @@ _OP_TITLES = {
 
 
 def add_ratios(entry: dict, stat: str) -> None:
-    """Fill ``seconds``, ``reference``, ``ratio_to_copy``, ``ratio_to_numxent``
-    and ``copy_gbps`` of one grid entry from its ``times``."""
+    """Fill ``seconds``, ``reference``, ``ratio_to_copy``, ``ratio_to_numxent``,
+    ``copy_gbps`` and the copy floor's ``floor`` (the faster parallel copy),
+    ``floor_seconds``, ``ratio_to_floor`` and ``floor_gbps`` of one grid
+    entry from its ``times``."""
     seconds = {p: s[stat] for p, s in entry.get("times", {}).items()}
     copy = seconds.get("copyto")
     ref_id = REFERENCE.get(entry["op"])
@@ -43,6 +45,15 @@ def add_ratios(entry: dict, stat: str) -> None:
     entry["ratio_to_copy"] = {p: t / copy for p, t in seconds.items()} if copy else {}
     entry["ratio_to_numxent"] = {p: t / ref for p, t in seconds.items()} if ref else {}
     entry["copy_gbps"] = entry["copy_bytes"] / copy / 1e9 if copy else None
+    floors = [p for p in FLOOR if p in seconds]
+    floor_id = min(floors, key=seconds.__getitem__) if floors else None
+    floor = seconds[floor_id] if floor_id else None
+    entry["floor"] = floor_id
+    entry["floor_seconds"] = floor
+    entry["ratio_to_floor"] = (
+        {p: t / floor for p, t in seconds.items()} if floor else {}
+    )
+    entry["floor_gbps"] = entry["copy_bytes"] / floor / 1e9 if floor else None
 
 
 def format_ratio(x: float | None) -> str:
@@ -115,28 +126,48 @@ def _columns(entries: list[dict]) -> list[str]:
     return [p for p in PEERS if p != "copyto" and p in timed and op in PEERS[p].ops]
 
 
+def _has_floor(entries: list[dict]) -> bool:
+    return any(e.get("floor_seconds") for e in entries)
+
+
 def _ratio_table(entries: list[dict], key: str, markdown: bool) -> str:
     """Rows of shapes; columns: np.copyto's time and bandwidth, then ratios.
 
     For ``ratio_to_numxent`` the copy columns give way to np.copyto's own
     ratio (the fraction of the roofline numxent reaches) and numxent's column
-    (1.00× by definition) is left out.
+    (1.00× by definition) is left out. For ``ratio_to_floor`` they are the
+    copy floor's time and bandwidth, np.copyto's ratio to it first.
     """
     columns = _columns(entries)
     to_nx = key == "ratio_to_numxent"
+    to_floor = key == "ratio_to_floor"
     if to_nx:
         columns = ["copyto", *(p for p in columns if p != entries[0]["reference"])]
-    headers = ["N × C"] + ([] if to_nx else ["np.copyto", "copy GB/s"])
+    if to_floor:
+        columns = ["copyto", *columns]
+    headers = ["N × C"]
+    if to_floor:
+        headers += ["copy floor", "floor GB/s"]
+    elif not to_nx:
+        headers += ["np.copyto", "copy GB/s"]
     headers += [PEERS[p].label for p in columns]
     rows = []
     for e in entries:
         row = [_shape_label(e)]
         if not to_nx:
-            gbps = e.get("copy_gbps")
-            row += [format_seconds(e["seconds"].get("copyto")),
-                    f"{gbps:.1f}" if gbps else "—"]  # fmt: skip
-        rows.append(row + [format_ratio(e[key].get(p)) for p in columns])
+            t, gbps = (
+                (e.get("floor_seconds"), e.get("floor_gbps"))
+                if to_floor
+                else (e["seconds"].get("copyto"), e.get("copy_gbps"))
+            )
+            row += [format_seconds(t), f"{gbps:.1f}" if gbps else "—"]
+        rows.append(row + [format_ratio(e.get(key, {}).get(p)) for p in columns])
     return table(headers, rows, "l", markdown=markdown)
+
+
+def _floor_name(results: dict) -> str:
+    """The copy floor's name, with the run's thread count in it."""
+    return f"{results['settings'].get('threads', '?')}-thread copy floor"
 
 
 def _time_table(entries: list[dict]) -> str:
@@ -199,12 +230,23 @@ def text_tables(results: dict) -> str:
             "",
         ]
     for op, dtype, entries in groups:
+        if _has_floor(entries):
+            parts += [
+                f"{op} {dtype}: {stat} time ÷ {_floor_name(results)} time",
+                _ratio_table(entries, "ratio_to_floor", markdown=False),
+                "",
+            ]
+    for op, dtype, entries in groups:
         ref = PEERS[entries[0]["reference"]].label
         parts += [
             f"{op} {dtype}: {stat} time ÷ {ref} time (> 1×: numxent faster)",
             _ratio_table(entries, "ratio_to_numxent", markdown=False),
             "",
         ]
+    compiles = _compile_rows(results)
+    if compiles:
+        parts.append("compile time (first call, left out of the timings):")
+        parts += [f"  {r[0]} {r[1]}: {r[2]}" for r in compiles] + [""]
     st = results.get("startup")
     if st:
         fc = st["first_call"]
@@ -221,6 +263,23 @@ def text_tables(results: dict) -> str:
         if rows:
             parts += [f"{title}:"] + [f"  {x}" for x in module.summary(rows)] + [""]
     return "\n".join(parts).rstrip() + "\n"
+
+
+def _compile_rows(results: dict) -> list[list[str]]:
+    """(workload, peer, first-call seconds, timed call) of the peers whose
+    first call compiled (``compile_s`` in their times)."""
+    stat = results["settings"]["stat"]
+    return [
+        [
+            f"{e['op']} {_shape_label(e)} {e['dtype']}",
+            PEERS[pid].label,
+            format_seconds(t["compile_s"]),
+            format_seconds(t.get(stat)),
+        ]  # fmt: skip
+        for e in results.get("results", [])
+        for pid, t in e.get("times", {}).items()
+        if t.get("compile_s") is not None
+    ]
 
 
 def _startup_md(st: dict) -> str:
@@ -330,6 +389,21 @@ def markdown_report(results: dict, plot_file: str | None) -> str:
         for op, dtype, entries in groups:
             out += [f"### {op} — {_OP_TITLES.get(op, op)}, {dtype}", ""]
             out += [_ratio_table(entries, "ratio_to_copy", markdown=True), ""]
+        floor_groups = [g for g in groups if _has_floor(g[2])]
+        if floor_groups:
+            out += [
+                f"## Time ÷ {_floor_name(results)} time",
+                "",
+                "`np.copyto` is one thread. The copy floor is the same copy "
+                "on every thread the kernels use, the faster of the ordinary-"
+                "store and the non-temporal-store parallel copy: what the cores "
+                "together can move, the bound a fused pass can at best reach. "
+                "The `np.copyto` column is its ratio to the floor.",
+                "",
+            ]
+            for op, dtype, entries in floor_groups:
+                out += [f"### {op}, {dtype} (÷ copy floor)", ""]
+                out += [_ratio_table(entries, "ratio_to_floor", markdown=True), ""]
         out += [
             "## Time ÷ numxent time",
             "",
@@ -346,6 +420,22 @@ def markdown_report(results: dict, plot_file: str | None) -> str:
         out += [f"## Time per call ({stat})", ""]
         for op, dtype, entries in groups:
             out += [f"### {op}, {dtype}", "", _time_table(entries), ""]
+    compiles = _compile_rows(results)
+    if compiles:
+        out += [
+            "## Compile time",
+            "",
+            "Peers that compile on their first call (JAX jit, torch.compile) "
+            "make that call before the warm-up; its time is here and in none "
+            f"of the tables above (which time the compiled call, {stat}).",
+            "",
+            table(
+                ["workload", "peer", "first call (compiles)", "compiled call"],
+                compiles,
+                "ll",
+            ),  # fmt: skip
+            "",
+        ]
     if results.get("startup"):
         out += ["## Start-up", "", _startup_md(results["startup"]), ""]
     for key, _, title, intro in _SECTIONS:
@@ -386,10 +476,12 @@ def markdown_report(results: dict, plot_file: str | None) -> str:
     return "\n".join(out)
 
 
-_GRAD_COLUMNS = ["numxent_out", "numxent_alloc", "torch_fwd_bwd", "torch_thp_fwd_bwd",
-                 "jax_jit", "torch_compile", "numpy_ref", "sklearn"]  # fmt: skip
-_FWD_COLUMNS = ["numxent_fwd", "torch_fwd", "torch_thp_fwd", "jax_jit_fwd",
-                "torch_compile_fwd", "numpy_ref_fwd"]  # fmt: skip
+_GRAD_COLUMNS = ["copy_par", "copy_par_nt", "numxent_out", "numxent_alloc",
+                 "torch_fwd_bwd", "torch_thp_fwd_bwd", "jax_jit", "torch_compile",
+                 "numpy_ref", "sklearn"]  # fmt: skip
+_FWD_COLUMNS = ["copy_par", "copy_par_nt", "numxent_fwd", "torch_fwd",
+                "torch_thp_fwd", "jax_jit_fwd", "torch_compile_fwd",
+                "numpy_ref_fwd"]  # fmt: skip
 
 
 def _readme_columns(op: str) -> list[str]:
@@ -498,6 +590,9 @@ def plot(results: dict, path: str) -> str | None:
             xs, ys = zip(*xy, strict=True)
             if pid == "copyto":
                 ax.plot(xs, ys, "k--", lw=2.5, label="np.copyto (roofline)", zorder=5)
+            elif pid in FLOOR:
+                ax.plot(xs, ys, "k:" if pid == "copy_par_nt" else "k-.", lw=1.5,
+                        label=PEERS[pid].label, zorder=4)  # fmt: skip
             else:
                 colour, marker = _COLOURS.get(PEERS[pid].library, ("gray", "."))
                 if pid == "numxent_alloc":

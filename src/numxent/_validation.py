@@ -34,6 +34,16 @@ def readonly(a: np.ndarray) -> np.ndarray:
     return v
 
 
+def lazy(a, b=None, c=None) -> bool:
+    """Whether any argument is a dask collection (a type test: dask is not
+    imported). The NumPy API hands such calls to ``numxent.dask``."""
+    return (
+        type(a).__module__.startswith("dask.")
+        or type(b).__module__.startswith("dask.")
+        or type(c).__module__.startswith("dask.")
+    )
+
+
 def as_compute(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """``a`` as a C-contiguous native array of ``dtype``, read-only.
 

@@ -32,7 +32,8 @@ PREFETCH_ROW_BYTES
 Helpers
 -------
 ``narrow_classes(dtype)``, ``sizes_around(threshold)``, ``record_kernels()``
-(which kernel pair member ran, and with which BCE weight layout).
+(which kernel pair member ran, and with which BCE weight layout),
+``dask_objective()`` (the dask fit's objective, to interrupt a fit).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ __all__ = [
     "SERIAL_BELOW",
     "WIDE_SERIAL_BELOW",
     "bce_layout",
+    "dask_objective",
     "narrow_classes",
     "record_kernels",
     "sizes_around",
@@ -142,3 +144,12 @@ def record_kernels():
     finally:
         for name, kernel in saved.items():
             setattr(_KERNEL_MODULE, name, kernel)
+
+
+def dask_objective():
+    """The class whose instances L-BFGS calls in ``fit`` on dask arrays (one
+    call = one evaluation over the persisted blocks). Imported on demand:
+    it needs dask and scikit-learn."""
+    from numxent import _dask_fit
+
+    return _dask_fit.DaskObjective

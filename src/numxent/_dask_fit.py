@@ -143,10 +143,14 @@ class DaskObjective:
         self.n_coef = n_out * X.shape[1]
         self.n_evals = 0
 
-    def sums(self, theta):
-        """``(loss, dW, db)`` summed over the blocks (a Delayed)."""
-        coef = dask.delayed(np.asarray(theta, dtype=self.dtype), pure=True)
-        block = dask.delayed(_block_sums, pure=True)
+    def sums(self, theta) -> list:
+        """Delayed partial sums ``(loss, dW, db)``, at most
+        :data:`SPLIT_EVERY` of them, each over consecutive blocks, in order."""
+        coef = np.asarray(theta, dtype=self.dtype)  # a small argument of each task
+        # pure=False: fresh keys every evaluation (L-BFGS may evaluate the same
+        # theta twice in a row, and a key that the last compute is releasing
+        # cannot be asked for again at once)
+        block = dask.delayed(_block_sums, pure=False)
         blocks = zip(self.X_blocks, self.t_blocks, self.sw_blocks, strict=True)
         parts = [
             block(
@@ -154,16 +158,18 @@ class DaskObjective:
             )  # fmt: skip
             for Xb, tb, sb in blocks
         ]
-        node = dask.delayed(_add_sums, pure=True)
-        while len(parts) > 1:
+        node = dask.delayed(_add_sums, pure=False)
+        while len(parts) > SPLIT_EVERY:
             parts = [
                 node(*parts[i : i + SPLIT_EVERY])
                 for i in range(0, len(parts), SPLIT_EVERY)
             ]
-        return parts[0]
+        return parts
 
     def __call__(self, theta):
-        loss, gW, gb = self.sums(theta).compute()
+        # the tree's last node runs here: one small transfer per part, and
+        # no worker-to-worker hop on the way
+        loss, gW, gb = _add_sums(*dask.compute(*self.sums(theta)))
         self.n_evals += 1
         return penalised(theta, self.n_coef, self.n_out, loss, gW, gb, self.S,
                          self.l2, self.fit_intercept)  # fmt: skip

@@ -589,7 +589,7 @@ class CrossEntropyClassifier(ClassifierMixin, BaseEstimator):
             if _dask_fit_needed(scores):
                 import dask.array as da
 
-                scores = da.concatenate(pair, axis=1)
+                scores = da.concatenate(pair, axis=1).rechunk({1: -1})
             else:
                 scores = np.hstack(pair)
         return log_softmax(scores)

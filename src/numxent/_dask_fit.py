@@ -86,7 +86,7 @@ def _like_rows(a, chunks, name: str) -> da.Array:
 def _sample_weight(sample_weight, n: int, chunks) -> da.Array | None:
     if sample_weight is None:
         return None
-    if isinstance(sample_weight, numbers.Number):
+    if isinstance(sample_weight, numbers.Real):
         return da.full(n, float(sample_weight), chunks=(chunks,))
     sw = _like_rows(sample_weight, chunks, "sample_weight").astype(np.float64)
     if sw.ndim != 1:

@@ -318,7 +318,7 @@ def cross_entropy(
     if single:
         x = x[np.newaxis]
     x = _one_chunk(x, x.ndim - 1, "logits")
-    red = V.check_reduction(reduction)
+    red: Any = V.check_reduction(reduction)
     lead = x.shape[:-1]
     n_classes = x.shape[-1]
     t_arr = target if is_dask_array(target) else np.asarray(target)
@@ -362,7 +362,7 @@ def cross_entropy(
     eps = float(label_smoothing)
     fused = np.empty(numblocks, dtype=object)
     for idx in np.ndindex(*lead_blocks):
-        fused[(*idx, 0)] = block(xb[(*idx, 0)], tb[idx] if hard else tb[(*idx, 0)],
+        fused[idx + (0,)] = block(xb[idx + (0,)], tb[idx] if hard else tb[idx + (0,)],
                            swb[idx], w, int(ignore_index), eps, red,
                            bool(return_grad))  # fmt: skip
     res = _lazy_result(fused, x.chunks, red, V.result_dtype(x), return_grad,
@@ -379,11 +379,12 @@ def _unbatch(res, single: bool, red: str, return_grad: bool):
     if not single:
         return res
     loss, grad = res if return_grad else (res, None)
+    grad_: Any = grad
     if red == "none":
         loss = loss[0]
     if not return_grad:
         return loss
-    return loss, grad[0]
+    return loss, grad_[0]
 
 
 # --------------------------------------------------------------------------
@@ -473,7 +474,7 @@ def binary_cross_entropy_with_logits(
         x = x.reshape(1)
     if x.ndim >= 2:
         x = _one_chunk(x, x.ndim - 1, "logits")
-    red = V.check_reduction(reduction)
+    red: Any = V.check_reduction(reduction)
     t_arr = target if is_dask_array(target) else np.asarray(target)
     if scalar:
         t_arr = t_arr.reshape(1)
@@ -500,8 +501,8 @@ def binary_cross_entropy_with_logits(
     numblocks = x.numblocks
     xb = _blocks(x, numblocks)
     tb = _blocks(t, numblocks)
-    wb = _blocks(w, numblocks) if w_split else None
-    pwb = _blocks(pw, numblocks) if pw_split else None
+    wb: Any = _blocks(w, numblocks) if w_split else None
+    pwb: Any = _blocks(pw, numblocks) if pw_split else None
     sw_blocks = numblocks[:-1] if x.ndim >= 2 else numblocks
     swb = _blocks(sw, sw_blocks)
     block = dask.delayed(_bce_block, pure=True)
@@ -517,7 +518,8 @@ def binary_cross_entropy_with_logits(
     if scalar:
         loss, grad = res if return_grad else (res, None)
         loss = loss.reshape(()) if red == "none" else loss
-        return (loss, grad.reshape(())) if return_grad else loss
+        grad_: Any = grad
+        return (loss, grad_.reshape(())) if return_grad else loss
     return res
 
 

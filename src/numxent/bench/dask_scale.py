@@ -42,7 +42,10 @@ import warnings
 import numba
 import numpy as np
 
-__all__ = ["run_dask", "summary", "markdown", "main"]
+__all__ = ["QUICK", "run_dask", "summary", "markdown", "main"]
+
+#: ``numxent-bench --quick --dask``: the same section, small.
+QUICK = {"n_samples": 20_000, "loss_gib": 0.25}
 
 
 def _cluster(n_workers: int, memory_limit: str):

@@ -90,7 +90,9 @@ def _timed_fit(est, X, y, X_test, y_test):
         pred = pred.compute()
     return {
         "fit_s": seconds,
-        "n_iter": int(np.max(np.asarray(getattr(est, "n_iter_", 0)))),
+        "n_iter": (  # dask-ml's LogisticRegression does not report it
+            int(np.max(est.n_iter_)) if hasattr(est, "n_iter_") else None
+        ),
         "converged": not any(
             issubclass(w.category, ConvergenceWarning) for w in caught
         ),
@@ -336,7 +338,7 @@ def markdown(rows) -> str:
         cells = [
             [r["task"], str(r["n_classes"]), r["model"],
              f"{r['fit_s']:.2f}" if "fit_s" in r else r.get("skipped", "—"),
-             str(r.get("n_iter", "—")),
+             "—" if r.get("n_iter") is None else str(r["n_iter"]),
              f"{r['test_accuracy']:.4f}" if "test_accuracy" in r else "—"]
             for r in fit_rows
         ]  # fmt: skip

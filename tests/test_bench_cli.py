@@ -297,6 +297,7 @@ def test_sklearn_fit_benchmark_in_the_report(tmp_path, capsys):
     assert found[1]["value"] == pytest.approx(accuracy_gap)
 
 
+@pytest.mark.slow  # starts a LocalCluster and runs five fits: about a minute
 def test_dask_section_in_the_report():
     pytest.importorskip("distributed")
     pytest.importorskip("sklearn")

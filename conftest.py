@@ -40,6 +40,11 @@ collect_ignore = [
         ("src/numxent/bench/sklearn_fit.py", "sklearn"),
         ("docs/torch.md", "torch"),
         ("docs/sklearn.md", "sklearn"),
+        ("src/numxent/dask.py", "dask"),
+        ("src/numxent/_dask_fit.py", "sklearn"),
+        ("src/numxent/_dask_fit.py", "dask"),
+        ("src/numxent/bench/dask_scale.py", "distributed"),
+        ("docs/dask.md", "dask"),
     )
     if importlib.util.find_spec(module) is None
 ]

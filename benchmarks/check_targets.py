@@ -99,6 +99,29 @@ def targets(results: dict) -> list[dict]:
               sk["fit_s"] / n["fit_s"], 2.0, False)  # fmt: skip
         check("test accuracy difference ≤", where,
               abs(n["test_accuracy"] - sk["test_accuracy"]), 0.002, True)  # fmt: skip
+    dask_rows = (results.get("dask_scale") or {}).get("rows") or []
+    by_task: dict = {}
+    for r in dask_rows:
+        if "skipped" not in r:
+            by_task.setdefault(r["task"], {})[r["model"]] = r
+    for task, models in by_task.items():
+        d, m = models.get("numxent on dask"), models.get("numxent in memory")
+        if not (d and m):
+            continue
+        where = f"dask {task}, {d['workers']} workers"
+        if task == "loss":
+            check("dask loss ns/element ÷ in-memory ≤", where,
+                  d["ns_per_element"] / m["ns_per_element"], 2.0, True)  # fmt: skip
+            check("workers restarted ≤", where, d["workers_restarted"], 0, True)
+            continue
+        check("dask fit ÷ in-memory fit ≤", where, d["fit_s"] / m["fit_s"], 1.5,
+              True)  # fmt: skip
+        k = models.get("dask-ml lbfgs")
+        if k:
+            check("dask-ml lbfgs fit ÷ dask fit ≥", where, k["fit_s"] / d["fit_s"],
+                  3.0, False)  # fmt: skip
+            gap = abs(d["test_accuracy"] - k["test_accuracy"])
+            check("test accuracy difference ≤", where, gap, 0.002, True)
     st = results.get("startup") or {}
     for kind, limit in (("warm", 1.0), ("cold", 5.0)):
         if st.get(kind):

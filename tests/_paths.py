@@ -34,7 +34,8 @@ NT_LINE
 Helpers
 -------
 ``narrow_classes(dtype)``, ``sizes_around(threshold)``, ``record_kernels()``
-(which kernel pair member ran, and with which BCE weight layout); the
+(which kernel pair member ran, and with which BCE weight layout);
+``dask_objective()`` (the dask fit's objective, to interrupt a fit); the
 non-temporal store helpers ``stream_copy`` and ``nt_fence`` (kernel
 building blocks, tested on their own).
 """
@@ -63,6 +64,7 @@ __all__ = [
     "SERIAL_BELOW",
     "WIDE_SERIAL_BELOW",
     "bce_layout",
+    "dask_objective",
     "narrow_classes",
     "nt_fence",
     "record_kernels",
@@ -151,3 +153,12 @@ def record_kernels():
     finally:
         for name, kernel in saved.items():
             setattr(_KERNEL_MODULE, name, kernel)
+
+
+def dask_objective():
+    """The class whose instances L-BFGS calls in ``fit`` on dask arrays (one
+    call = one evaluation over the persisted blocks). Imported on demand:
+    it needs dask and scikit-learn."""
+    from numxent import _dask_fit
+
+    return _dask_fit.DaskObjective

@@ -335,3 +335,43 @@ def test_sklearn_fit_benchmark_in_the_report(tmp_path, capsys):
     ]
     accuracy_gap = abs(rows[0]["test_accuracy"] - rows[1]["test_accuracy"])
     assert found[1]["value"] == pytest.approx(accuracy_gap)
+
+
+@pytest.mark.slow  # starts a LocalCluster and runs five fits: about a minute
+def test_dask_section_in_the_report():
+    pytest.importorskip("distributed")
+    pytest.importorskip("sklearn")
+    from numxent.bench import _report, dask_scale
+
+    rows = dask_scale.run_dask(
+        n_samples=800, n_features=12, n_chunks=4, multinomial_classes=4,
+        loss_gib=0.001, loss_classes=10, loss_chunk_rows=2048, threads=1,
+        repeat=1,
+    )  # fmt: skip
+    models = [(r["task"], r["model"]) for r in rows]
+    assert models[:2] == [
+        ("binary", "numxent in memory"),
+        ("binary", "numxent on dask"),
+    ]
+    assert ("multinomial", "numxent on dask") in models
+    assert models[-2:] == [("loss", "numxent on dask"), ("loss", "numxent in memory")]
+    for r in rows:
+        if "fit_s" in r:
+            assert r["fit_s"] > 0 and 0 <= r["test_accuracy"] <= 1
+    dask_fits = [r for r in rows if r["model"] == "numxent on dask" and "fit_s" in r]
+    assert all(r["coef_rel_diff"] < 1e-3 for r in dask_fits)
+    loss = rows[-2]
+    assert loss["workers_restarted"] == 0 and loss["ns_per_element"] > 0
+    assert loss["n_rows"] * loss["n_classes"] * 4 <= 0.001 * 2**30 + 2048 * 10 * 4
+    text = dask_scale.markdown(rows)
+    tables = md_tables(text)
+    assert [row[2] for row in tables[0][2:4]] == [
+        "numxent in memory",
+        "numxent on dask",
+    ]
+    assert "the in-memory fit" in text and "ns/element" in text
+    # the report's section and the terminal summary
+    results = {"dask_scale": {"rows": rows}}
+    assert "scale-out on Dask" in _report.text_tables(
+        {"settings": {"stat": "median"}, "results": [], **results}
+    )

@@ -36,6 +36,25 @@ def readonly(a: np.ndarray) -> np.ndarray:
     return v
 
 
+#: Argument types that are never dask collections: the common calls' test
+#: is three set lookups.
+_EAGER_TYPES = frozenset(
+    {np.ndarray, type(None), list, tuple, int, float, bool, np.float64, np.float32}
+)
+
+
+def lazy(a, b=None, c=None) -> bool:
+    """Whether any argument is a dask collection (a type test: dask is not
+    imported). The NumPy API hands such calls to ``numxent.dask``."""
+    eager = _EAGER_TYPES
+    ta, tb, tc = type(a), type(b), type(c)
+    if ta in eager and tb in eager and tc in eager:
+        return False
+    return any(
+        t not in eager and t.__module__.startswith("dask.") for t in (ta, tb, tc)
+    )
+
+
 def as_compute(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """``a`` as a C-contiguous native array of ``dtype``, read-only.
 

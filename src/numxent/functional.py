@@ -5,6 +5,11 @@ arguments through ``_validation``, allocate the outputs; everything that can
 raise on bad input happens here, before anything is written), *launch* (the
 kernel pair and its serial or parallel variant, picked by ``_dispatch``) and
 *reduce* (the loss total, the mean, the dtype of the results).
+
+Given a dask array (the logits, the target or ``sample_weight``), each
+function hands the call to its twin in ``numxent.dask`` and returns lazy dask
+arrays, as NumPy functions do for dask arrays: nothing is computed into
+memory. (A type test on the hot path; dask is imported only then.)
 """
 
 from __future__ import annotations
@@ -232,6 +237,14 @@ def cross_entropy(
     >>> bool(np.allclose(grad.sum(axis=-1), 0.0))
     True
     """
+    if V.lazy(logits, target, sample_weight):
+        from . import dask as lazy
+
+        return lazy.cross_entropy(logits, target, weight=weight,
+                                  sample_weight=sample_weight,
+                                  ignore_index=ignore_index, reduction=reduction,
+                                  label_smoothing=label_smoothing,
+                                  return_grad=return_grad, out=out)  # fmt: skip
     prep = _ce_prepare(logits, target, weight, sample_weight, ignore_index,
                        reduction, label_smoothing, return_grad, out)  # fmt: skip
     args, hard, red, denom, dtype, lead, grad, kgrad, t = prep
@@ -437,6 +450,14 @@ def binary_cross_entropy_with_logits(
     >>> bool(np.allclose(grad, 1 / (1 + np.exp(-x)) - t))
     True
     """
+    if V.lazy(logits, target, sample_weight):
+        from . import dask as lazy
+
+        return lazy.binary_cross_entropy_with_logits(
+            logits, target, weight=weight, pos_weight=pos_weight,
+            sample_weight=sample_weight, reduction=reduction,
+            return_grad=return_grad, out=out,
+        )  # fmt: skip
     prep = _bce_prepare(logits, target, weight, pos_weight, sample_weight,
                         reduction, return_grad, out)  # fmt: skip
     args, red, denom, dtype, shape, grad, kgrad = prep
@@ -576,6 +597,10 @@ def logsumexp(x: ArrayLike, axis: int = -1) -> Loss:
     >>> nx.logsumexp(x, axis=0)
     array([1.31326169, 1.74366838])
     """
+    if V.lazy(x):
+        from . import dask as lazy
+
+        return lazy.logsumexp(x, axis)
     return _rowwise(x, axis, K.MODE_LOGSUMEXP)
 
 
@@ -605,6 +630,10 @@ def log_softmax(x: ArrayLike, axis: int = -1) -> NDArray[np.floating]:
     array([[-1.38629436, -0.28768207],
            [-0.69314718, -0.69314718]])
     """
+    if V.lazy(x):
+        from . import dask as lazy
+
+        return lazy.log_softmax(x, axis)
     return _rowwise(x, axis, K.MODE_LOG_SOFTMAX)
 
 
@@ -633,4 +662,8 @@ def softmax(x: ArrayLike, axis: int = -1) -> NDArray[np.floating]:
     array([[0.26894142, 0.73105858],
            [0.73105858, 0.26894142]])
     """
+    if V.lazy(x):
+        from . import dask as lazy
+
+        return lazy.softmax(x, axis)
     return _rowwise(x, axis, K.MODE_SOFTMAX)

@@ -152,29 +152,47 @@ class _Objective:
                         gb += np.sum(G, axis=0, dtype=np.float64)
                 gw += tmp
 
-    def __call__(self, theta):
-        W64 = theta[: self.n_coef].reshape(self.n_out, -1)
-        self.W[...] = W64
+    def sums(self, W, b):
+        """``(sum_i s_i loss_i, its gradient w.r.t. W, w.r.t. b)`` at ``W, b``
+        (float64, unscaled, no penalty)."""
+        self.W[...] = W
         if self.fit_intercept:
-            self.b[...] = theta[self.n_coef :]
+            self.b[...] = b
         if self.pool is None:
             self._blocks(0)
         else:
             for fut in [self.pool.submit(self._blocks, w) for w in range(len(self.Z))]:
                 fut.result()
-        inv_s = 1.0 / self.S
-        grad = np.empty_like(theta)
-        gW = grad[: self.n_coef].reshape(self.n_out, -1)
-        np.add.reduce(self.gw_parts, axis=0, out=gW)
-        gW *= inv_s
-        gW += self.l2 * W64
-        if self.fit_intercept:
-            np.add.reduce(self.gb_parts, axis=0, out=grad[self.n_coef :])
-            grad[self.n_coef :] *= inv_s
+        gW = np.add.reduce(self.gw_parts, axis=0)
+        gb = np.add.reduce(self.gb_parts, axis=0)
+        return float(np.sum(self.loss_parts)), gW, gb
+
+    def __call__(self, theta):
+        W64 = theta[: self.n_coef].reshape(self.n_out, -1)
+        loss, gW_sum, gb_sum = self.sums(W64, theta[self.n_coef :])
         self.n_evals += 1
-        value = float(np.sum(self.loss_parts)) * inv_s
-        value += 0.5 * self.l2 * float(W64.ravel() @ W64.ravel())
-        return value, grad
+        return penalised(theta, self.n_coef, self.n_out, loss, gW_sum, gb_sum,
+                         self.S, self.l2, self.fit_intercept)  # fmt: skip
+
+
+def penalised(theta, n_coef, n_out, loss, gW_sum, gb_sum, S, l2, fit_intercept):
+    """The objective and its gradient from the unscaled sums of the loss."""
+    W64 = theta[:n_coef].reshape(n_out, -1)
+    inv_s = 1.0 / S
+    grad = np.empty_like(theta)
+    gW = grad[:n_coef].reshape(n_out, -1)
+    np.multiply(gW_sum, inv_s, out=gW)
+    gW += l2 * W64
+    if fit_intercept:
+        np.multiply(gb_sum, inv_s, out=grad[n_coef:])
+    value = loss * inv_s
+    value += 0.5 * l2 * float(W64.ravel() @ W64.ravel())
+    return value, grad
+
+
+def _dask_fit_needed(*args) -> bool:
+    """Whether any argument is a dask collection (no dask import)."""
+    return any(type(a).__module__.startswith("dask.") for a in args)
 
 
 class CrossEntropyClassifier(ClassifierMixin, BaseEstimator):
@@ -365,6 +383,10 @@ class CrossEntropyClassifier(ClassifierMixin, BaseEstimator):
         self : CrossEntropyClassifier
         """
         self._check_params()
+        if _dask_fit_needed(X, y, sample_weight):
+            from ._dask_fit import fit_dask
+
+            return fit_dask(self, X, y, sample_weight)
         X, y = validate_data(
             self,
             X,
@@ -428,10 +450,20 @@ class CrossEntropyClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = classes
         self._kind = kind
         l2 = 0.0 if np.isinf(self.C) else 1.0 / (self.C * sw_sum)
-        theta0 = self._initial_theta(n_out, n_features)
         n_threads = (
             numba.get_num_threads() if self.n_threads is None else self.n_threads
         )
+        with _fit_threads(int(n_threads)) as pool:
+            objective = _Objective(
+                X, target, sw, kind, n_out, bool(self.fit_intercept), l2, eps,
+                pool, int(n_threads),
+            )  # fmt: skip
+            self._solve(objective, n_out, n_features, dtype)
+        return self
+
+    def _solve(self, objective, n_out, n_features, dtype) -> None:
+        """Run L-BFGS on ``objective(theta) -> (value, grad)``; store the fit."""
+        theta0 = self._initial_theta(n_out, n_features)
         every = max(1, 10 // int(self.verbose)) if self.verbose else 0
         n_calls = [0]
 
@@ -440,24 +472,19 @@ class CrossEntropyClassifier(ClassifierMixin, BaseEstimator):
             if every and n_calls[0] % every == 0:
                 print(f"iter {n_calls[0]:5d}  objective {intermediate_result.fun:.8g}")
 
-        with _fit_threads(int(n_threads)) as pool:
-            objective = _Objective(
-                X, target, sw, kind, n_out, bool(self.fit_intercept), l2, eps,
-                pool, int(n_threads),
-            )  # fmt: skip
-            res = optimize.minimize(
-                objective,
-                theta0,
-                method="L-BFGS-B",
-                jac=True,
-                callback=callback,
-                options={
-                    "maxiter": int(self.max_iter),
-                    "maxls": 50,
-                    "gtol": float(self.tol),
-                    "ftol": 64 * np.finfo(float).eps,
-                },
-            )
+        res = optimize.minimize(
+            objective,
+            theta0,
+            method="L-BFGS-B",
+            jac=True,
+            callback=callback,
+            options={
+                "maxiter": int(self.max_iter),
+                "maxls": 50,
+                "gtol": float(self.tol),
+                "ftol": 64 * np.finfo(float).eps,
+            },
+        )
         n_iter = min(int(res.nit), int(self.max_iter))
         if res.status != 0:
             warnings.warn(
@@ -466,7 +493,7 @@ class CrossEntropyClassifier(ClassifierMixin, BaseEstimator):
                 "iterations (max_iter) or scale the data "
                 "(sklearn.preprocessing.StandardScaler).",
                 ConvergenceWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
         theta = res.x
         self.coef_ = (
@@ -477,7 +504,6 @@ class CrossEntropyClassifier(ClassifierMixin, BaseEstimator):
         else:
             self.intercept_ = np.zeros(n_out, dtype=dtype)
         self.n_iter_ = np.array([n_iter], dtype=np.int32)
-        return self
 
     @staticmethod
     def _sample_weight(sample_weight, n_samples):
@@ -517,6 +543,10 @@ class CrossEntropyClassifier(ClassifierMixin, BaseEstimator):
 
     def _scores(self, X):
         check_is_fitted(self)
+        if _dask_fit_needed(X):
+            from ._dask_fit import scores_dask
+
+            return scores_dask(self, X)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         coef = self.coef_.astype(X.dtype, copy=False)
         return X @ coef.T + self.intercept_.astype(X.dtype, copy=False)
@@ -555,7 +585,13 @@ class CrossEntropyClassifier(ClassifierMixin, BaseEstimator):
         if self._kind == "multilabel":
             return log_expit(scores)
         if self._kind == "binary":
-            scores = np.hstack([np.zeros_like(scores), scores])
+            pair = [np.zeros_like(scores), scores]
+            if _dask_fit_needed(scores):
+                import dask.array as da
+
+                scores = da.concatenate(pair, axis=1).rechunk({1: -1})
+            else:
+                scores = np.hstack(pair)
         return log_softmax(scores)
 
     def predict_proba(self, X) -> np.ndarray:
@@ -593,6 +629,10 @@ class CrossEntropyClassifier(ClassifierMixin, BaseEstimator):
         scores = self._scores(X)
         if self._kind == "multilabel":
             return (scores > 0).astype(np.int64)
+        if _dask_fit_needed(scores):
+            from ._dask_fit import predict_dask
+
+            return predict_dask(self, scores)
         if self._kind == "binary":
             return self.classes_[(scores[:, 0] > 0).astype(np.intp)]
         return self.classes_[np.argmax(scores, axis=1)]

@@ -118,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also time fits, "
         "CrossEntropyClassifier vs LogisticRegression (needs scikit-learn)",
     )
+    add(
+        "--dask",
+        action="store_true",
+        help="also time fits and a larger-than-memory loss on a 2-worker dask "
+        "LocalCluster (needs dask, distributed, scikit-learn; dask-ml as a peer)",
+    )
     add("--warm-starts", type=int, help="warm-cache start-up runs")
     add("--cold-starts", type=int, help="cold-cache start-up runs")
     add("--no-thp", action="store_true", help="no THP_MEM_ALLOC_ENABLE=1 worker")
@@ -181,6 +187,7 @@ def _settings(args: argparse.Namespace, parser) -> dict:
         "seed": args.seed,
         "training": bool(args.training),
         "sklearn_fit": bool(args.sklearn_fit),
+        "dask": bool(args.dask),
     }
     for key, defaults in _DEFAULTS.items():
         value = getattr(args, key)
@@ -281,6 +288,12 @@ def run(s: dict, threads: int, command: str, quiet: bool = False) -> dict:
         fit_opts = {"n_samples": 20_000 if s["quick"] else 200_000,
                     "dtypes": tuple(s["dtypes"])}  # fmt: skip
         units += 2 * len(s["dtypes"])
+    dask_opts: dict = {}
+    if s["dask"]:
+        from .dask_scale import QUICK as DASK_QUICK
+
+        dask_opts = dict(DASK_QUICK) if s["quick"] else {}
+        units += 6
     progress = Progress(units, enabled=not quiet)
     notes: list[str] = []
 
@@ -365,7 +378,17 @@ def run(s: dict, threads: int, command: str, quiet: bool = False) -> dict:
         )
         return {"options": fit_opts, "rows": rows}
 
-    training = sklearn_fit = None
+    def dask_run():
+        from .dask_scale import run_dask
+
+        rows = run_dask(
+            threads=threads,
+            on_step=lambda m: progress.advance(1, "dask", m),
+            **dask_opts,
+        )
+        return {"options": dask_opts, "rows": rows}
+
+    training = sklearn_fit = dask_scale = None
     if s["training"]:
         training = _optional_section(
             "torch", "torch", "training benchmark", training_run, note
@@ -374,6 +397,11 @@ def run(s: dict, threads: int, command: str, quiet: bool = False) -> dict:
         sklearn_fit = _optional_section(
             "sklearn", "scikit-learn", "scikit-learn fit benchmark", fit_run, note
         )
+    if s["dask"]:
+        dask_scale = _optional_section(
+            "distributed", "dask.distributed", "dask scale-out benchmark", dask_run,
+            note,
+        )  # fmt: skip
     progress.close()
 
     for e in results:
@@ -401,6 +429,7 @@ def run(s: dict, threads: int, command: str, quiet: bool = False) -> dict:
         "startup": startup,
         "training": training,
         "sklearn_fit": sklearn_fit,
+        "dask_scale": dask_scale,
         "thp_worker": thp_info,
         "notes": notes,
     }

@@ -197,6 +197,14 @@ _FIT_INTRO = (
     "timed once after a warm-up fit that compiles numxent's kernels."
 )
 
+_DASK_INTRO = (
+    "`numxent.bench.dask_scale`: `CrossEntropyClassifier` on dask arrays on a "
+    "`distributed.LocalCluster` (worker processes, one thread each) against "
+    "the same estimator in memory and dask-ml's "
+    '`LogisticRegression(solver="lbfgs")`, and `cross_entropy` over logits '
+    "larger than the workers' memory limit; one timed run each after a "
+    "warm-up (the loss: best of the repeats)."
+)
 
 #: The optional sections, each a module of this package with ``summary(rows)``
 #: and ``markdown(rows)``: (results key = module name, terminal title, report
@@ -206,6 +214,8 @@ _SECTIONS = [
      _TRAINING_INTRO),
     ("sklearn_fit", "scikit-learn estimator fit (LogisticRegression ÷ numxent)",
      "scikit-learn estimator fit", _FIT_INTRO),
+    ("dask_scale", "scale-out on Dask (LocalCluster)", "Scale-out on Dask",
+     _DASK_INTRO),
 ]  # fmt: skip
 
 

@@ -16,14 +16,17 @@ exactly to float64), so the difference is numxent's own rounding:
 * float32: rtol 2e-5, atol 2e-6 x scale -- float32 exp (<= 1 ulp) and one
   float32 rounding of each output, with cancellation in ``A p_k - a_k``
   measured against the row's scale;
-* float16 (computed in float32, rounded once): the reference rounded to
-  float16, then rtol 2e-3, atol 1e-3 x scale.
+* float16 and bfloat16 (computed in float32, rounded once): the reference
+  rounded to the format, then rtol 2e-3, atol 1e-3 x scale (float16) or
+  rtol 1.6e-2, atol 8e-3 x scale (bfloat16: 8 significand bits, about two
+  ulps).
 
 NaN and +-inf must sit in the same places.
 """
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 from hypothesis import strategies as st
 
@@ -43,6 +46,7 @@ TOLERANCES = {
     np.dtype(np.float64): (1e-12, 1e-13),
     np.dtype(np.float32): (2e-5, 2e-6),
     np.dtype(np.float16): (2e-3, 1e-3),
+    np.dtype(ml_dtypes.bfloat16): (1.6e-2, 8e-3),
 }
 REDUCTIONS = ("none", "mean", "sum")
 FLOATS = (np.float32, np.float64)
@@ -53,6 +57,13 @@ HARD_PATHS = {
     "narrow-parallel": "ce_narrow_par",
     "wide-serial": "ce_hard_ser",
     "wide-parallel": "ce_hard_par",
+}
+# the same paths on float16 / bfloat16 logits (staged through float32)
+HARD_PATHS_16 = {
+    "narrow-serial": "ce_lowp_narrow_ser",
+    "narrow-parallel": "ce_lowp_narrow_par",
+    "wide-serial": "ce_lowp_wide_ser",
+    "wide-parallel": "ce_lowp_wide_par",
 }
 SOFT_PATHS = {"soft-serial": "ce_soft_ser", "soft-parallel": "ce_soft_par"}
 BCE_PATHS = {"bce-serial": "bce_ser", "bce-parallel": "bce_par"}
@@ -67,9 +78,9 @@ def assert_matches(actual, expected, dtype, scale=None):
     actual = np.asarray(actual, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
     assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    if np.dtype(dtype) == np.float16:  # the result is rounded to float16 (may
+    if np.dtype(dtype).itemsize == 2:  # the result is rounded to 16 bits (may
         with np.errstate(over="ignore"):  # overflow: a sum above 65504 is inf)
-            expected = expected.astype(np.float16).astype(np.float64)
+            expected = expected.astype(dtype).astype(np.float64)
     if scale is None:
         finite = np.abs(expected[np.isfinite(expected)])
         scale = max(1.0, float(finite.max())) if finite.size else 1.0
@@ -89,7 +100,7 @@ def _ceil_div(a, b):
 def hard_sizes(draw, path, dtype):
     """(n_rows, n_classes) for a hard-label path."""
     nc = narrow_classes(dtype)
-    itemsize = np.dtype(np.float32 if dtype == np.float16 else dtype).itemsize
+    itemsize = max(np.dtype(dtype).itemsize, 4)  # 16-bit: computed in float32
     if path.startswith("narrow"):
         c = draw(
             st.one_of(

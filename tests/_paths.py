@@ -89,6 +89,10 @@ KERNELS = (
     "ce_narrow_par",
     "ce_hard_ser",
     "ce_hard_par",
+    "ce_lowp_narrow_ser",
+    "ce_lowp_narrow_par",
+    "ce_lowp_wide_ser",
+    "ce_lowp_wide_par",
     "ce_soft_ser",
     "ce_soft_par",
     "bce_ser",
@@ -105,9 +109,9 @@ _BCE_FAC_PAT, _BCE_ROW_SCALE = 5, 7
 
 def narrow_classes(dtype) -> int:
     """The widest hard-label row (classes) the tile kernels take for ``dtype``
-    (float16 is computed as float32)."""
+    (float16 and bfloat16 are computed as float32)."""
     dt = np.dtype(dtype)
-    return NARROW_CLASSES[4 if dt == np.float16 else dt.itemsize]
+    return NARROW_CLASSES[4 if dt.itemsize == 2 else dt.itemsize]
 
 
 def sizes_around(threshold: int, spread: int = 1) -> list[int]:

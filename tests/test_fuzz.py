@@ -20,6 +20,7 @@ same for softmax / log_softmax rows holding +inf.
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -31,6 +32,7 @@ from _cases import (
     BCE_PATHS,
     FLOATS,
     HARD_PATHS,
+    HARD_PATHS_16,
     LAYOUTS,
     NONFINITE,
     REDUCTIONS,
@@ -188,7 +190,8 @@ def check_hard(data, path, dtype):
             r_loss = np.nan
     assert_matches(loss, r_loss, dtype)
     assert_matches(grad, r_grad, dtype)
-    _expect_kernel(calls, HARD_PATHS[path], path.endswith("parallel") and denom == 0)
+    kernels = HARD_PATHS_16 if np.dtype(dtype).itemsize == 2 else HARD_PATHS
+    _expect_kernel(calls, kernels[path], path.endswith("parallel") and denom == 0)
 
 
 HARD_CASES = [(p, d) for p in HARD_PATHS for d in FLOATS]
@@ -347,10 +350,14 @@ test_rowwise, test_rowwise_slow = _fuzz_tests(
 
 
 # --------------------------------------------------------------------------
-# float16 (computed in float32): every op once, on drawn paths
+# float16 (computed in float32): every op once, on drawn paths; bfloat16 hard
+# labels
 # --------------------------------------------------------------------------
 def check_float16(data, kind):
-    if kind == "hard":
+    if kind == "hard-bfloat16":
+        path = data.draw(st.sampled_from(sorted(HARD_PATHS)))
+        check_hard(data, path, ml_dtypes.bfloat16)
+    elif kind == "hard":
         check_hard(data, data.draw(st.sampled_from(sorted(HARD_PATHS))), np.float16)
     elif kind == "soft":
         check_soft(data, data.draw(st.sampled_from(sorted(SOFT_PATHS))), np.float16)
@@ -362,7 +369,7 @@ def check_float16(data, kind):
         check_rowwise(data, path, np.float16)
 
 
-F16_CASES = [("hard",), ("soft",), ("bce",), ("rowwise",)]
+F16_CASES = [("hard",), ("hard-bfloat16",), ("soft",), ("bce",), ("rowwise",)]
 test_float16, test_float16_slow = _fuzz_tests(
     check_float16, F16_CASES, [k for (k,) in F16_CASES]
 )

@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 
+import ml_dtypes
 import numba
 import numpy as np
 import pytest
@@ -194,6 +195,59 @@ def test_hard_label_paths_match_naive(path, dtype):
         assert_matches(loss, r_loss, dtype)
         assert_matches(grad, r_grad, dtype)
     # a bad label: found by the kernels' scan (serial) or the label scan
+    bad = y.copy()
+    bad[-1] = c
+    with pytest.raises(IndexError):
+        nx.cross_entropy(x, bad)
+
+
+# float16 / bfloat16 logits: the staging kernels (ce_lowp_*), the float32
+# tile or wide rows inside, the conversions both ways (NaN, +-inf, zero
+# weights), forward-only, out= and in place; the kernels skip the rows of a
+# "mean" over nothing.
+LOWP_KERNEL = {
+    "narrow-serial": "ce_lowp_narrow_ser",
+    "narrow-parallel": "ce_lowp_narrow_par",
+    "wide-serial": "ce_lowp_wide_ser",
+    "wide-parallel": "ce_lowp_wide_par",
+}
+LOWP_CASES = [(p, d) for p in LOWP_KERNEL for d in (np.float16, ml_dtypes.bfloat16)]
+
+
+@pytest.mark.parametrize(("path", "dtype"), LOWP_CASES, ids=_ids(LOWP_CASES))
+def test_16bit_hard_label_paths_match_naive(path, dtype):
+    n, c = _hard_geometry(path, np.float32)
+    if path == "wide-parallel":  # tasks of staging blocks of 7, 7 and 2 rows
+        c = 2 * NARROW_TILE // ROWS_PER_TASK + 1
+        n = ROWS_PER_TASK + 3
+    rng = np.random.default_rng(n * c)
+    x = (rng.standard_normal((n, c)) * 4).astype(dtype)
+    y = rng.integers(0, c, n)
+    y[1] = -100
+    x[1] = np.nan
+    x[2, c // 2] = np.nan
+    x[3, 0] = np.inf
+    x[4, 1] = -np.inf
+    x[5, :] = -30.0
+    w = rng.uniform(0.1, 3.0, c)
+    w[::7] = 0.0
+    sw = rng.uniform(0.0, 3.0, n)
+    for opts in OPTIONS[:2]:
+        kw = dict(reduction=opts["reduction"], label_smoothing=opts["label_smoothing"])
+        if opts["weighted"]:
+            kw.update(weight=w, sample_weight=sw)
+        with record_kernels() as calls:
+            loss, grad = _call(nx.cross_entropy, x, (y,), kw, opts["out"])
+        assert {name for name, _ in calls} == {LOWP_KERNEL[path]}
+        assert grad.dtype == np.dtype(dtype)
+        with np.errstate(all="ignore"):
+            r_loss, r_grad = cross_entropy_ref(x.astype(np.float64), y, **kw)
+        r_loss, r_grad = _plus_inf_rows_nan(r_loss, r_grad, [3], kw["reduction"])
+        assert_matches(loss, r_loss, dtype)
+        assert_matches(grad, r_grad, dtype)
+    # a "mean" over ignored rows only: NaN and a zero gradient, rows skipped
+    loss, grad = nx.cross_entropy(x, np.full(n, -100), return_grad=True)
+    assert np.isnan(loss) and not np.any(grad.astype(np.float32))
     bad = y.copy()
     bad[-1] = c
     with pytest.raises(IndexError):

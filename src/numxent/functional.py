@@ -172,8 +172,8 @@ def cross_entropy(
     Parameters
     ----------
     logits : array of shape (..., n_classes)
-        Unnormalised scores, float16/32/64. Leading axes are samples; a 1-D
-        array is one unbatched sample.
+        Unnormalised scores, float16/32/64 or ``ml_dtypes.bfloat16``. Leading
+        axes are samples; a 1-D array is one unbatched sample.
     target : int array of shape logits.shape[:-1], or float array of shape logits.shape
         Class indices (any integer dtype, "hard" labels) or class
         probabilities ("soft" labels).
@@ -221,7 +221,9 @@ def cross_entropy(
     float32 logits are exponentiated in float32 (within 1 ulp) with row sums,
     logs and the gradient's scale factor in float64 (rounded once to float32
     before it multiplies the row); float64 logits are float64 throughout;
-    float16 is computed as float32. Sums across samples are float64 in a
+    float16 and bfloat16 are computed as float32 and rounded once to their
+    format (with hard labels the logits are read in place, a block of rows
+    at a time, not copied to float32). Sums across samples are float64 in a
     fixed order, so the result is
     bitwise identical for any number of threads. Where PyTorch gives NaN,
     numxent gives the limit in two cases: ignored rows (0 whatever their

@@ -7,7 +7,9 @@ runtime arguments so each kernel compiles once per logits dtype.
 Modules, by family: ``_intrinsics`` (compile options, LLVM intrinsics, the
 ``by_width`` pattern of dtype-specialised helpers), ``_vecmath`` (row max,
 exp, log, fixed-point sums, ``ordered_total``), ``ce_hard``, ``ce_soft``,
-``bce`` and ``rowwise`` (each family's row functions and drivers).
+``bce`` and ``rowwise`` (each family's row functions and drivers), and
+``ce_lowp`` (hard labels on float16 / bfloat16 logits: blocks of rows staged
+through float32 into ``ce_hard``'s row functions).
 
 Every kernel comes as a pair, ``*_par`` (``prange`` over samples) and
 ``*_ser`` (``range``), built from the same ``inline="always"`` row function

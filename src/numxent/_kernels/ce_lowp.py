@@ -45,6 +45,13 @@ FMT_BFLOAT16, FMT_FLOAT16 = 0, 1
 _F16_TO_F32_SCALE = np.float32(2.0**112)
 _F32_TO_F16_UP = np.float32(2.0**112)
 _F32_TO_F16_DOWN = np.float32(2.0**-110)
+_I32_ABS = np.int32(0x7FFFFFFF)
+_I32_INF = np.int32(0x7F800000)
+_I32_7FFF = np.int32(0x7FFF)
+_I32_EXP_LO = np.int32(0x38800000)  # 2**-14
+_I32_EXP_HI = np.int32(0x47800000)  # 2**16
+_I32_EXP_ADD = np.int32(0x07800000)
+_I32_F16_NAN = np.int32(0x7E00)
 
 
 @njit(inline="always")
@@ -73,10 +80,14 @@ def _f16_to_f32(h):
 
 @njit(inline="always")
 def _f32_to_bf16(f):
-    b = np.int64(float_to_bits(f)) & 0xFFFFFFFF
-    if (b & 0x7FFFFFFF) > 0x7F800000:  # NaN: quieted, sign and top payload kept
-        return np.uint16((b >> 16) | 0x40)
-    return np.uint16((b + 0x7FFF + ((b >> 16) & 1)) >> 16)
+    # int32 throughout (each step cast back: Numba widens int32 arithmetic to
+    # int64, which halves the vector lanes); no step can overflow int32.
+    b = float_to_bits(f)
+    if (b & _I32_ABS) > _I32_INF:  # NaN: quieted, sign and top payload kept
+        return np.uint16(np.int32(b >> 16) & 0xFFFF | 0x40)
+    lsb = np.int32(np.int32(b >> 16) & 1)
+    t = np.int32(np.int32(b + _I32_7FFF) + lsb)
+    return np.uint16(np.int32(t >> 16) & 0xFFFF)
 
 
 @njit(inline="always")
@@ -85,18 +96,24 @@ def _f32_to_f16(f):
     # quiet NaN, in float32 arithmetic: scaling by 2**112 and 2**-110
     # overflows exactly the values that round to inf, and adding a power of
     # two of the right exponent makes the float32 addition round the
-    # mantissa to the half's 10 (or fewer, subnormal) bits.
-    w = np.int64(float_to_bits(f)) & 0xFFFFFFFF
+    # mantissa to the half's 10 (or fewer, subnormal) bits. In int32, as
+    # above; the exponent is clamped to [2**-14, 2**16] (below: the
+    # subnormal rounding point; above: base is inf already) so that nothing
+    # overflows.
+    w = float_to_bits(f)
+    a = np.int32(w & _I32_ABS)
     base = (abs(f) * _F32_TO_F16_UP) * _F32_TO_F16_DOWN
-    shl1 = (w + w) & 0xFFFFFFFF
-    sign = w & 0x80000000
-    bias = shl1 & 0xFF000000
-    bias = bias if bias >= 0x71000000 else np.int64(0x71000000)
-    base = bits_to_float(_i32((bias >> 1) + 0x07800000)) + base
-    bits = np.int64(float_to_bits(base))
-    nonsign = ((bits >> 13) & 0x7C00) + (bits & 0x0FFF)
-    h = 0x7E00 if shl1 > 0xFF000000 else nonsign
-    return np.uint16((sign >> 16) | h)
+    e = np.int32(a & _I32_INF)
+    e = e if e > _I32_EXP_LO else _I32_EXP_LO
+    e = e if e < _I32_EXP_HI else _I32_EXP_HI
+    base = bits_to_float(np.int32(e + _I32_EXP_ADD)) + base
+    bits = float_to_bits(base)
+    nonsign = np.int32(
+        np.int32(np.int32(bits >> 13) & 0x7C00) + np.int32(bits & 0x0FFF)
+    )
+    h = _I32_F16_NAN if a > _I32_INF else nonsign
+    sign = np.int32(np.int32(w >> 16) & 0x8000)
+    return np.uint16(np.int32(sign | h))
 
 
 @njit(inline="always")

@@ -228,12 +228,93 @@ def _scale(grad: torch.Tensor, grad_output: torch.Tensor, per_row: bool):
 
 
 def _served_tensor(t) -> bool:
-    return (
-        type(t) is torch.Tensor
-        and t.device.type == "cpu"
-        and not t.is_sparse
-        and not t.is_quantized
+    # (quantized tensors fail the dtype checks that follow every use)
+    return type(t) is torch.Tensor and t.is_cpu and t.layout is torch.strided
+
+
+# --------------------------------------------------------------------------
+# the served computation (shared by the autograd Functions and the custom ops)
+# --------------------------------------------------------------------------
+_I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def ce_run(input, target, weight, ignore_index, reduction, label_smoothing,
+           need_grad: bool, pooled: bool):  # fmt: skip
+    """The loss tensor and the gradient (class dim last, or None).
+
+    Raises :class:`_Unserved` where numxent's checks reject the call. The
+    common case (a contiguous (N, C) input, contiguous int64 labels) takes a
+    lean entry that skips the general coercions: the bridge's own checks
+    have covered them (a small call's time is mostly such overhead).
+    """
+    x = input.detach()
+    if (
+        x.dim() == 2
+        and x.is_contiguous()
+        and target.dtype is torch.int64
+        and target.is_contiguous()
+        and type(label_smoothing) is float
+        and 0.0 <= label_smoothing <= 1.0
+        and _I64_MIN <= ignore_index <= _I64_MAX
+    ):
+        take = _POOL.take if pooled else _fresh
+        buf = take(x.shape, x.dtype) if need_grad else None
+        try:
+            w = None
+            if weight is not None:
+                w = _V.check_nonneg_weights(
+                    weight.detach().numpy(), "weight", (x.shape[1],)
+                )
+                w = _V.as_compute(w, np.float64)
+            res = _nx._ce_hard_checked(
+                _V.readonly(x.numpy()),
+                _V.readonly(target.numpy()),
+                w,
+                ignore_index,
+                label_smoothing,
+                reduction,
+                None if buf is None else buf.numpy(),
+            )
+        except NumxentError as exc:
+            raise _Unserved from exc
+        loss = res[0] if need_grad else res
+        return torch.from_numpy(np.asarray(loss)), buf
+    soft = target.is_floating_point()
+    x_np, buf = _logits_and_buffer(_class_last(x), need_grad, pooled)
+    t_np = _np(_class_last(target) if soft else target)
+    kw = dict(
+        weight=_np(weight),
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
     )
+    try:
+        if need_grad:
+            loss, _ = _nx.cross_entropy(
+                x_np, t_np, return_grad=True, out=buf.numpy(), **kw
+            )
+        else:
+            loss = _nx.cross_entropy(x_np, t_np, **kw)
+    except NumxentError as exc:
+        raise _Unserved from exc
+    return torch.from_numpy(np.asarray(loss)), buf
+
+
+def bce_run(input, target, weight, pos_weight, reduction, need_grad: bool,
+            pooled: bool):  # fmt: skip
+    """The loss tensor and the gradient (or None); raises :class:`_Unserved`."""
+    x_np, buf = _logits_and_buffer(input, need_grad, pooled)
+    kw = dict(weight=_np(weight), pos_weight=_np(pos_weight), reduction=reduction)
+    try:
+        if need_grad:
+            loss, _ = _nx.binary_cross_entropy_with_logits(
+                x_np, _np(target), return_grad=True, out=buf.numpy(), **kw
+            )
+        else:
+            loss = _nx.binary_cross_entropy_with_logits(x_np, _np(target), **kw)
+    except NumxentError as exc:
+        raise _Unserved from exc
+    return torch.from_numpy(np.asarray(loss)), buf
 
 
 # --------------------------------------------------------------------------
@@ -242,64 +323,38 @@ def _served_tensor(t) -> bool:
 class _CrossEntropyFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, target, weight, ignore_index, reduction, label_smoothing):
-        soft = target.is_floating_point()
-        x_nl = _class_last(input)  # class dim last
-        t_nl = _class_last(target) if soft else target
+        args = (ignore_index, reduction, label_smoothing)
         need_grad = ctx.needs_input_grad[0]
-        x_np, buf = _logits_and_buffer(x_nl, need_grad, not input.is_leaf)
-        kw = dict(
-            weight=_np(weight),
-            ignore_index=ignore_index,
-            reduction=reduction,
-            label_smoothing=label_smoothing,
+        loss, ctx.grad_nl = ce_run(
+            input, target, weight, *args, need_grad, not input.is_leaf
         )
-        try:
-            if need_grad:
-                loss, _ = _nx.cross_entropy(
-                    x_np, _np(t_nl), return_grad=True, out=buf.numpy(), **kw
-                )
-            else:
-                loss = _nx.cross_entropy(x_np, _np(t_nl), **kw)
-        except NumxentError as exc:
-            raise _Unserved from exc
         ctx.save_for_backward(input, target, weight)
-        ctx.args = (ignore_index, reduction, label_smoothing)
-        ctx.grad_nl = buf  # numxent layout; taken by the first backward
-        return torch.from_numpy(np.asarray(loss))
+        ctx.args = args  # ctx.grad_nl (numxent layout): taken by the first backward
+        return loss
 
     @staticmethod
     def backward(ctx, grad_output):
-        input, target, weight = ctx.saved_tensors
-        ignore_index, reduction, label_smoothing = ctx.args
-        if torch.is_grad_enabled():  # create_graph=True: PyTorch's graph
-            return _double_backward(
-                lambda x: F.cross_entropy(
-                    x,
-                    target,
-                    weight=weight,
-                    ignore_index=ignore_index,
-                    reduction=reduction,
-                    label_smoothing=label_smoothing,
-                ),
-                input,
-                grad_output,
-                6,
-            )
         grad, ctx.grad_nl = ctx.grad_nl, None
-        if grad is None:  # a second backward (retain_graph=True): recompute
-            soft = target.is_floating_point()
-            leaf = input.is_leaf
-            x_np, grad = _logits_and_buffer(_class_last(input), True, not leaf)
-            _nx.cross_entropy(
-                x_np,
-                _np(_class_last(target) if soft else target),
-                weight=_np(weight),
-                ignore_index=ignore_index,
-                reduction=reduction,
-                label_smoothing=label_smoothing,
-                return_grad=True,
-                out=grad.numpy(),
-            )
+        reduction = ctx.args[1]
+        if grad is None or torch.is_grad_enabled():
+            input, target, weight = ctx.saved_tensors
+            ignore_index, _, label_smoothing = ctx.args
+            if torch.is_grad_enabled():  # create_graph=True: PyTorch's graph
+                return _double_backward(
+                    lambda x: F.cross_entropy(
+                        x,
+                        target,
+                        weight=weight,
+                        ignore_index=ignore_index,
+                        reduction=reduction,
+                        label_smoothing=label_smoothing,
+                    ),
+                    input,
+                    grad_output,
+                    6,
+                )
+            # a second backward (retain_graph=True): recompute
+            _, grad = ce_run(input, target, weight, *ctx.args, True, not input.is_leaf)
         grad = _scale(grad, grad_output, reduction == "none")
         return _class_first(grad), None, None, None, None, None
 
@@ -308,46 +363,34 @@ class _BCEWithLogitsFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, target, weight, pos_weight, reduction):
         need_grad = ctx.needs_input_grad[0]
-        x_np, buf = _logits_and_buffer(input, need_grad, not input.is_leaf)
-        kw = dict(weight=_np(weight), pos_weight=_np(pos_weight), reduction=reduction)
-        try:
-            if need_grad:
-                loss, _ = _nx.binary_cross_entropy_with_logits(
-                    x_np, _np(target), return_grad=True, out=buf.numpy(), **kw
-                )
-            else:
-                loss = _nx.binary_cross_entropy_with_logits(x_np, _np(target), **kw)
-        except NumxentError as exc:
-            raise _Unserved from exc
+        loss, ctx.grad = bce_run(
+            input, target, weight, pos_weight, reduction, need_grad, not input.is_leaf
+        )
         ctx.save_for_backward(input, target, weight, pos_weight)
         ctx.reduction = reduction
-        ctx.grad = buf
-        return torch.from_numpy(np.asarray(loss))
+        return loss
 
     @staticmethod
     def backward(ctx, grad_output):
-        input, target, weight, pos_weight = ctx.saved_tensors
-        reduction = ctx.reduction
-        if torch.is_grad_enabled():
-            return _double_backward(
-                lambda x: F.binary_cross_entropy_with_logits(
-                    x, target, weight=weight, reduction=reduction, pos_weight=pos_weight
-                ),
-                input,
-                grad_output,
-                5,
-            )
         grad, ctx.grad = ctx.grad, None
-        if grad is None:
-            x_np, grad = _logits_and_buffer(input, True, not input.is_leaf)
-            _nx.binary_cross_entropy_with_logits(
-                x_np,
-                _np(target),
-                weight=_np(weight),
-                pos_weight=_np(pos_weight),
-                reduction=reduction,
-                return_grad=True,
-                out=grad.numpy(),
+        reduction = ctx.reduction
+        if grad is None or torch.is_grad_enabled():
+            input, target, weight, pos_weight = ctx.saved_tensors
+            if torch.is_grad_enabled():
+                return _double_backward(
+                    lambda x: F.binary_cross_entropy_with_logits(
+                        x,
+                        target,
+                        weight=weight,
+                        reduction=reduction,
+                        pos_weight=pos_weight,
+                    ),
+                    input,
+                    grad_output,
+                    5,
+                )
+            _, grad = bce_run(
+                input, target, weight, pos_weight, reduction, True, not input.is_leaf
             )
         if reduction == "none":
             grad = grad.mul_(grad_output)
@@ -381,13 +424,9 @@ def _reduction_arg(size_average, reduce, reduction: str) -> str:
 def _ce_served(input, target, weight, reduction) -> bool:
     if not (_served_tensor(input) and _served_tensor(target)):
         return False
-    if (
-        input.dtype not in _SERVED_DTYPES
-        or input.dim() == 0
-        or reduction not in (_REDUCTIONS)
-    ):
+    if input.dtype not in _SERVED_DTYPES or target.requires_grad:
         return False
-    if not isinstance(reduction, str) or target.requires_grad:
+    if reduction not in _REDUCTIONS or not isinstance(reduction, str):
         return False
     if weight is not None and not (
         _served_tensor(weight)
@@ -395,12 +434,20 @@ def _ce_served(input, target, weight, reduction) -> bool:
         and not weight.requires_grad
     ):
         return False
+    if target.dtype in _LABEL_DTYPES:
+        shape, tshape = input.shape, target.shape
+        if len(shape) == 2:  # (the common case first)
+            return len(tshape) == 1 and tshape[0] == shape[0]
+        if len(shape) == 0:
+            return False
+        return tshape == (shape[:1] + shape[2:] if len(shape) >= 2 else ())
     if target.is_floating_point():
-        return target.dtype == input.dtype and target.shape == input.shape
-    if target.dtype not in _LABEL_DTYPES:
-        return False
-    lead = input.shape[:1] + input.shape[2:] if input.dim() >= 2 else ()
-    return target.shape == lead
+        return (
+            input.dim() > 0
+            and target.dtype == input.dtype
+            and target.shape == input.shape
+        )
+    return False
 
 
 def cross_entropy(

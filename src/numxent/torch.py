@@ -228,14 +228,19 @@ def _scale(grad: torch.Tensor, grad_output: torch.Tensor, per_row: bool):
 
 
 def _served_tensor(t) -> bool:
-    # (quantized tensors fail the dtype checks that follow every use)
-    return type(t) is torch.Tensor and t.is_cpu and t.layout is torch.strided
+    # (quantized tensors fail the dtype checks that follow every use; while
+    # compiling, tensors are fake or functional: their type says nothing)
+    return (
+        type(t) is torch.Tensor
+        or (torch.compiler.is_compiling() and isinstance(t, torch.Tensor))
+    ) and (t.is_cpu and t.layout is torch.strided)
 
 
 # --------------------------------------------------------------------------
 # the served computation (shared by the autograd Functions and the custom ops)
 # --------------------------------------------------------------------------
 _I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
+_F64 = np.dtype(np.float64)
 
 
 def ce_run(input, target, weight, ignore_index, reduction, label_smoothing,
@@ -265,7 +270,7 @@ def ce_run(input, target, weight, ignore_index, reduction, label_smoothing,
                 w = _V.check_nonneg_weights(
                     weight.detach().numpy(), "weight", (x.shape[1],)
                 )
-                w = _V.as_compute(w, np.float64)
+                w = _V.as_compute(w, _F64)
             res = _nx._ce_hard_checked(
                 _V.readonly(x.numpy()),
                 _V.readonly(target.numpy()),
@@ -414,6 +419,10 @@ def _double_backward(loss_fn, input, grad_output, n_inputs):
 # --------------------------------------------------------------------------
 # layer 2: functional API
 # --------------------------------------------------------------------------
+def _needs_grad(input: torch.Tensor) -> bool:
+    return input.requires_grad and torch.is_grad_enabled()
+
+
 def _reduction_arg(size_average, reduce, reduction: str) -> str:
     if size_average is not None or reduce is not None:
         # PyTorch's own translation of the deprecated pair (and its warning).
@@ -503,7 +512,14 @@ def cross_entropy(
             [ 0.2500,  0.2500,  0.2500, -0.7500]])
     """
     reduction = _reduction_arg(size_average, reduce, reduction)
-    if _ce_served(input, target, weight, reduction):
+    if torch.compiler.is_compiling():
+        if _ce_served(input, target, weight, reduction):
+            loss, _ = _ops.cross_entropy_op(
+                input, target, weight, int(ignore_index), reduction,
+                float(label_smoothing), _needs_grad(input),
+            )  # fmt: skip
+            return loss
+    elif _ce_served(input, target, weight, reduction):
         try:
             return _CrossEntropyFunction.apply(
                 input, target, weight, int(ignore_index), reduction, label_smoothing
@@ -583,7 +599,13 @@ def binary_cross_entropy_with_logits(
     0.6931471824645996
     """
     reduction = _reduction_arg(size_average, reduce, reduction)
-    if _bce_served(input, target, weight, pos_weight, reduction):
+    if torch.compiler.is_compiling():
+        if _bce_served(input, target, weight, pos_weight, reduction):
+            loss, _ = _ops.bce_op(
+                input, target, weight, pos_weight, reduction, _needs_grad(input)
+            )
+            return loss
+    elif _bce_served(input, target, weight, pos_weight, reduction):
         try:
             return _BCEWithLogitsFunction.apply(
                 input, target, weight, pos_weight, reduction
@@ -645,3 +667,7 @@ class BCEWithLogitsLoss(torch.nn.BCEWithLogitsLoss):
             pos_weight=self.pos_weight,
             reduction=self.reduction,
         )
+
+
+# The custom ops that compiled graphs call (they call back into ce_run/bce_run).
+from . import _torch_ops as _ops  # noqa: E402

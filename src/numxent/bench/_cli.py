@@ -113,6 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
         "PyTorch's loss vs numxent.torch's (needs torch)",
     )
     add(
+        "--small-training",
+        action="store_true",
+        help="also time small-batch training epochs (the digits MLP at batch "
+        "32/64/256), PyTorch's loss vs numxent.torch's (needs torch, scikit-learn)",
+    )
+    add(
+        "--compiled-step",
+        action="store_true",
+        help="also time a torch.compile'd training step against the eager one, "
+        "both losses (needs torch)",
+    )
+    add(
         "--sklearn-fit",
         action="store_true",
         help="also time fits, "
@@ -181,6 +193,8 @@ def _settings(args: argparse.Namespace, parser) -> dict:
         "seed": args.seed,
         "training": bool(args.training),
         "sklearn_fit": bool(args.sklearn_fit),
+        "small_training": bool(args.small_training),
+        "compiled_step": bool(args.compiled_step),
     }
     for key, defaults in _DEFAULTS.items():
         value = getattr(args, key)
@@ -281,6 +295,7 @@ def run(s: dict, threads: int, command: str, quiet: bool = False) -> dict:
         fit_opts = {"n_samples": 20_000 if s["quick"] else 200_000,
                     "dtypes": tuple(s["dtypes"])}  # fmt: skip
         units += 2 * len(s["dtypes"])
+    units += int(s["small_training"]) + int(s["compiled_step"])
     progress = Progress(units, enabled=not quiet)
     notes: list[str] = []
 
@@ -365,7 +380,25 @@ def run(s: dict, threads: int, command: str, quiet: bool = False) -> dict:
         )
         return {"options": fit_opts, "rows": rows}
 
-    training = sklearn_fit = None
+    def small_training_run():
+        from .small_training import QUICK, run_small_training
+
+        opts = dict(QUICK) if s["quick"] else {}
+        rows = run_small_training(
+            on_step=lambda m: progress.advance(1, "small-training", m), **opts
+        )
+        return {"options": opts, "rows": rows}
+
+    def compiled_step_run():
+        from .compiled_step import QUICK, run_compiled_step
+
+        opts = dict(QUICK) if s["quick"] else {}
+        rows = run_compiled_step(
+            on_step=lambda m: progress.advance(1, "compiled-step", m), **opts
+        )
+        return {"options": opts, "rows": rows}
+
+    training = sklearn_fit = small_training = compiled_step = None
     if s["training"]:
         training = _optional_section(
             "torch", "torch", "training benchmark", training_run, note
@@ -373,6 +406,15 @@ def run(s: dict, threads: int, command: str, quiet: bool = False) -> dict:
     if s["sklearn_fit"]:
         sklearn_fit = _optional_section(
             "sklearn", "scikit-learn", "scikit-learn fit benchmark", fit_run, note
+        )
+    if s["small_training"]:
+        small_training = _optional_section(
+            "sklearn", "scikit-learn", "small-batch training benchmark",
+            small_training_run, note,
+        )  # fmt: skip
+    if s["compiled_step"]:
+        compiled_step = _optional_section(
+            "torch", "torch", "compiled-step benchmark", compiled_step_run, note
         )
     progress.close()
 
@@ -401,6 +443,8 @@ def run(s: dict, threads: int, command: str, quiet: bool = False) -> dict:
         "startup": startup,
         "training": training,
         "sklearn_fit": sklearn_fit,
+        "small_training": small_training,
+        "compiled_step": compiled_step,
         "thp_worker": thp_info,
         "notes": notes,
     }

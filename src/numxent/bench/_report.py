@@ -166,6 +166,18 @@ _FIT_INTRO = (
     "timed once after a warm-up fit that compiles numxent's kernels."
 )
 
+_SMALL_TRAINING_INTRO = (
+    "`numxent.bench.small_training`: an MLP 64 → 128 → 10 on scikit-learn's "
+    "digits (1,797 images), SGD, trained with `torch.nn.functional.cross_entropy` "
+    "and with `numxent.torch.cross_entropy` from the same seed and shuffles, "
+    "their epochs alternating in one process; the best epoch's wall time of each."
+)
+_COMPILED_INTRO = (
+    "`numxent.bench.compiled_step`: an MLP 64 → 128 → C step (forward, loss, "
+    "backward, SGD) eager and `torch.compile(fullgraph=True)`'d, with numxent's "
+    "loss (the `numxent::cross_entropy` custom op when compiled) and with "
+    "PyTorch's; the four models' steps round-robin in one process, medians."
+)
 
 #: The optional sections, each a module of this package with ``summary(rows)``
 #: and ``markdown(rows)``: (results key = module name, terminal title, report
@@ -175,6 +187,10 @@ _SECTIONS = [
      _TRAINING_INTRO),
     ("sklearn_fit", "scikit-learn estimator fit (LogisticRegression ÷ numxent)",
      "scikit-learn estimator fit", _FIT_INTRO),
+    ("small_training", "small-batch training epochs (PyTorch ÷ numxent)",
+     "Small-batch training", _SMALL_TRAINING_INTRO),
+    ("compiled_step", "torch.compile'd training step against eager",
+     "Compiled training step", _COMPILED_INTRO),
 ]  # fmt: skip
 
 

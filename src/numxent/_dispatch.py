@@ -21,6 +21,7 @@ __all__ = [
     "WIDE_SERIAL_BELOW",
     "bce",
     "ce_hard",
+    "ce_hard_16bit",
     "ce_soft",
     "narrow_rows",
     "rowwise",
@@ -61,6 +62,20 @@ def ce_hard(x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows, grad)
     else:
         par, ser, below = K.ce_hard_par, K.ce_hard_ser, WIDE_SERIAL_BELOW
     return _run(par, ser, x.shape[0] * n_classes, below, args)
+
+
+def ce_hard_16bit(xb, fmt, y, w, w_total, sw, ignore_index, eps, reduction,
+                  loss_rows, gb):  # fmt: skip
+    """``ce_hard`` on float16 / bfloat16 logits given as their uint16 bits
+    (``fmt``: ``K.FMT_FLOAT16`` / ``K.FMT_BFLOAT16``), staged through float32
+    (``ce_lowp``); tile or wide rows and the thresholds as for float32."""
+    n_classes = xb.shape[1]
+    args = (xb, fmt, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows, gb)
+    if n_classes <= NARROW_CLASSES[4]:
+        par, ser, below = K.ce_lowp_narrow_par, K.ce_lowp_narrow_ser, SERIAL_BELOW
+    else:
+        par, ser, below = K.ce_lowp_wide_par, K.ce_lowp_wide_ser, WIDE_SERIAL_BELOW
+    return _run(par, ser, xb.shape[0] * n_classes, below, args)
 
 
 def ce_soft(x, t, w, sw, eps, gscale, loss_rows, grad) -> None:

@@ -16,6 +16,7 @@ also keeps the kernels' compiled signatures to one per logits dtype.
 from __future__ import annotations
 
 import operator
+import sys
 from typing import NoReturn
 
 import numpy as np
@@ -23,6 +24,7 @@ import numpy as np
 from .errors import InvalidTypeError, InvalidValueError, LabelIndexError
 
 _COMPUTE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_F32 = np.dtype(np.float32)
 _FLOAT_TYPES = (np.float32, np.float64, np.float16)
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -42,14 +44,22 @@ def as_compute(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return readonly(np.ascontiguousarray(a, dtype=dtype))
 
 
+def is_bfloat16(dt: np.dtype) -> bool:
+    """Whether ``dt`` is ``ml_dtypes.bfloat16``. ml_dtypes is not imported
+    here: whoever holds a bfloat16 array has imported it already."""
+    mld = sys.modules.get("ml_dtypes")
+    return mld is not None and dt.type is mld.bfloat16
+
+
 def check_logits(
     logits, name: str = "logits", *, min_ndim: int = 1, need_classes: bool = True
 ) -> np.ndarray:
     x = np.asarray(logits)
-    if x.dtype.type not in _FLOAT_TYPES:  # (byte order aside; the fast test)
+    if x.dtype.type not in _FLOAT_TYPES and not is_bfloat16(x.dtype):
         raise InvalidTypeError(
-            f"{name} must be a floating array (float16, float32 or float64), "
-            f"got dtype {x.dtype}; cast it, e.g. {name}.astype(np.float32)"
+            f"{name} must be a floating array (float16, float32, float64 or "
+            f"ml_dtypes.bfloat16), got dtype {x.dtype}; cast it, e.g. "
+            f"{name}.astype(np.float32)"
         )
     if x.ndim < min_ndim:
         raise InvalidValueError(
@@ -70,9 +80,15 @@ def result_dtype(x: np.ndarray) -> np.dtype:
 
 
 def compute_dtype(x: np.ndarray) -> np.dtype:
-    """float16 is computed in float32; float32 and float64 as they are."""
+    """The 16-bit formats (float16, bfloat16) are computed in float32;
+    float32 and float64 as they are."""
     dt = result_dtype(x)
-    return np.dtype(np.float32) if dt == np.float16 else dt
+    return _F32 if dt.itemsize == 2 else dt
+
+
+def is_16bit(dt: np.dtype) -> bool:
+    """float16 or bfloat16 (the only 2-byte dtypes check_logits admits)."""
+    return dt.itemsize == 2
 
 
 def check_reduction(reduction) -> str:

@@ -34,6 +34,9 @@ Loss = np.floating[Any] | NDArray[np.floating[Any]]
 Grad = NDArray[np.floating[Any]]
 
 _EMPTY_F64 = V.readonly(np.zeros(0, dtype=np.float64))
+# Hard labels on float16 / bfloat16 logits: the kernels read and write their
+# bits in place (uint16 views) and take the format as one more argument.
+_FMT_16BIT = {"float16": K.FMT_FLOAT16, "bfloat16": K.FMT_BFLOAT16}
 _REDUCE_CODES = {"none": K.REDUCE_NONE, "sum": K.REDUCE_SUM, "mean": K.REDUCE_MEAN}
 
 
@@ -68,7 +71,8 @@ def _alloc_grad(out, shape, dtype, cdtype):
     grad = out if out is not None else np.empty(shape, dtype=dtype)
     if dtype == cdtype:
         return grad, grad
-    return grad, np.empty(shape, dtype=cdtype)  # float16: computed in float32
+    # float16 / bfloat16 other than hard labels: computed in float32
+    return grad, np.empty(shape, dtype=cdtype)
 
 
 def _reduce(per_row, red: str, denom: float, total, dtype, shape, grad, kgrad):
@@ -233,7 +237,9 @@ def cross_entropy(
     args, hard, red, denom, dtype, lead, grad, kgrad, t = prep
     per_row = args[-2]
     if hard:
-        first_bad, denom, total = D.ce_hard(*args)
+        # (the kernels read 16-bit logits as uint16 bits)
+        launch = D.ce_hard_16bit if args[0].itemsize == 2 else D.ce_hard
+        first_bad, denom, total = launch(*args)
         if first_bad >= 0:
             V.raise_bad_label(t.reshape(-1), first_bad, args[0].shape[1], lead)
     else:
@@ -290,6 +296,9 @@ def _ce_prepare(logits, target, weight, sample_weight, ignore_index, reduction,
     lead = x.shape[:-1]
     n_rows = math.prod(lead)
     out = V.check_out(out, x.shape, dtype, return_grad)
+    # float16 / bfloat16 logits with hard labels are read in place, not copied
+    # to float32 (the other 16-bit calls compute on a float32 copy)
+    in_place16 = hard and V.is_16bit(dtype)
 
     # The weights as the kernels read them: float64, contiguous, and a private
     # copy if they share memory with ``out``.
@@ -314,17 +323,23 @@ def _ce_prepare(logits, target, weight, sample_weight, ignore_index, reduction,
     # -- every check has passed but the hard labels' range, which the kernel
     # scans before it writes anything: nothing below raises --
 
+    kdtype = dtype if in_place16 else cdtype  # the dtype the kernel reads
     if return_grad:
-        grad, kgrad = _alloc_grad(out, x.shape, dtype, cdtype)
+        grad, kgrad = _alloc_grad(out, x.shape, dtype, kdtype)
         kgrad2 = kgrad if kgrad.ndim == 2 else kgrad.reshape(n_rows, n_classes)
     else:
         grad = kgrad = None
-        kgrad2 = np.empty((0, n_classes), dtype=cdtype)
+        kgrad2 = np.empty((0, n_classes), dtype=kdtype)
     per_row = np.empty(n_rows, dtype=np.float64)
-    xk = _logits_for_kernel(x, out, cdtype)
+    xk = _logits_for_kernel(x, out, kdtype)
     if xk.ndim != 2:
         xk = xk.reshape(n_rows, n_classes)
-    if hard:
+    if in_place16:
+        w_total = float(n_classes) if weight is None else float(np.add.reduce(w))
+        args = (xk.view(np.uint16), _FMT_16BIT[dtype.name], y, w, w_total, sw,
+                ignore_k, eps, _REDUCE_CODES[red], per_row,
+                kgrad2.view(np.uint16))  # fmt: skip
+    elif hard:
         w_total = float(n_classes) if weight is None else float(np.add.reduce(w))
         args = (xk, y, w, w_total, sw, ignore_k, eps, _REDUCE_CODES[red], per_row,
                 kgrad2)  # fmt: skip

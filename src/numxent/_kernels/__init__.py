@@ -101,6 +101,14 @@ from .ce_hard import (
     ce_narrow_ser,
     scan_hard_labels,
 )
+from .ce_lowp import (
+    FMT_BFLOAT16,
+    FMT_FLOAT16,
+    ce_lowp_narrow_par,
+    ce_lowp_narrow_ser,
+    ce_lowp_wide_par,
+    ce_lowp_wide_ser,
+)
 from .ce_soft import ce_soft_par, ce_soft_ser
 from .rowwise import (
     MODE_LOG_SOFTMAX,
@@ -112,6 +120,8 @@ from .rowwise import (
 
 __all__ = [
     "BCE_BLOCK",
+    "FMT_BFLOAT16",
+    "FMT_FLOAT16",
     "GROUP_ELEMENTS",
     "GROUP_ROWS",
     "MODE_LOGSUMEXP",
@@ -127,6 +137,10 @@ __all__ = [
     "bce_ser",
     "ce_hard_par",
     "ce_hard_ser",
+    "ce_lowp_narrow_par",
+    "ce_lowp_narrow_ser",
+    "ce_lowp_wide_par",
+    "ce_lowp_wide_ser",
     "ce_narrow_par",
     "ce_narrow_ser",
     "ce_soft_par",

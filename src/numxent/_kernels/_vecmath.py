@@ -126,10 +126,16 @@ def row_max(bits):
     # lies in [key(-inf), inf_bits) -- a min and a max, no per-element NaN test
     # -- and its max is above key(-inf) (a row of -inf has no finite max).
     neg_inf_key = itype(itype(-1) << shift) ^ abs_mask ^ inf_bits
+    # The accumulators start from constants of the key's own width: an
+    # expression such as ``itype(-1) << shift`` is int64 in Numba, and an
+    # int64 accumulator widened every int32 key (4 float32 lanes a vector
+    # instead of 8 or 16).
+    key_lo = itype(np.iinfo(itype).min)
+    key_hi = itype(np.iinfo(itype).max)
 
     def row_max(xi, i):
-        key_max = itype(-1) << shift
-        key_min = ~key_max
+        key_max = key_lo
+        key_min = key_hi
         for k in range(xi.shape[1]):
             b = xi[i, k]
             # (numba widens int32 arithmetic to int64: cast back)

@@ -50,6 +50,14 @@ __all__ = [
 ]
 
 _SERVED_DTYPES = (torch.float32, torch.float64)
+try:  # bfloat16 tensors reach numxent as ml_dtypes.bfloat16 arrays
+    import ml_dtypes as _ml_dtypes
+
+    _BF16_NP: np.dtype | None = np.dtype(_ml_dtypes.bfloat16)
+    #: Served with class-index targets only, read in place (no float32 copy).
+    _CE_16BIT: tuple = (torch.bfloat16, torch.float16)
+except ImportError:  # pragma: no cover - ml_dtypes comes with the torch extra
+    _BF16_NP, _CE_16BIT = None, (torch.float16,)
 _LABEL_DTYPES = (torch.int64, torch.uint8)
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -201,20 +209,39 @@ def _logits_and_buffer(x: torch.Tensor, need_grad: bool, pooled: bool):
     x = x.detach()
     take = _POOL.take if pooled else _fresh
     if x.is_contiguous():
-        return x.numpy(), (take(x.shape, x.dtype) if need_grad else None)
+        return _to_np(x), (take(x.shape, x.dtype) if need_grad else None)
     if not need_grad:
-        return x.contiguous().numpy(), None
+        return _to_np(x.contiguous()), None
     buf = take(x.shape, x.dtype)
     buf.copy_(x)
-    return buf.numpy(), buf
+    return _to_np(buf), buf
 
 
 def _fresh(shape, dtype) -> torch.Tensor:
     return torch.empty(shape, dtype=dtype)
 
 
+def _to_np(t: torch.Tensor) -> np.ndarray:
+    """A NumPy view of a CPU tensor; bfloat16 as ``ml_dtypes.bfloat16``."""
+    if t.dtype is torch.bfloat16:
+        return t.view(torch.int16).numpy().view(_BF16_NP)
+    return t.numpy()
+
+
 def _np(t: torch.Tensor | None):
-    return None if t is None else t.detach().numpy()
+    if t is None:
+        return None
+    if t.dtype is torch.bfloat16:  # weights: numxent checks them as floats
+        return t.detach().float().numpy()
+    return t.detach().numpy()
+
+
+def _loss_tensor(loss) -> torch.Tensor:
+    """numxent's loss (a NumPy scalar or array) as a tensor, without a copy."""
+    a = np.asarray(loss)
+    if a.dtype == _BF16_NP:
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
 
 
 def _scale(grad: torch.Tensor, grad_output: torch.Tensor, per_row: bool):
@@ -255,6 +282,7 @@ def ce_run(input, target, weight, ignore_index, reduction, label_smoothing,
     x = input.detach()
     if (
         x.dim() == 2
+        and x.dtype in _SERVED_DTYPES
         and x.is_contiguous()
         and target.dtype is torch.int64
         and target.is_contiguous()
@@ -283,7 +311,7 @@ def ce_run(input, target, weight, ignore_index, reduction, label_smoothing,
         except NumxentError as exc:
             raise _Unserved from exc
         loss = res[0] if need_grad else res
-        return torch.from_numpy(np.asarray(loss)), buf
+        return _loss_tensor(loss), buf
     soft = target.is_floating_point()
     x_np, buf = _logits_and_buffer(_class_last(x), need_grad, pooled)
     t_np = _np(_class_last(target) if soft else target)
@@ -296,13 +324,13 @@ def ce_run(input, target, weight, ignore_index, reduction, label_smoothing,
     try:
         if need_grad:
             loss, _ = _nx.cross_entropy(
-                x_np, t_np, return_grad=True, out=buf.numpy(), **kw
+                x_np, t_np, return_grad=True, out=_to_np(buf), **kw
             )
         else:
             loss = _nx.cross_entropy(x_np, t_np, **kw)
     except NumxentError as exc:
         raise _Unserved from exc
-    return torch.from_numpy(np.asarray(loss)), buf
+    return _loss_tensor(loss), buf
 
 
 def bce_run(input, target, weight, pos_weight, reduction, need_grad: bool,
@@ -313,13 +341,13 @@ def bce_run(input, target, weight, pos_weight, reduction, need_grad: bool,
     try:
         if need_grad:
             loss, _ = _nx.binary_cross_entropy_with_logits(
-                x_np, _np(target), return_grad=True, out=buf.numpy(), **kw
+                x_np, _np(target), return_grad=True, out=_to_np(buf), **kw
             )
         else:
             loss = _nx.binary_cross_entropy_with_logits(x_np, _np(target), **kw)
     except NumxentError as exc:
         raise _Unserved from exc
-    return torch.from_numpy(np.asarray(loss)), buf
+    return _loss_tensor(loss), buf
 
 
 # --------------------------------------------------------------------------
@@ -419,6 +447,15 @@ def _double_backward(loss_fn, input, grad_output, n_inputs):
 # --------------------------------------------------------------------------
 # layer 2: functional API
 # --------------------------------------------------------------------------
+def _autocast_loss(loss: torch.Tensor) -> torch.Tensor:
+    """Under CPU autocast PyTorch computes cross-entropy in float32 and
+    returns a float32 loss: so does the bridge (its 16-bit kernels compute in
+    float32 too; the loss is the one rounded to the logits' dtype)."""
+    if loss.dtype in _CE_16BIT and torch.is_autocast_enabled("cpu"):
+        return loss.float()
+    return loss
+
+
 def _needs_grad(input: torch.Tensor) -> bool:
     return input.requires_grad and torch.is_grad_enabled()
 
@@ -433,7 +470,11 @@ def _reduction_arg(size_average, reduce, reduction: str) -> str:
 def _ce_served(input, target, weight, reduction) -> bool:
     if not (_served_tensor(input) and _served_tensor(target)):
         return False
-    if input.dtype not in _SERVED_DTYPES or target.requires_grad:
+    if target.requires_grad:
+        return False
+    if input.dtype not in _SERVED_DTYPES and not (
+        input.dtype in _CE_16BIT and target.dtype in _LABEL_DTYPES
+    ):
         return False
     if reduction not in _REDUCTIONS or not isinstance(reduction, str):
         return False
@@ -518,14 +559,16 @@ def cross_entropy(
                 input, target, weight, int(ignore_index), reduction,
                 float(label_smoothing), _needs_grad(input),
             )  # fmt: skip
-            return loss
+            return _autocast_loss(loss)
     elif _ce_served(input, target, weight, reduction):
         try:
-            return _CrossEntropyFunction.apply(
+            loss = _CrossEntropyFunction.apply(
                 input, target, weight, int(ignore_index), reduction, label_smoothing
             )
         except _Unserved:
             pass
+        else:
+            return _autocast_loss(loss) if loss.dtype in _CE_16BIT else loss
     return F.cross_entropy(
         input,
         target,

@@ -31,6 +31,7 @@ import os
 import sys
 import threading
 from collections import OrderedDict
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,7 +54,7 @@ _SERVED_DTYPES = (torch.float32, torch.float64)
 try:  # bfloat16 tensors reach numxent as ml_dtypes.bfloat16 arrays
     import ml_dtypes as _ml_dtypes
 
-    _BF16_NP: np.dtype | None = np.dtype(_ml_dtypes.bfloat16)
+    _BF16_NP: Any = np.dtype(_ml_dtypes.bfloat16)
     #: Served with class-index targets only, read in place (no float32 copy).
     _CE_16BIT: tuple = (torch.bfloat16, torch.float16)
 except ImportError:  # pragma: no cover - ml_dtypes comes with the torch extra

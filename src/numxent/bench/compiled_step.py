@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Any
 
 DEFAULTS = dict(shapes="64x10,4096x1000", steps=30, warmup=3, threads="all")
 QUICK = dict(shapes="64x10", steps=10)
@@ -43,7 +44,7 @@ def child(cfg) -> dict:
         gen = torch.Generator().manual_seed(1)
         x = torch.randn(batch, 64, generator=gen)
         y = torch.randint(0, classes, (batch,), generator=gen)
-        runs = {}
+        runs: dict[str, dict[str, Any]] = {}
         for impl in IMPLS:
             torch.manual_seed(0)
             model = torch.nn.Sequential(

@@ -24,6 +24,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import Any
 
 DEFAULTS = dict(batches="32,64,256", epochs=3, hidden=128, lr=0.1, threads="all")
 QUICK = dict(epochs=2)
@@ -54,7 +55,7 @@ def child(cfg) -> dict:
         fn(w, torch.randint(0, 10, (64,))).backward()
     rows = []
     for batch in cfg["batches"]:
-        runs = {}
+        runs: dict[str, dict[str, Any]] = {}
         for impl in fns:
             torch.manual_seed(0)
             model = torch.nn.Sequential(

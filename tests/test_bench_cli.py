@@ -348,9 +348,13 @@ def test_compiled_step_benchmark_smoke():
 
 def test_cli_sections_flags(tmp_path, monkeypatch):
     """--small-training and --compiled-step reach their sections' runners."""
-    from numxent.bench import _cli, compiled_step, small_training
+    from numxent.bench import _cli, bf16_loss, compiled_step, small_training
 
     calls = []
+    monkeypatch.setattr(
+        bf16_loss, "run_bf16_loss",
+        lambda on_step=None, **o: calls.append(("bf16", o)) or [],
+    )  # fmt: skip
     monkeypatch.setattr(
         small_training, "run_small_training",
         lambda on_step=None, **o: calls.append(("small", o)) or [],
@@ -360,9 +364,35 @@ def test_cli_sections_flags(tmp_path, monkeypatch):
         lambda on_step=None, **o: calls.append(("compiled", o)) or [],
     )  # fmt: skip
     argv = [*TINY, "--ops", "ce", "--shapes", "64x10", "--small-training"]
-    argv += ["--compiled-step", "--no-plot", "--out", str(tmp_path)]
+    argv += ["--compiled-step", "--bf16-loss", "--no-plot", "--out", str(tmp_path)]
     assert _cli.main(argv) == 0
-    assert calls == [("small", small_training.QUICK), ("compiled", compiled_step.QUICK)]
+    assert calls == [
+        ("small", small_training.QUICK),
+        ("compiled", compiled_step.QUICK),
+        ("bf16", bf16_loss.QUICK),
+    ]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["settings"]["small_training"] is True
     assert results["settings"]["compiled_step"] is True
+    assert results["settings"]["bf16_loss"] is True
+
+
+def test_bf16_loss_benchmark_smoke():
+    pytest.importorskip("torch")
+    pytest.importorskip("ml_dtypes")
+    from numxent.bench._report import markdown_report
+    from numxent.bench.bf16_loss import IMPLS, markdown, run_bf16_loss
+
+    rows = run_bf16_loss(shapes="64x300", repeat=1, threads="1")
+    assert [r["impl"] for r in rows] == list(IMPLS)
+    by = {r["impl"]: r for r in rows}
+    assert all(r["ms"] > 0 for r in rows)
+    # the loss rounded to bfloat16 once: within one bfloat16 ulp of float32's
+    assert by["numxent bf16"]["loss_rel_diff"] <= 2.0**-7
+    text = markdown(rows)
+    (table,) = md_tables(text)
+    ratio = by["torch bf16"]["ms"] / by["numxent bf16"]["ms"]
+    assert table[2][0] == "64 × 300" and table[2][5] == f"{ratio:.2f}×"
+    results = json.loads((RESULTS / "results.json").read_text())
+    results["bf16_loss"] = {"options": {}, "rows": rows}
+    assert "## bfloat16 loss" in markdown_report(results, None)

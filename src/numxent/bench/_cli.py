@@ -125,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
         "both losses (needs torch)",
     )
     add(
+        "--bf16-loss",
+        action="store_true",
+        help="also time the bfloat16 loss forward+backward, PyTorch's (bf16 and "
+        "autocast) vs numxent.torch's (needs torch, ml_dtypes)",
+    )
+    add(
         "--sklearn-fit",
         action="store_true",
         help="also time fits, "
@@ -195,6 +201,7 @@ def _settings(args: argparse.Namespace, parser) -> dict:
         "sklearn_fit": bool(args.sklearn_fit),
         "small_training": bool(args.small_training),
         "compiled_step": bool(args.compiled_step),
+        "bf16_loss": bool(args.bf16_loss),
     }
     for key, defaults in _DEFAULTS.items():
         value = getattr(args, key)
@@ -295,7 +302,7 @@ def run(s: dict, threads: int, command: str, quiet: bool = False) -> dict:
         fit_opts = {"n_samples": 20_000 if s["quick"] else 200_000,
                     "dtypes": tuple(s["dtypes"])}  # fmt: skip
         units += 2 * len(s["dtypes"])
-    units += int(s["small_training"]) + int(s["compiled_step"])
+    units += int(s["small_training"]) + int(s["compiled_step"]) + int(s["bf16_loss"])
     progress = Progress(units, enabled=not quiet)
     notes: list[str] = []
 
@@ -398,7 +405,16 @@ def run(s: dict, threads: int, command: str, quiet: bool = False) -> dict:
         )
         return {"options": opts, "rows": rows}
 
-    training = sklearn_fit = small_training = compiled_step = None
+    def bf16_loss_run():
+        from .bf16_loss import QUICK, run_bf16_loss
+
+        opts = dict(QUICK) if s["quick"] else {}
+        rows = run_bf16_loss(
+            on_step=lambda m: progress.advance(1, "bf16-loss", m), **opts
+        )
+        return {"options": opts, "rows": rows}
+
+    training = sklearn_fit = small_training = compiled_step = bf16_loss = None
     if s["training"]:
         training = _optional_section(
             "torch", "torch", "training benchmark", training_run, note
@@ -415,6 +431,10 @@ def run(s: dict, threads: int, command: str, quiet: bool = False) -> dict:
     if s["compiled_step"]:
         compiled_step = _optional_section(
             "torch", "torch", "compiled-step benchmark", compiled_step_run, note
+        )
+    if s["bf16_loss"]:
+        bf16_loss = _optional_section(
+            "ml_dtypes", "ml_dtypes", "bf16 loss benchmark", bf16_loss_run, note
         )
     progress.close()
 
@@ -445,6 +465,7 @@ def run(s: dict, threads: int, command: str, quiet: bool = False) -> dict:
         "sklearn_fit": sklearn_fit,
         "small_training": small_training,
         "compiled_step": compiled_step,
+        "bf16_loss": bf16_loss,
         "thp_worker": thp_info,
         "notes": notes,
     }

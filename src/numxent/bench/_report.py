@@ -178,6 +178,13 @@ _COMPILED_INTRO = (
     "loss (the `numxent::cross_entropy` custom op when compiled) and with "
     "PyTorch's; the four models' steps round-robin in one process, medians."
 )
+_BF16_INTRO = (
+    "`numxent.bench.bf16_loss`: the loss forward + backward on a bfloat16 "
+    "(N, C) model output with int64 labels: PyTorch's on the bfloat16 logits, "
+    "PyTorch's under autocast (upcast to float32, gradient cast back) and "
+    "numxent's (bfloat16 read in place, float32 arithmetic, bfloat16 gradient); "
+    "interleaved in one process, best of the repeats."
+)
 
 #: The optional sections, each a module of this package with ``summary(rows)``
 #: and ``markdown(rows)``: (results key = module name, terminal title, report
@@ -191,6 +198,8 @@ _SECTIONS = [
      "Small-batch training", _SMALL_TRAINING_INTRO),
     ("compiled_step", "torch.compile'd training step against eager",
      "Compiled training step", _COMPILED_INTRO),
+    ("bf16_loss", "bfloat16 loss forward+backward (PyTorch ÷ numxent)",
+     "bfloat16 loss", _BF16_INTRO),
 ]  # fmt: skip
 
 

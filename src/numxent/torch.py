@@ -8,12 +8,19 @@ fused pass in the forward; the backward only scales the saved gradient.
 
 Served: CPU float32/float64 tensors of any layout, int64 or
 uint8 class indices or probability targets, every reduction, weights,
-``ignore_index`` and label smoothing. Handed to PyTorch's own implementation
+``ignore_index`` and label smoothing; bfloat16/float16 logits with class
+indices (read in place, float32 arithmetic, gradient in the logits' dtype,
+a float32 loss under CPU autocast). Handed to PyTorch's own implementation
 (same results and errors): other devices and dtypes, tensor subclasses,
 targets or weights that require grad, double backward, and every call
-numxent's checks reject (a :class:`numxent.NumxentError`). See docs/torch.md
-for the layout, the gradient pool and where the results differ from
-PyTorch's.
+numxent's checks reject (a :class:`numxent.NumxentError`).
+
+Eager calls run ``torch.autograd.Function``s; a contiguous (N, C) input with
+contiguous int64 labels takes a lean pre-checked entry to the kernel. While
+compiling (``torch.compile``, ``torch.export``) the functions call the custom
+ops of ``numxent._torch_ops`` instead (no graph break). See docs/torch.md for
+the layout, the gradient pool, compile, bfloat16, DDP and where the results
+differ from PyTorch's.
 
 >>> import torch
 >>> from numxent.torch import cross_entropy

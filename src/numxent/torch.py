@@ -300,8 +300,15 @@ def ce_run(input, target, weight, ignore_index, reduction, label_smoothing,
         and 0.0 <= label_smoothing <= 1.0
         and _I64_MIN <= ignore_index <= _I64_MAX
     ):
-        take = _POOL.take if pooled else _fresh
-        buf = take(x) if need_grad else None
+        x_np = x.numpy()
+        buf = g_np = None
+        if need_grad:
+            if pooled and x.numel() * x.element_size() >= _GradientPool.MIN_BYTES:
+                buf = _POOL.take(x)
+                g_np = buf.numpy()
+            else:  # (a NumPy allocation is the cheapest fresh buffer)
+                g_np = np.empty_like(x_np)
+                buf = torch.from_numpy(g_np)
         try:
             w = None
             if weight is not None:
@@ -310,13 +317,13 @@ def ce_run(input, target, weight, ignore_index, reduction, label_smoothing,
                 )
                 w = _V.as_compute(w, _F64)
             res = _nx._ce_hard_checked(
-                _V.readonly(x.numpy()),
+                _V.readonly(x_np),
                 _V.readonly(target.numpy()),
                 w,
                 ignore_index,
                 label_smoothing,
                 reduction,
-                None if buf is None else buf.numpy(),
+                g_np,
             )
         except NumxentError as exc:
             raise _Unserved from exc

@@ -254,12 +254,17 @@ def _loss_tensor(loss) -> torch.Tensor:
     return torch.from_numpy(a)
 
 
+_SKIP_UNIT_SCALE_FROM = 1 << 15
+
+
 def _scale(grad: torch.Tensor, grad_output: torch.Tensor, per_row: bool):
     """grad * grad_output, in place on a buffer nobody else holds."""
     if per_row:
         # grad_output has the leading (per-sample) shape; grad has one more axis.
         return grad.mul_(grad_output.unsqueeze(-1))
-    if grad_output.numel() == 1 and grad_output.item() == 1.0:
+    # Skipping a multiplication by 1 saves a pass over a large gradient; a
+    # small one is multiplied outright (cheaper than reading grad_output).
+    if grad.numel() >= _SKIP_UNIT_SCALE_FROM and grad_output.item() == 1.0:
         return grad
     return grad.mul_(grad_output)
 

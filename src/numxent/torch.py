@@ -311,9 +311,11 @@ def ce_run(input, target, weight, ignore_index, reduction, label_smoothing,
             if pooled and x.numel() * x.element_size() >= _GradientPool.MIN_BYTES:
                 buf = _POOL.take(x)
                 g_np = buf.numpy()
-            else:  # (a NumPy allocation is the cheapest fresh buffer)
-                g_np = np.empty_like(x_np)
-                buf = torch.from_numpy(g_np)
+            else:
+                # (not NumPy's allocation, though cheaper: PyTorch aligns its
+                # buffers for its matrix kernels, which read this gradient next)
+                buf = _fresh(x)
+                g_np = buf.numpy()
         try:
             w = None
             if weight is not None:

@@ -375,3 +375,104 @@ def test_dask_section_in_the_report():
     assert "scale-out on Dask" in _report.text_tables(
         {"settings": {"stat": "median"}, "results": [], **results}
     )
+
+
+def test_small_training_benchmark_smoke():
+    """The digits MLP at a toy budget: both losses train to the same loss and
+    the section's table, summary and report section are made."""
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    from numxent.bench._report import markdown_report
+    from numxent.bench.small_training import markdown, run_small_training, summary
+
+    rows = run_small_training(batches="128,512", epochs=1, hidden=8, threads="1")
+    assert [(r["batch"], r["impl"]) for r in rows] == [
+        (128, "torch"),
+        (128, "numxent"),
+        (512, "torch"),
+        (512, "numxent"),
+    ]
+    for r in rows:
+        assert r["epoch_ms"] > 0 and len(r["epochs_ms"]) == 1
+        assert r["loss_rel_diff"] < 1e-5 and r["samples"] == 1797
+    (table,) = md_tables(markdown(rows))
+    assert [row[0] for row in table[2:]] == ["128", "512"]
+    ratio = rows[0]["epoch_ms"] / rows[1]["epoch_ms"]
+    assert table[2][4] == f"{ratio:.2f}×"
+    assert len(summary(rows)) == 2 and "batch 512" in summary(rows)[1]
+    results = json.loads((RESULTS / "results.json").read_text())
+    results["small_training"] = {"options": {}, "rows": rows}
+    assert "## Small-batch training" in markdown_report(results, None)
+    with pytest.raises(ValueError, match="batch sizes"):
+        run_small_training(batches="0")
+
+
+@pytest.mark.slow  # compiles two graphs with inductor: tens of seconds
+def test_compiled_step_benchmark_smoke():
+    """One tiny shape, two timed steps: compiled and eager agree on the loss."""
+    pytest.importorskip("torch")
+    from numxent.bench.compiled_step import IMPLS, markdown, run_compiled_step
+
+    rows = run_compiled_step(shapes="16x4", steps=2, warmup=2, threads="1")
+    assert [r["impl"] for r in rows] == list(IMPLS)
+    assert all(r["step_us"] > 0 for r in rows)
+    by = {r["impl"]: r for r in rows}
+    assert by["numxent compiled"]["final_loss"] == by["numxent eager"]["final_loss"]
+    assert by["torch compiled"]["final_loss"] == pytest.approx(
+        by["numxent eager"]["final_loss"], rel=1e-5
+    )
+    text = markdown(rows)
+    (table,) = md_tables(text)
+    assert table[2][0] == "16 × 4" and "its eager step" in text
+
+
+def test_cli_sections_flags(tmp_path, monkeypatch):
+    """--small-training and --compiled-step reach their sections' runners."""
+    from numxent.bench import _cli, bf16_loss, compiled_step, small_training
+
+    calls = []
+    monkeypatch.setattr(
+        bf16_loss, "run_bf16_loss",
+        lambda on_step=None, **o: calls.append(("bf16", o)) or [],
+    )  # fmt: skip
+    monkeypatch.setattr(
+        small_training, "run_small_training",
+        lambda on_step=None, **o: calls.append(("small", o)) or [],
+    )  # fmt: skip
+    monkeypatch.setattr(
+        compiled_step, "run_compiled_step",
+        lambda on_step=None, **o: calls.append(("compiled", o)) or [],
+    )  # fmt: skip
+    argv = [*TINY, "--ops", "ce", "--shapes", "64x10", "--small-training"]
+    argv += ["--compiled-step", "--bf16-loss", "--no-plot", "--out", str(tmp_path)]
+    assert _cli.main(argv) == 0
+    assert calls == [
+        ("small", small_training.QUICK),
+        ("compiled", compiled_step.QUICK),
+        ("bf16", bf16_loss.QUICK),
+    ]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["settings"]["small_training"] is True
+    assert results["settings"]["compiled_step"] is True
+    assert results["settings"]["bf16_loss"] is True
+
+
+def test_bf16_loss_benchmark_smoke():
+    pytest.importorskip("torch")
+    pytest.importorskip("ml_dtypes")
+    from numxent.bench._report import markdown_report
+    from numxent.bench.bf16_loss import IMPLS, markdown, run_bf16_loss
+
+    rows = run_bf16_loss(shapes="64x300", repeat=1, threads="1")
+    assert [r["impl"] for r in rows] == list(IMPLS)
+    by = {r["impl"]: r for r in rows}
+    assert all(r["ms"] > 0 for r in rows)
+    # the loss rounded to bfloat16 once: within one bfloat16 ulp of float32's
+    assert by["numxent bf16"]["loss_rel_diff"] <= 2.0**-7
+    text = markdown(rows)
+    (table,) = md_tables(text)
+    ratio = by["torch bf16"]["ms"] / by["numxent bf16"]["ms"]
+    assert table[2][0] == "64 × 300" and table[2][5] == f"{ratio:.2f}×"
+    results = json.loads((RESULTS / "results.json").read_text())
+    results["bf16_loss"] = {"options": {}, "rows": rows}
+    assert "## bfloat16 loss" in markdown_report(results, None)

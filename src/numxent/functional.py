@@ -264,6 +264,35 @@ def cross_entropy(
     return _reduce(per_row, red, denom, total, dtype, lead, grad, kgrad)
 
 
+def _ce_hard_checked(x, y, w, ignore_index, eps, reduction, grad):
+    """``cross_entropy`` for a call whose arguments are already checked.
+
+    The PyTorch bridge's entry for its common case (its own checks cost less
+    than the general coercions): ``x`` a C-contiguous read-only (N, C)
+    float32/float64 array, ``y`` C-contiguous read-only int64 labels of shape
+    (N,), ``w`` None or the class weights checked by
+    ``V.check_nonneg_weights`` and made by ``V.as_compute`` (float64), an
+    int64 ``ignore_index``, ``eps`` in [0, 1], ``reduction`` one of the three
+    names and ``grad`` None or a C-contiguous writable array of ``x``'s shape
+    and dtype that is ``x`` itself or shares no memory with the inputs.
+    Returns what ``cross_entropy`` returns (``return_grad`` is ``grad is not
+    None``) and raises its LabelIndexError on a label out of range.
+    """
+    n_rows, n_classes = x.shape
+    if w is None:
+        w, w_total = _unit_weights(n_classes), float(n_classes)
+    else:
+        w_total = float(np.add.reduce(w))
+    per_row = np.empty(n_rows, dtype=np.float64)
+    kgrad = grad if grad is not None else np.empty((0, n_classes), dtype=x.dtype)
+    first_bad, denom, total = D.ce_hard(x, y, w, w_total, _EMPTY_F64, ignore_index,
+                                        eps, _REDUCE_CODES[reduction], per_row,
+                                        kgrad)  # fmt: skip
+    if first_bad >= 0:
+        V.raise_bad_label(y, first_bad, n_classes, (n_rows,))
+    return _reduce(per_row, reduction, denom, total, x.dtype, (n_rows,), grad, grad)
+
+
 def _ce_prepare(logits, target, weight, sample_weight, ignore_index, reduction,
                 label_smoothing, return_grad, out):  # fmt: skip
     """Check and coerce a cross_entropy call and allocate its outputs.

@@ -8,12 +8,19 @@ fused pass in the forward; the backward only scales the saved gradient.
 
 Served: CPU float32/float64 tensors of any layout, int64 or
 uint8 class indices or probability targets, every reduction, weights,
-``ignore_index`` and label smoothing. Handed to PyTorch's own implementation
+``ignore_index`` and label smoothing; bfloat16/float16 logits with class
+indices (read in place, float32 arithmetic, gradient in the logits' dtype,
+a float32 loss under CPU autocast). Handed to PyTorch's own implementation
 (same results and errors): other devices and dtypes, tensor subclasses,
 targets or weights that require grad, double backward, and every call
-numxent's checks reject (a :class:`numxent.NumxentError`). See docs/torch.md
-for the layout, the gradient pool and where the results differ from
-PyTorch's.
+numxent's checks reject (a :class:`numxent.NumxentError`).
+
+Eager calls run ``torch.autograd.Function``s; a contiguous (N, C) input with
+contiguous int64 labels takes a lean pre-checked entry to the kernel. While
+compiling (``torch.compile``, ``torch.export``) the functions call the custom
+ops of ``numxent._torch_ops`` instead (no graph break). See docs/torch.md for
+the layout, the gradient pool, compile, bfloat16, DDP and where the results
+differ from PyTorch's.
 
 >>> import torch
 >>> from numxent.torch import cross_entropy
@@ -31,6 +38,7 @@ import os
 import sys
 import threading
 from collections import OrderedDict
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,6 +58,14 @@ __all__ = [
 ]
 
 _SERVED_DTYPES = (torch.float32, torch.float64)
+try:  # bfloat16 tensors reach numxent as ml_dtypes.bfloat16 arrays
+    import ml_dtypes as _ml_dtypes
+
+    _BF16_NP: Any = np.dtype(_ml_dtypes.bfloat16)
+    #: Served with class-index targets only, read in place (no float32 copy).
+    _CE_16BIT: tuple = (torch.bfloat16, torch.float16)
+except ImportError:  # pragma: no cover - ml_dtypes comes with the torch extra
+    _BF16_NP, _CE_16BIT = None, (torch.float16,)
 _LABEL_DTYPES = (torch.int64, torch.uint8)
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -125,12 +141,13 @@ class _GradientPool:
             and _storage_refs(bufs[i]) == base[2]
         )
 
-    def take(self, shape, dtype) -> torch.Tensor:
-        """A contiguous tensor of ``shape``/``dtype`` that nobody else holds."""
-        shape = tuple(shape)
-        nbytes = math.prod(shape) * dtype.itemsize
+    def take(self, like: torch.Tensor) -> torch.Tensor:
+        """A contiguous tensor of ``like``'s shape and dtype that nobody else
+        holds."""
+        shape, dtype = tuple(like.shape), like.dtype
+        nbytes = like.numel() * dtype.itemsize
         if self._base is None or nbytes < self.MIN_BYTES or nbytes > self.limit:
-            return torch.empty(shape, dtype=dtype)
+            return _fresh(like)
         key = (shape, dtype)
         with self._lock:
             bufs = self._bufs.setdefault(key, [])
@@ -201,20 +218,43 @@ def _logits_and_buffer(x: torch.Tensor, need_grad: bool, pooled: bool):
     x = x.detach()
     take = _POOL.take if pooled else _fresh
     if x.is_contiguous():
-        return x.numpy(), (take(x.shape, x.dtype) if need_grad else None)
+        return _to_np(x), (take(x) if need_grad else None)
     if not need_grad:
-        return x.contiguous().numpy(), None
-    buf = take(x.shape, x.dtype)
+        return _to_np(x.contiguous()), None
+    buf = take(x)
     buf.copy_(x)
-    return buf.numpy(), buf
+    return _to_np(buf), buf
 
 
-def _fresh(shape, dtype) -> torch.Tensor:
-    return torch.empty(shape, dtype=dtype)
+def _fresh(like: torch.Tensor) -> torch.Tensor:
+    # (empty_like costs a third of torch.empty(shape, dtype=...) per call)
+    return torch.empty_like(like, memory_format=torch.contiguous_format)
+
+
+def _to_np(t: torch.Tensor) -> np.ndarray:
+    """A NumPy view of a CPU tensor; bfloat16 as ``ml_dtypes.bfloat16``."""
+    if t.dtype is torch.bfloat16:
+        return t.view(torch.int16).numpy().view(_BF16_NP)
+    return t.numpy()
 
 
 def _np(t: torch.Tensor | None):
-    return None if t is None else t.detach().numpy()
+    if t is None:
+        return None
+    if t.dtype is torch.bfloat16:  # weights: numxent checks them as floats
+        return t.detach().float().numpy()
+    return t.detach().numpy()
+
+
+def _loss_tensor(loss) -> torch.Tensor:
+    """numxent's loss (a NumPy scalar or array) as a tensor, without a copy."""
+    a = np.asarray(loss)
+    if a.dtype == _BF16_NP:
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
+_SKIP_UNIT_SCALE_FROM = 1 << 15
 
 
 def _scale(grad: torch.Tensor, grad_output: torch.Tensor, per_row: bool):
@@ -222,18 +262,116 @@ def _scale(grad: torch.Tensor, grad_output: torch.Tensor, per_row: bool):
     if per_row:
         # grad_output has the leading (per-sample) shape; grad has one more axis.
         return grad.mul_(grad_output.unsqueeze(-1))
-    if grad_output.numel() == 1 and grad_output.item() == 1.0:
+    # Skipping a multiplication by 1 saves a pass over a large gradient; a
+    # small one is multiplied outright (cheaper than reading grad_output).
+    if grad.numel() >= _SKIP_UNIT_SCALE_FROM and grad_output.item() == 1.0:
         return grad
     return grad.mul_(grad_output)
 
 
 def _served_tensor(t) -> bool:
+    # (quantized tensors fail the dtype checks that follow every use; while
+    # compiling, tensors are fake or functional: their type says nothing)
     return (
         type(t) is torch.Tensor
-        and t.device.type == "cpu"
-        and not t.is_sparse
-        and not t.is_quantized
+        or (torch.compiler.is_compiling() and isinstance(t, torch.Tensor))
+    ) and (t.is_cpu and t.layout is torch.strided)
+
+
+# --------------------------------------------------------------------------
+# the served computation (shared by the autograd Functions and the custom ops)
+# --------------------------------------------------------------------------
+_I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
+_F64 = np.dtype(np.float64)
+
+
+def ce_run(input, target, weight, ignore_index, reduction, label_smoothing,
+           need_grad: bool, pooled: bool):  # fmt: skip
+    """The loss tensor and the gradient (class dim last, or None).
+
+    Raises :class:`_Unserved` where numxent's checks reject the call. The
+    common case (a contiguous (N, C) input, contiguous int64 labels) takes a
+    lean entry that skips the general coercions: the bridge's own checks
+    have covered them (a small call's time is mostly such overhead).
+    """
+    x = input.detach()
+    if (
+        x.dim() == 2
+        and x.dtype in _SERVED_DTYPES
+        and x.is_contiguous()
+        and target.dtype is torch.int64
+        and target.is_contiguous()
+        and type(label_smoothing) is float
+        and 0.0 <= label_smoothing <= 1.0
+        and _I64_MIN <= ignore_index <= _I64_MAX
+    ):
+        x_np = x.numpy()
+        buf = g_np = None
+        if need_grad:
+            if pooled and x.numel() * x.element_size() >= _GradientPool.MIN_BYTES:
+                buf = _POOL.take(x)
+                g_np = buf.numpy()
+            else:
+                # (not NumPy's allocation, though cheaper: PyTorch aligns its
+                # buffers for its matrix kernels, which read this gradient next)
+                buf = _fresh(x)
+                g_np = buf.numpy()
+        try:
+            w = None
+            if weight is not None:
+                w = _V.check_nonneg_weights(
+                    weight.detach().numpy(), "weight", (x.shape[1],)
+                )
+                w = _V.as_compute(w, _F64)
+            res = _nx._ce_hard_checked(
+                _V.readonly(x_np),
+                _V.readonly(target.numpy()),
+                w,
+                ignore_index,
+                label_smoothing,
+                reduction,
+                g_np,
+            )
+        except NumxentError as exc:
+            raise _Unserved from exc
+        loss = res[0] if need_grad else res
+        return _loss_tensor(loss), buf
+    soft = target.is_floating_point()
+    x_np, buf = _logits_and_buffer(_class_last(x), need_grad, pooled)
+    t_np = _np(_class_last(target) if soft else target)
+    kw = dict(
+        weight=_np(weight),
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
     )
+    try:
+        if need_grad:
+            loss, _ = _nx.cross_entropy(
+                x_np, t_np, return_grad=True, out=_to_np(buf), **kw
+            )
+        else:
+            loss = _nx.cross_entropy(x_np, t_np, **kw)
+    except NumxentError as exc:
+        raise _Unserved from exc
+    return _loss_tensor(loss), buf
+
+
+def bce_run(input, target, weight, pos_weight, reduction, need_grad: bool,
+            pooled: bool):  # fmt: skip
+    """The loss tensor and the gradient (or None); raises :class:`_Unserved`."""
+    x_np, buf = _logits_and_buffer(input, need_grad, pooled)
+    kw = dict(weight=_np(weight), pos_weight=_np(pos_weight), reduction=reduction)
+    try:
+        if need_grad:
+            loss, _ = _nx.binary_cross_entropy_with_logits(
+                x_np, _np(target), return_grad=True, out=_to_np(buf), **kw
+            )
+        else:
+            loss = _nx.binary_cross_entropy_with_logits(x_np, _np(target), **kw)
+    except NumxentError as exc:
+        raise _Unserved from exc
+    return _loss_tensor(loss), buf
 
 
 # --------------------------------------------------------------------------
@@ -242,64 +380,38 @@ def _served_tensor(t) -> bool:
 class _CrossEntropyFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, target, weight, ignore_index, reduction, label_smoothing):
-        soft = target.is_floating_point()
-        x_nl = _class_last(input)  # class dim last
-        t_nl = _class_last(target) if soft else target
+        args = (ignore_index, reduction, label_smoothing)
         need_grad = ctx.needs_input_grad[0]
-        x_np, buf = _logits_and_buffer(x_nl, need_grad, not input.is_leaf)
-        kw = dict(
-            weight=_np(weight),
-            ignore_index=ignore_index,
-            reduction=reduction,
-            label_smoothing=label_smoothing,
+        loss, ctx.grad_nl = ce_run(
+            input, target, weight, *args, need_grad, not input.is_leaf
         )
-        try:
-            if need_grad:
-                loss, _ = _nx.cross_entropy(
-                    x_np, _np(t_nl), return_grad=True, out=buf.numpy(), **kw
-                )
-            else:
-                loss = _nx.cross_entropy(x_np, _np(t_nl), **kw)
-        except NumxentError as exc:
-            raise _Unserved from exc
         ctx.save_for_backward(input, target, weight)
-        ctx.args = (ignore_index, reduction, label_smoothing)
-        ctx.grad_nl = buf  # numxent layout; taken by the first backward
-        return torch.from_numpy(np.asarray(loss))
+        ctx.args = args  # ctx.grad_nl (numxent layout): taken by the first backward
+        return loss
 
     @staticmethod
     def backward(ctx, grad_output):
-        input, target, weight = ctx.saved_tensors
-        ignore_index, reduction, label_smoothing = ctx.args
-        if torch.is_grad_enabled():  # create_graph=True: PyTorch's graph
-            return _double_backward(
-                lambda x: F.cross_entropy(
-                    x,
-                    target,
-                    weight=weight,
-                    ignore_index=ignore_index,
-                    reduction=reduction,
-                    label_smoothing=label_smoothing,
-                ),
-                input,
-                grad_output,
-                6,
-            )
         grad, ctx.grad_nl = ctx.grad_nl, None
-        if grad is None:  # a second backward (retain_graph=True): recompute
-            soft = target.is_floating_point()
-            leaf = input.is_leaf
-            x_np, grad = _logits_and_buffer(_class_last(input), True, not leaf)
-            _nx.cross_entropy(
-                x_np,
-                _np(_class_last(target) if soft else target),
-                weight=_np(weight),
-                ignore_index=ignore_index,
-                reduction=reduction,
-                label_smoothing=label_smoothing,
-                return_grad=True,
-                out=grad.numpy(),
-            )
+        reduction = ctx.args[1]
+        if grad is None or torch.is_grad_enabled():
+            input, target, weight = ctx.saved_tensors
+            ignore_index, _, label_smoothing = ctx.args
+            if torch.is_grad_enabled():  # create_graph=True: PyTorch's graph
+                return _double_backward(
+                    lambda x: F.cross_entropy(
+                        x,
+                        target,
+                        weight=weight,
+                        ignore_index=ignore_index,
+                        reduction=reduction,
+                        label_smoothing=label_smoothing,
+                    ),
+                    input,
+                    grad_output,
+                    6,
+                )
+            # a second backward (retain_graph=True): recompute
+            _, grad = ce_run(input, target, weight, *ctx.args, True, not input.is_leaf)
         grad = _scale(grad, grad_output, reduction == "none")
         return _class_first(grad), None, None, None, None, None
 
@@ -308,46 +420,34 @@ class _BCEWithLogitsFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, target, weight, pos_weight, reduction):
         need_grad = ctx.needs_input_grad[0]
-        x_np, buf = _logits_and_buffer(input, need_grad, not input.is_leaf)
-        kw = dict(weight=_np(weight), pos_weight=_np(pos_weight), reduction=reduction)
-        try:
-            if need_grad:
-                loss, _ = _nx.binary_cross_entropy_with_logits(
-                    x_np, _np(target), return_grad=True, out=buf.numpy(), **kw
-                )
-            else:
-                loss = _nx.binary_cross_entropy_with_logits(x_np, _np(target), **kw)
-        except NumxentError as exc:
-            raise _Unserved from exc
+        loss, ctx.grad = bce_run(
+            input, target, weight, pos_weight, reduction, need_grad, not input.is_leaf
+        )
         ctx.save_for_backward(input, target, weight, pos_weight)
         ctx.reduction = reduction
-        ctx.grad = buf
-        return torch.from_numpy(np.asarray(loss))
+        return loss
 
     @staticmethod
     def backward(ctx, grad_output):
-        input, target, weight, pos_weight = ctx.saved_tensors
-        reduction = ctx.reduction
-        if torch.is_grad_enabled():
-            return _double_backward(
-                lambda x: F.binary_cross_entropy_with_logits(
-                    x, target, weight=weight, reduction=reduction, pos_weight=pos_weight
-                ),
-                input,
-                grad_output,
-                5,
-            )
         grad, ctx.grad = ctx.grad, None
-        if grad is None:
-            x_np, grad = _logits_and_buffer(input, True, not input.is_leaf)
-            _nx.binary_cross_entropy_with_logits(
-                x_np,
-                _np(target),
-                weight=_np(weight),
-                pos_weight=_np(pos_weight),
-                reduction=reduction,
-                return_grad=True,
-                out=grad.numpy(),
+        reduction = ctx.reduction
+        if grad is None or torch.is_grad_enabled():
+            input, target, weight, pos_weight = ctx.saved_tensors
+            if torch.is_grad_enabled():
+                return _double_backward(
+                    lambda x: F.binary_cross_entropy_with_logits(
+                        x,
+                        target,
+                        weight=weight,
+                        reduction=reduction,
+                        pos_weight=pos_weight,
+                    ),
+                    input,
+                    grad_output,
+                    5,
+                )
+            _, grad = bce_run(
+                input, target, weight, pos_weight, reduction, True, not input.is_leaf
             )
         if reduction == "none":
             grad = grad.mul_(grad_output)
@@ -371,6 +471,19 @@ def _double_backward(loss_fn, input, grad_output, n_inputs):
 # --------------------------------------------------------------------------
 # layer 2: functional API
 # --------------------------------------------------------------------------
+def _autocast_loss(loss: torch.Tensor) -> torch.Tensor:
+    """Under CPU autocast PyTorch computes cross-entropy in float32 and
+    returns a float32 loss: so does the bridge (its 16-bit kernels compute in
+    float32 too; the loss is the one rounded to the logits' dtype)."""
+    if loss.dtype in _CE_16BIT and torch.is_autocast_enabled("cpu"):
+        return loss.float()
+    return loss
+
+
+def _needs_grad(input: torch.Tensor) -> bool:
+    return input.requires_grad and torch.is_grad_enabled()
+
+
 def _reduction_arg(size_average, reduce, reduction: str) -> str:
     if size_average is not None or reduce is not None:
         # PyTorch's own translation of the deprecated pair (and its warning).
@@ -381,13 +494,13 @@ def _reduction_arg(size_average, reduce, reduction: str) -> str:
 def _ce_served(input, target, weight, reduction) -> bool:
     if not (_served_tensor(input) and _served_tensor(target)):
         return False
-    if (
-        input.dtype not in _SERVED_DTYPES
-        or input.dim() == 0
-        or reduction not in (_REDUCTIONS)
+    if target.requires_grad:
+        return False
+    if input.dtype not in _SERVED_DTYPES and not (
+        input.dtype in _CE_16BIT and target.dtype in _LABEL_DTYPES
     ):
         return False
-    if not isinstance(reduction, str) or target.requires_grad:
+    if reduction not in _REDUCTIONS or not isinstance(reduction, str):
         return False
     if weight is not None and not (
         _served_tensor(weight)
@@ -395,12 +508,20 @@ def _ce_served(input, target, weight, reduction) -> bool:
         and not weight.requires_grad
     ):
         return False
+    if target.dtype in _LABEL_DTYPES:
+        shape, tshape = input.shape, target.shape
+        if len(shape) == 2:  # (the common case first)
+            return len(tshape) == 1 and tshape[0] == shape[0]
+        if len(shape) == 0:
+            return False
+        return tshape == (shape[:1] + shape[2:] if len(shape) >= 2 else ())
     if target.is_floating_point():
-        return target.dtype == input.dtype and target.shape == input.shape
-    if target.dtype not in _LABEL_DTYPES:
-        return False
-    lead = input.shape[:1] + input.shape[2:] if input.dim() >= 2 else ()
-    return target.shape == lead
+        return (
+            input.dim() > 0
+            and target.dtype == input.dtype
+            and target.shape == input.shape
+        )
+    return False
 
 
 def cross_entropy(
@@ -456,13 +577,22 @@ def cross_entropy(
             [ 0.2500,  0.2500,  0.2500, -0.7500]])
     """
     reduction = _reduction_arg(size_average, reduce, reduction)
-    if _ce_served(input, target, weight, reduction):
+    if torch.compiler.is_compiling():
+        if _ce_served(input, target, weight, reduction):
+            loss, _ = _ops.cross_entropy_op(
+                input, target, weight, int(ignore_index), reduction,
+                float(label_smoothing), _needs_grad(input),
+            )  # fmt: skip
+            return _autocast_loss(loss)
+    elif _ce_served(input, target, weight, reduction):
         try:
-            return _CrossEntropyFunction.apply(
+            loss = _CrossEntropyFunction.apply(
                 input, target, weight, int(ignore_index), reduction, label_smoothing
             )
         except _Unserved:
             pass
+        else:
+            return _autocast_loss(loss) if loss.dtype in _CE_16BIT else loss
     return F.cross_entropy(
         input,
         target,
@@ -536,7 +666,13 @@ def binary_cross_entropy_with_logits(
     0.6931471824645996
     """
     reduction = _reduction_arg(size_average, reduce, reduction)
-    if _bce_served(input, target, weight, pos_weight, reduction):
+    if torch.compiler.is_compiling():
+        if _bce_served(input, target, weight, pos_weight, reduction):
+            loss, _ = _ops.bce_op(
+                input, target, weight, pos_weight, reduction, _needs_grad(input)
+            )
+            return loss
+    elif _bce_served(input, target, weight, pos_weight, reduction):
         try:
             return _BCEWithLogitsFunction.apply(
                 input, target, weight, pos_weight, reduction
@@ -598,3 +734,7 @@ class BCEWithLogitsLoss(torch.nn.BCEWithLogitsLoss):
             pos_weight=self.pos_weight,
             reduction=self.reduction,
         )
+
+
+# The custom ops that compiled graphs call (they call back into ce_run/bce_run).
+from . import _torch_ops as _ops  # noqa: E402

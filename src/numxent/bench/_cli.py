@@ -113,6 +113,24 @@ def build_parser() -> argparse.ArgumentParser:
         "PyTorch's loss vs numxent.torch's (needs torch)",
     )
     add(
+        "--small-training",
+        action="store_true",
+        help="also time small-batch training epochs (the digits MLP at batch "
+        "32/64/256), PyTorch's loss vs numxent.torch's (needs torch, scikit-learn)",
+    )
+    add(
+        "--compiled-step",
+        action="store_true",
+        help="also time a torch.compile'd training step against the eager one, "
+        "both losses (needs torch)",
+    )
+    add(
+        "--bf16-loss",
+        action="store_true",
+        help="also time the bfloat16 loss forward+backward, PyTorch's (bf16 and "
+        "autocast) vs numxent.torch's (needs torch, ml_dtypes)",
+    )
+    add(
         "--sklearn-fit",
         action="store_true",
         help="also time fits, "
@@ -188,6 +206,9 @@ def _settings(args: argparse.Namespace, parser) -> dict:
         "training": bool(args.training),
         "sklearn_fit": bool(args.sklearn_fit),
         "dask": bool(args.dask),
+        "small_training": bool(args.small_training),
+        "compiled_step": bool(args.compiled_step),
+        "bf16_loss": bool(args.bf16_loss),
     }
     for key, defaults in _DEFAULTS.items():
         value = getattr(args, key)
@@ -294,6 +315,7 @@ def run(s: dict, threads: int, command: str, quiet: bool = False) -> dict:
 
         dask_opts = dict(DASK_QUICK) if s["quick"] else {}
         units += 6
+    units += int(s["small_training"]) + int(s["compiled_step"]) + int(s["bf16_loss"])
     progress = Progress(units, enabled=not quiet)
     notes: list[str] = []
 
@@ -388,7 +410,35 @@ def run(s: dict, threads: int, command: str, quiet: bool = False) -> dict:
         )
         return {"options": dask_opts, "rows": rows}
 
+    def small_training_run():
+        from .small_training import QUICK, run_small_training
+
+        opts = dict(QUICK) if s["quick"] else {}
+        rows = run_small_training(
+            on_step=lambda m: progress.advance(1, "small-training", m), **opts
+        )
+        return {"options": opts, "rows": rows}
+
+    def compiled_step_run():
+        from .compiled_step import QUICK, run_compiled_step
+
+        opts = dict(QUICK) if s["quick"] else {}
+        rows = run_compiled_step(
+            on_step=lambda m: progress.advance(1, "compiled-step", m), **opts
+        )
+        return {"options": opts, "rows": rows}
+
+    def bf16_loss_run():
+        from .bf16_loss import QUICK, run_bf16_loss
+
+        opts = dict(QUICK) if s["quick"] else {}
+        rows = run_bf16_loss(
+            on_step=lambda m: progress.advance(1, "bf16-loss", m), **opts
+        )
+        return {"options": opts, "rows": rows}
+
     training = sklearn_fit = dask_scale = None
+    small_training = compiled_step = bf16_loss = None
     if s["training"]:
         training = _optional_section(
             "torch", "torch", "training benchmark", training_run, note
@@ -402,6 +452,19 @@ def run(s: dict, threads: int, command: str, quiet: bool = False) -> dict:
             "distributed", "dask.distributed", "dask scale-out benchmark", dask_run,
             note,
         )  # fmt: skip
+    if s["small_training"]:
+        small_training = _optional_section(
+            "sklearn", "scikit-learn", "small-batch training benchmark",
+            small_training_run, note,
+        )  # fmt: skip
+    if s["compiled_step"]:
+        compiled_step = _optional_section(
+            "torch", "torch", "compiled-step benchmark", compiled_step_run, note
+        )
+    if s["bf16_loss"]:
+        bf16_loss = _optional_section(
+            "ml_dtypes", "ml_dtypes", "bf16 loss benchmark", bf16_loss_run, note
+        )
     progress.close()
 
     for e in results:
@@ -430,6 +493,9 @@ def run(s: dict, threads: int, command: str, quiet: bool = False) -> dict:
         "training": training,
         "sklearn_fit": sklearn_fit,
         "dask_scale": dask_scale,
+        "small_training": small_training,
+        "compiled_step": compiled_step,
+        "bf16_loss": bf16_loss,
         "thp_worker": thp_info,
         "notes": notes,
     }

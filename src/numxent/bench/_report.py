@@ -205,6 +205,25 @@ _DASK_INTRO = (
     "larger than the workers' memory limit; one timed run each after a "
     "warm-up (the loss: best of the repeats)."
 )
+_SMALL_TRAINING_INTRO = (
+    "`numxent.bench.small_training`: an MLP 64 → 128 → 10 on scikit-learn's "
+    "digits (1,797 images), SGD, trained with `torch.nn.functional.cross_entropy` "
+    "and with `numxent.torch.cross_entropy` from the same seed and shuffles, "
+    "their epochs alternating in one process; the best epoch's wall time of each."
+)
+_COMPILED_INTRO = (
+    "`numxent.bench.compiled_step`: an MLP 64 → 128 → C step (forward, loss, "
+    "backward, SGD) eager and `torch.compile(fullgraph=True)`'d, with numxent's "
+    "loss (the `numxent::cross_entropy` custom op when compiled) and with "
+    "PyTorch's; the four models' steps round-robin in one process, medians."
+)
+_BF16_INTRO = (
+    "`numxent.bench.bf16_loss`: the loss forward + backward on a bfloat16 "
+    "(N, C) model output with int64 labels: PyTorch's on the bfloat16 logits, "
+    "PyTorch's under autocast (upcast to float32, gradient cast back) and "
+    "numxent's (bfloat16 read in place, float32 arithmetic, bfloat16 gradient); "
+    "interleaved in one process, best of the repeats."
+)
 
 #: The optional sections, each a module of this package with ``summary(rows)``
 #: and ``markdown(rows)``: (results key = module name, terminal title, report
@@ -216,6 +235,12 @@ _SECTIONS = [
      "scikit-learn estimator fit", _FIT_INTRO),
     ("dask_scale", "scale-out on Dask (LocalCluster)", "Scale-out on Dask",
      _DASK_INTRO),
+    ("small_training", "small-batch training epochs (PyTorch ÷ numxent)",
+     "Small-batch training", _SMALL_TRAINING_INTRO),
+    ("compiled_step", "torch.compile'd training step against eager",
+     "Compiled training step", _COMPILED_INTRO),
+    ("bf16_loss", "bfloat16 loss forward+backward (PyTorch ÷ numxent)",
+     "bfloat16 loss", _BF16_INTRO),
 ]  # fmt: skip
 
 

@@ -1,0 +1,175 @@
+"""The bfloat16 loss: PyTorch's cross-entropy forward+backward vs numxent.torch's.
+
+Run it as ``numxent-bench --bf16-loss`` (a section of the report) or
+``python -m numxent.bench.bf16_loss``. bfloat16 logits are what
+``torch.autocast("cpu", dtype=torch.bfloat16)`` gives a model's last layer.
+Timed in one fresh process, the three calls interleaved, best of the
+repeats: the loss forward + backward on an (N, C) bfloat16 model output (a
+non-leaf tensor; ``torch.autograd.grad`` hands the gradient back and it is
+dropped, as a model's backward drops it), with int64 labels:
+
+- ``torch bf16``: ``torch.nn.functional.cross_entropy`` on the bfloat16
+  logits;
+- ``torch autocast``: what PyTorch runs under autocast, which computes
+  cross-entropy in float32: the logits upcast, the loss, the gradient cast
+  back to bfloat16;
+- ``numxent bf16``: ``numxent.torch.cross_entropy``, the logits read in
+  place, float32 arithmetic, the gradient written in bfloat16.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+DEFAULTS = dict(shapes="4096x32000", repeat=5, threads="all")
+QUICK = dict(shapes="1024x8000", repeat=3)
+IMPLS = ("torch bf16", "torch autocast", "numxent bf16")
+_HELP = {
+    "shapes": "comma list of N x C",
+    "repeat": "timed calls of each (the best is reported)",
+    "threads": "torch intra-op threads ('all': every CPU)",
+}
+
+
+def child(cfg) -> dict:
+    import torch
+
+    import numxent.torch as nt
+
+    torch.set_num_threads(cfg["threads"])
+    F = torch.nn.functional
+    fns = {
+        "torch bf16": F.cross_entropy,
+        "torch autocast": lambda x, y: F.cross_entropy(x.float(), y),
+        "numxent bf16": nt.cross_entropy,
+    }
+    rows = []
+    for n, c in cfg["shapes"]:
+        gen = torch.Generator().manual_seed(0)
+        leaf = (torch.randn(n, c, generator=gen) * 2).to(torch.bfloat16)
+        leaf.requires_grad_(True)
+        out = leaf * 1  # a model's output: not a leaf
+        y = torch.randint(0, c, (n,), generator=gen)
+        times: dict[str, list[float]] = {k: [] for k in IMPLS}
+        losses = {}
+        for i in range(cfg["repeat"] + 1):
+            k = i % len(IMPLS)
+            for impl in IMPLS[k:] + IMPLS[:k]:
+                t0 = time.perf_counter()
+                loss = fns[impl](out, y)
+                (g,) = torch.autograd.grad(loss, out)
+                dt = time.perf_counter() - t0
+                assert g.dtype == torch.bfloat16
+                losses[impl] = loss.float().item()
+                del g, loss
+                if i:  # the first round warms up (kernels, pool)
+                    times[impl].append(dt)
+        ref = losses["torch autocast"]
+        for impl in IMPLS:
+            rows.append(
+                {"n": n, "c": c, "impl": impl, "threads": cfg["threads"],
+                 "repeat": cfg["repeat"], "ms": 1e3 * min(times[impl]),
+                 "loss": losses[impl],
+                 "loss_rel_diff": abs(losses[impl] - ref) / abs(ref)}
+            )  # fmt: skip
+    return {"rows": rows}
+
+
+def run_bf16_loss(on_step=None, **opts) -> list[dict]:
+    """Rows per (shape, impl) in :data:`IMPLS` order; ``opts`` override
+    :data:`DEFAULTS`; ``on_step(message)`` is called when the child is done."""
+    from ._machine import child_env
+    from ._workloads import parse_shapes
+
+    o = {**DEFAULTS, **opts}
+    ncpu = os.cpu_count() or 1
+    threads = ncpu if str(o["threads"]) == "all" else int(o["threads"])
+    cfg = dict(shapes=parse_shapes(str(o["shapes"])), repeat=max(1, int(o["repeat"])),
+               threads=threads)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "numxent.bench.bf16_loss", "--child", json.dumps(cfg)],
+        capture_output=True, text=True, env=child_env(),
+    )  # fmt: skip
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-3:]
+        raise RuntimeError(
+            f"bf16-loss child exited {proc.returncode}: {' | '.join(tail)}"
+        )
+    (on_step or (lambda message: None))("bf16 loss")
+    return json.loads(proc.stdout.strip().splitlines()[-1])["rows"]
+
+
+def _groups(rows):
+    return [
+        {r["impl"]: r for r in rows[i : i + len(IMPLS)]}
+        for i in range(0, len(rows), len(IMPLS))
+    ]
+
+
+def markdown(rows: list[dict]) -> str:
+    """The rows as a Markdown table plus one summary line per shape."""
+    from ._report import table
+
+    headers = ["N × C", "torch threads", *(f"{i} ms" for i in IMPLS),
+               "torch bf16 ÷ numxent", "torch autocast ÷ numxent"]  # fmt: skip
+    cells = []
+    for g in _groups(rows):
+        nx_ = g["numxent bf16"]
+        cells.append(
+            [f"{nx_['n']:,} × {nx_['c']:,}", str(nx_["threads"])]
+            + [f"{g[i]['ms']:,.1f}" for i in IMPLS]
+            + [f"{g[i]['ms'] / nx_['ms']:.2f}×" for i in IMPLS[:2]]
+        )
+    lines = [f"- {line}" for line in summary(rows)]
+    return "\n".join([table(headers, cells, "lr"), "", *lines]) + "\n"
+
+
+def summary(rows: list[dict]) -> list[str]:
+    """One line per shape: the speed-ups and the loss agreement."""
+    out = []
+    for g in _groups(rows):
+        nx_, tb, ta = g["numxent bf16"], g["torch bf16"], g["torch autocast"]
+        out.append(
+            f"bf16 loss fwd+bwd {nx_['n']:,}×{nx_['c']:,}: "
+            f"{tb['ms'] / nx_['ms']:.2f}× PyTorch's bf16 loss, "
+            f"{ta['ms'] / nx_['ms']:.2f}× its autocast (float32) loss; "
+            f"loss rel. diff to float32 {nx_['loss_rel_diff']:.1e}"
+        )
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    for key, default in DEFAULTS.items():
+        p.add_argument(
+            "--" + key.replace("_", "-"),
+            type=type(default),
+            help=f"{_HELP.get(key, key.replace('_', ' '))} (default {default})",
+        )
+    p.add_argument("--json", help="also write the rows here")
+    p.add_argument("--quick", action="store_true", help="1024x8000, 3 repeats")
+    a = p.parse_args(argv)
+    if a.child:
+        cfg = json.loads(a.child)
+        cfg["shapes"] = [tuple(s) for s in cfg["shapes"]]
+        print(json.dumps(child(cfg)))
+        return 0
+    opts = {k: v for k, v in vars(a).items() if k in DEFAULTS and v is not None}
+    if a.quick:
+        opts = {**QUICK, **opts}
+    rows = run_bf16_loss(**opts)
+    print(markdown(rows))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -100,6 +100,8 @@ from .ce_hard import (
     ce_narrow_par,
     ce_narrow_ser,
     scan_hard_labels,
+    softcap_par,
+    softcap_ser,
 )
 from .ce_soft import ce_soft_par, ce_soft_ser
 from .rowwise import (
@@ -136,6 +138,8 @@ __all__ = [
     "log_f64",
     "ordered_total",
     "scan_hard_labels",
+    "softcap_par",
+    "softcap_ser",
     "softmax_par",
     "softmax_ser",
 ]

@@ -286,7 +286,7 @@ def cross_entropy(
     zrows = np.zeros(per_row.shape[0]) if return_z_loss and z > 0.0 else _NO_ROWS
     if cap > 0.0:
         args = _capped_args(args, cap, t, lead)
-    first_bad, denom, total = D.ce_hard(*args, z, cap, zrows)
+    first_bad, denom, total = D.ce_hard(*args, z, cap, zrows)  # type: ignore[call-arg]
     if first_bad >= 0:
         V.raise_bad_label(t.reshape(-1), first_bad, args[0].shape[1], lead)
     res = _reduce(per_row, red, denom, total, dtype, lead, grad, kgrad)

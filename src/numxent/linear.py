@@ -6,7 +6,7 @@ chunk's logits in a reused buffer, the hard-label kernel overwrites them in
 place with their gradient ``G_c``, and two more GEMMs take ``G_c @ W`` (the
 chunk's input gradient) and accumulate ``G_c.T @ h_c`` into the weight
 gradient. Memory beyond the inputs and the gradients is the chunk buffer
-(``chunk_bytes``, 32 MiB by default) and a few per-row arrays.
+(``chunk_bytes``, 64 MiB by default) and a few per-row arrays.
 
 BLAS: SciPy's ``gemm`` when SciPy is installed (its ``beta=1`` accumulates the
 weight gradient in place, its ``alpha`` applies the mean's scale), else
@@ -29,7 +29,7 @@ from .errors import InvalidTypeError, InvalidValueError
 __all__ = ["linear_cross_entropy", "DEFAULT_CHUNK_BYTES"]
 
 #: Bytes of chunk logits held at a time, by default.
-DEFAULT_CHUNK_BYTES = 32 << 20
+DEFAULT_CHUNK_BYTES = 64 << 20
 _REDUCE_CODES = {"none": K.REDUCE_NONE, "sum": K.REDUCE_SUM, "mean": K.REDUCE_MEAN}
 _NO_ROWS = np.zeros(0)
 _EMPTY_F64 = np.zeros(0)
@@ -45,8 +45,13 @@ def _gemm(alpha: float, a, b, c, beta: float) -> None:
     (through the transposed, Fortran-ordered views BLAS reads)."""
     if _blas is not None:
         f = _blas.sgemm if c.dtype == np.float32 else _blas.dgemm
-        # c.T = alpha * b.T @ a.T + beta * c.T, all three Fortran-ordered
-        r = f(alpha, b.T, a.T, beta=beta, c=c.T, overwrite_c=True)
+        # c.T = alpha * b.T @ a.T + beta * c.T, Fortran-ordered: each factor
+        # passed as it is or transposed (trans=1), never copied
+        ta, tb = b.T, a.T
+        trans_a = not ta.flags.f_contiguous
+        trans_b = not tb.flags.f_contiguous
+        r = f(alpha, ta.T if trans_a else ta, tb.T if trans_b else tb, beta=beta,
+              c=c.T, trans_a=trans_a, trans_b=trans_b, overwrite_c=True)  # fmt: skip
         if r.base is not c and r is not c.T and not np.shares_memory(r, c):
             np.copyto(c, r.T)  # (never seen: f2py wrote into c.T)
         return
@@ -121,7 +126,7 @@ def linear_cross_entropy(
         compute dtype (float32, or float64 when input or weight is float64).
     chunk_size : int, optional
         Rows (tokens) per chunk; by default from ``chunk_bytes``.
-    chunk_bytes : int, default 32 MiB
+    chunk_bytes : int, default 64 MiB
         Size of the chunk's logits buffer when ``chunk_size`` is not given:
         ``max(1, chunk_bytes // (V * itemsize))`` rows.
 
@@ -190,12 +195,12 @@ def linear_cross_entropy(
         w = np.ones(n_classes)
     else:
         w = V.as_compute(
-            V.check_nonneg_weights(weight, "weight", (n_classes,)), np.float64
+            V.check_nonneg_weights(weight, "weight", (n_classes,)), np.dtype(np.float64)
         )
     sw = _EMPTY_F64
     if sample_weight is not None:
         sw = V.check_nonneg_weights(sample_weight, "sample_weight", lead).reshape(-1)
-        sw = V.as_compute(sw, np.float64)
+        sw = V.as_compute(sw, np.dtype(np.float64))
     first_bad, denom = K.scan_hard_labels(y, n_classes, ignore_k, w, sw)
     if first_bad >= 0:
         V.raise_bad_label(t.reshape(-1), first_bad, n_classes, lead)

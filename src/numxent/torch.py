@@ -39,6 +39,7 @@ from torch.nn.modules.loss import _Reduction
 
 from . import _validation as _V
 from . import functional as _nx
+from ._torch_linear import LinearCrossEntropyLoss, linear_cross_entropy
 from .errors import NumxentError
 
 __all__ = [
@@ -46,6 +47,8 @@ __all__ = [
     "binary_cross_entropy_with_logits",
     "CrossEntropyLoss",
     "BCEWithLogitsLoss",
+    "LinearCrossEntropyLoss",
+    "linear_cross_entropy",
     "set_gradient_pool_bytes",
 ]
 
@@ -241,7 +244,8 @@ def _served_tensor(t) -> bool:
 # --------------------------------------------------------------------------
 class _CrossEntropyFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, input, target, weight, ignore_index, reduction, label_smoothing):
+    def forward(ctx, input, target, weight, ignore_index, reduction, label_smoothing,
+                lse_square_scale=0.0, softcap=None):  # fmt: skip
         soft = target.is_floating_point()
         x_nl = _class_last(input)  # class dim last
         t_nl = _class_last(target) if soft else target
@@ -253,6 +257,8 @@ class _CrossEntropyFunction(torch.autograd.Function):
             reduction=reduction,
             label_smoothing=label_smoothing,
         )
+        if lse_square_scale or softcap is not None:
+            kw.update(lse_square_scale=lse_square_scale, softcap=softcap)
         try:
             if need_grad:
                 loss, _ = _nx.cross_entropy(
@@ -264,6 +270,7 @@ class _CrossEntropyFunction(torch.autograd.Function):
             raise _Unserved from exc
         ctx.save_for_backward(input, target, weight)
         ctx.args = (ignore_index, reduction, label_smoothing)
+        ctx.extras = (lse_square_scale, softcap)
         ctx.grad_nl = buf  # numxent layout; taken by the first backward
         return torch.from_numpy(np.asarray(loss))
 
@@ -271,19 +278,15 @@ class _CrossEntropyFunction(torch.autograd.Function):
     def backward(ctx, grad_output):
         input, target, weight = ctx.saved_tensors
         ignore_index, reduction, label_smoothing = ctx.args
+        z, cap = ctx.extras
         if torch.is_grad_enabled():  # create_graph=True: PyTorch's graph
             return _double_backward(
-                lambda x: F.cross_entropy(
-                    x,
-                    target,
-                    weight=weight,
-                    ignore_index=ignore_index,
-                    reduction=reduction,
-                    label_smoothing=label_smoothing,
+                lambda x: _ce_reference(
+                    x, target, weight, ignore_index, reduction, label_smoothing, z, cap
                 ),
                 input,
                 grad_output,
-                6,
+                8,
             )
         grad, ctx.grad_nl = ctx.grad_nl, None
         if grad is None:  # a second backward (retain_graph=True): recompute
@@ -299,9 +302,38 @@ class _CrossEntropyFunction(torch.autograd.Function):
                 label_smoothing=label_smoothing,
                 return_grad=True,
                 out=grad.numpy(),
-            )
+                **({} if not z and cap is None else {"lse_square_scale": z,
+                                                     "softcap": cap}),
+            )  # fmt: skip
         grad = _scale(grad, grad_output, reduction == "none")
-        return _class_first(grad), None, None, None, None, None
+        return _class_first(grad), None, None, None, None, None, None, None
+
+
+def _ce_reference(x, target, weight, ignore_index, reduction, label_smoothing,
+                  z=0.0, cap=None):  # fmt: skip
+    """PyTorch's cross-entropy, with z-loss and soft-capping by their formulas
+    (class dim 1; the extras need class-index targets)."""
+    kw = dict(weight=weight, ignore_index=ignore_index,
+              label_smoothing=label_smoothing)  # fmt: skip
+    if not z and cap is None:
+        return F.cross_entropy(x, target, reduction=reduction, **kw)
+    if target.is_floating_point():
+        raise ValueError(
+            "lse_square_scale and softcap apply to class-index targets only"
+        )
+    if cap is not None:
+        x = cap * torch.tanh(x / cap)
+    rows = F.cross_entropy(x, target, reduction="none", **kw)
+    keep = target != ignore_index
+    wy = keep.to(x.dtype)
+    if weight is not None:
+        wy = weight[torch.where(keep, target, 0)] * keep
+    if z:
+        lse = torch.logsumexp(x, dim=1 if x.dim() >= 2 else 0)
+        rows = rows + torch.where(keep, z * wy * lse * lse, 0.0)
+    if reduction == "none":
+        return rows
+    return rows.sum() / wy.sum() if reduction == "mean" else rows.sum()
 
 
 class _BCEWithLogitsFunction(torch.autograd.Function):
@@ -412,6 +444,9 @@ def cross_entropy(
     reduce: bool | None = None,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
+    *,
+    lse_square_scale: float = 0.0,
+    softcap: float | None = None,
 ) -> torch.Tensor:
     """``torch.nn.functional.cross_entropy`` computed by numxent on CPU tensors.
 
@@ -432,6 +467,11 @@ def cross_entropy(
         Weighted mean, sum or per-sample losses, as in PyTorch.
     label_smoothing : float in [0, 1], default 0.0
         Mixes the target with the uniform distribution over the C classes.
+    lse_square_scale : float >= 0, default 0.0
+        z-loss (class-index targets), as in :func:`numxent.cross_entropy`.
+    softcap : float > 0, optional
+        Logit soft-capping (class-index targets), as in
+        :func:`numxent.cross_entropy`.
 
     Returns
     -------
@@ -456,21 +496,20 @@ def cross_entropy(
             [ 0.2500,  0.2500,  0.2500, -0.7500]])
     """
     reduction = _reduction_arg(size_average, reduce, reduction)
+    extras: tuple = ()
+    if lse_square_scale or softcap is not None:
+        cap = None if softcap is None else float(softcap)
+        extras = (float(lse_square_scale), cap)
     if _ce_served(input, target, weight, reduction):
         try:
             return _CrossEntropyFunction.apply(
-                input, target, weight, int(ignore_index), reduction, label_smoothing
-            )
+                input, target, weight, int(ignore_index), reduction, label_smoothing,
+                *extras,
+            )  # fmt: skip
         except _Unserved:
             pass
-    return F.cross_entropy(
-        input,
-        target,
-        weight=weight,
-        ignore_index=ignore_index,
-        reduction=reduction,
-        label_smoothing=label_smoothing,
-    )
+    return _ce_reference(input, target, weight, ignore_index, reduction,
+                         label_smoothing, *extras)  # fmt: skip
 
 
 def _bce_served(input, target, weight, pos_weight, reduction) -> bool:
@@ -554,7 +593,8 @@ def binary_cross_entropy_with_logits(
 class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
     """``torch.nn.CrossEntropyLoss`` whose forward is ``cross_entropy``.
 
-    Same constructor, buffers and ``state_dict`` as PyTorch's module.
+    Same constructor, buffers and ``state_dict`` as PyTorch's module, plus
+    the keyword arguments ``lse_square_scale`` and ``softcap``.
 
     Examples
     --------
@@ -565,6 +605,12 @@ class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
     True
     """
 
+    def __init__(self, *args, lse_square_scale: float = 0.0,
+                 softcap: float | None = None, **kwargs) -> None:  # fmt: skip
+        super().__init__(*args, **kwargs)
+        self.lse_square_scale = lse_square_scale
+        self.softcap = softcap
+
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return cross_entropy(
             input,
@@ -573,6 +619,8 @@ class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
             ignore_index=self.ignore_index,
             reduction=self.reduction,
             label_smoothing=self.label_smoothing,
+            lse_square_scale=getattr(self, "lse_square_scale", 0.0),
+            softcap=getattr(self, "softcap", None),
         )
 
 

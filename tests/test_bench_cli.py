@@ -295,3 +295,19 @@ def test_sklearn_fit_benchmark_in_the_report(tmp_path, capsys):
     ]
     accuracy_gap = abs(rows[0]["test_accuracy"] - rows[1]["test_accuracy"])
     assert found[1]["value"] == pytest.approx(accuracy_gap)
+
+
+def test_lm_head_benchmark_tiny(capsys):
+    """The LM-head section at toy sizes: every path runs in its own child and
+    the table has one row per path."""
+    pytest.importorskip("torch")
+    from numxent.bench.lm_head import PATHS, markdown, run_lm_head
+
+    rows = run_lm_head(["tiny"], steps=1, threads=1, shapes={"tiny": (64, 8, 100)})
+    assert [r["path"] for r in rows] == list(PATHS)
+    for r in rows:
+        assert r["step_ms"] > 0
+        assert r["extra_mib"] >= 0  # the peak is never below the baseline
+    (table,) = md_tables(markdown(rows))
+    assert [row[1] for row in table[2:]] == list(PATHS)
+    assert table[2][3] == "1.00"

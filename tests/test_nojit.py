@@ -352,12 +352,14 @@ def test_hard_label_extras_paths_match_naive(path, dtype):
         fwd = nx.cross_entropy(x, y, return_z_loss=True, **kw)
         if out == "inplace":
             xin = x.copy()
-            loss, zl, grad = nx.cross_entropy(xin, y, return_z_loss=True,
-                                              return_grad=True, out=xin, **kw)  # fmt: skip
+            loss, zl, grad = nx.cross_entropy(
+                xin, y, return_z_loss=True, return_grad=True, out=xin, **kw
+            )
         else:
             buf = np.empty_like(x) if out else None
-            loss, zl, grad = nx.cross_entropy(x, y, return_z_loss=True,
-                                              return_grad=True, out=buf, **kw)  # fmt: skip
+            loss, zl, grad = nx.cross_entropy(
+                x, y, return_z_loss=True, return_grad=True, out=buf, **kw
+            )
         np.testing.assert_array_equal(fwd[0], loss)
         np.testing.assert_array_equal(fwd[1], zl)
         with np.errstate(all="ignore"):

@@ -307,7 +307,9 @@ def test_lm_head_benchmark_tiny(capsys):
     assert [r["path"] for r in rows] == list(PATHS)
     for r in rows:
         assert r["step_ms"] > 0
-        assert r["extra_mib"] >= 0  # the peak is never below the baseline
+        # at toy sizes the lifetime peak may be the warm-up's, a little below
+        # the baseline taken after it
+        assert -64 < r["extra_mib"] < 1024
     (table,) = md_tables(markdown(rows))
     assert [row[1] for row in table[2:]] == list(PATHS)
     assert table[2][3] == "1.00"

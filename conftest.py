@@ -35,6 +35,7 @@ collect_ignore = [
     path
     for path, module in (
         ("src/numxent/torch.py", "torch"),
+        ("src/numxent/_torch_linear.py", "torch"),
         ("src/numxent/sklearn.py", "sklearn"),
         ("src/numxent/bench/_torch_worker.py", "torch"),
         ("src/numxent/bench/sklearn_fit.py", "sklearn"),

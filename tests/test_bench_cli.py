@@ -476,3 +476,21 @@ def test_bf16_loss_benchmark_smoke():
     results = json.loads((RESULTS / "results.json").read_text())
     results["bf16_loss"] = {"options": {}, "rows": rows}
     assert "## bfloat16 loss" in markdown_report(results, None)
+
+
+def test_lm_head_benchmark_tiny(capsys):
+    """The LM-head section at toy sizes: every path runs in its own child and
+    the table has one row per path."""
+    pytest.importorskip("torch")
+    from numxent.bench.lm_head import PATHS, markdown, run_lm_head
+
+    rows = run_lm_head(["tiny"], steps=1, threads=1, shapes={"tiny": (64, 8, 100)})
+    assert [r["path"] for r in rows] == list(PATHS)
+    for r in rows:
+        assert r["step_ms"] > 0
+        # at toy sizes the lifetime peak may be the warm-up's, a little below
+        # the baseline taken after it
+        assert -64 < r["extra_mib"] < 1024
+    (table,) = md_tables(markdown(rows))
+    assert [row[1] for row in table[2:]] == list(PATHS)
+    assert table[2][3] == "1.00"

@@ -404,3 +404,59 @@ def test_stream_copy_of_an_unaligned_destination():
     _fenced_copy(dst, 1, src, 0, 39)
     np.testing.assert_array_equal(dst[1:], src[:39])
     assert dst[0] == 0.0
+
+
+def _extras_ref(x, y, w, sw, eps, z, cap):
+    """Per-row (loss, z term) and the gradient of their sum: z-loss and
+    soft-capping by their formulas over the float64 reference."""
+    xc = cap * np.tanh(x / cap) if cap else x
+    ce, g = cross_entropy_ref(xc, y, weight=w, sample_weight=sw, reduction="none",
+                              label_smoothing=eps)  # fmt: skip
+    m = xc.max(axis=1, keepdims=True)
+    lse = (m + np.log(np.exp(xc - m).sum(axis=1, keepdims=True)))[:, 0]
+    keep = y != -100
+    zw = np.where(keep, z * w[np.where(keep, y, 0)] * sw, 0.0)
+    zrow = np.where(keep, zw * lse**2, 0.0)
+    g = g + (2 * zw * lse)[:, None] * np.exp(xc - lse[:, None])
+    if cap:
+        g = g * (1 - (xc / cap) ** 2)
+    g[~keep] = 0.0  # ignored rows: 0 whatever their logits
+    return ce + zrow, zrow, g
+
+
+@pytest.mark.parametrize(("path", "dtype"), HARD_CASES, ids=_ids(HARD_CASES))
+def test_hard_label_extras_paths_match_naive(path, dtype):
+    n, c = _hard_geometry(path, dtype)
+    rng = np.random.default_rng(n * c + 1)
+    x = (rng.standard_normal((n, c)) * 4).astype(dtype)
+    y = rng.integers(0, c, n)
+    y[1] = -100
+    x[1] = np.nan  # an ignored row of garbage
+    x[2, c // 2] = np.nan  # the exact path
+    w = rng.uniform(0.1, 3.0, c)
+    sw = rng.uniform(0.0, 3.0, n)
+    for z, cap, out in ((1e-2, None, "out"), (0.0, 3.0, "inplace"),
+                        (1e-3, 5.0, None)):  # fmt: skip
+        kw = dict(weight=w, sample_weight=sw, label_smoothing=0.1, reduction="none",
+                  lse_square_scale=z, softcap=cap)  # fmt: skip
+        fwd = nx.cross_entropy(x, y, return_z_loss=True, **kw)
+        if out == "inplace":
+            xin = x.copy()
+            loss, zl, grad = nx.cross_entropy(
+                xin, y, return_z_loss=True, return_grad=True, out=xin, **kw
+            )
+        else:
+            buf = np.empty_like(x) if out else None
+            loss, zl, grad = nx.cross_entropy(
+                x, y, return_z_loss=True, return_grad=True, out=buf, **kw
+            )
+        np.testing.assert_array_equal(fwd[0], loss)
+        np.testing.assert_array_equal(fwd[1], zl)
+        with np.errstate(all="ignore"):
+            r_loss, r_z, r_grad = _extras_ref(x.astype(np.float64), y, w, sw, 0.1,
+                                              z, cap)  # fmt: skip
+        assert np.isnan(loss[2]) and np.all(np.isnan(grad[2]))
+        rows = np.r_[0:2, 3:n]
+        assert_matches(loss[rows], r_loss[rows], dtype)
+        assert_matches(zl[rows], r_z[rows], dtype)
+        assert_matches(grad[rows], r_grad[rows], dtype)

@@ -17,6 +17,7 @@ from .functional import (
     logsumexp,
     softmax,
 )
+from .linear import linear_cross_entropy
 
 __all__ = [
     "CacheWarning",
@@ -26,6 +27,7 @@ __all__ = [
     "NumxentError",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
+    "linear_cross_entropy",
     "log_softmax",
     "logsumexp",
     "softmax",

@@ -25,6 +25,7 @@ __all__ = [
     "ce_soft",
     "narrow_rows",
     "rowwise",
+    "softcap",
 ]
 
 # Below this many logits a parallel launch costs more than it saves.
@@ -52,11 +53,21 @@ def narrow_rows(n_classes: int, dtype: np.dtype) -> bool:
     return n_classes <= NARROW_CLASSES[dtype.itemsize]
 
 
-def ce_hard(x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows, grad):
+_NO_ROWS = np.zeros(0)
+
+
+def ce_hard(x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows, grad,
+            z=0.0, cap=0.0, zrows=_NO_ROWS):  # fmt: skip
     """Hard-label cross-entropy: ``(first bad label or -1, the mean's
-    denominator, the loss total)``; nothing is written on a bad label."""
+    denominator, the loss total)``; nothing is written on a bad label.
+
+    ``z``: the z-loss scale (0: off), its per-row terms into ``zrows`` when
+    that is not empty; ``cap`` > 0: ``x`` holds soft-capped logits (see
+    ``softcap``) and the gradient is taken through the cap.
+    """
     n_classes = x.shape[1]
-    args = (x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows, grad)
+    args = (x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows, grad, z,
+            cap, zrows)  # fmt: skip
     if narrow_rows(n_classes, x.dtype):
         par, ser, below = K.ce_narrow_par, K.ce_narrow_ser, SERIAL_BELOW
     else:
@@ -76,6 +87,12 @@ def ce_hard_16bit(xb, fmt, y, w, w_total, sw, ignore_index, eps, reduction,
     else:
         par, ser, below = K.ce_lowp_wide_par, K.ce_lowp_wide_ser, WIDE_SERIAL_BELOW
     return _run(par, ser, xb.shape[0] * n_classes, below, args)
+
+
+def softcap(x, cap: float, out) -> None:
+    """``out = cap * tanh(x / cap)`` (``out`` may be ``x``)."""
+    n = x.shape[0] * x.shape[1]
+    _run(K.softcap_par, K.softcap_ser, n, SERIAL_BELOW, (x, cap, out))
 
 
 def ce_soft(x, t, w, sw, eps, gscale, loss_rows, grad) -> None:

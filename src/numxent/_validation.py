@@ -132,6 +132,57 @@ def check_label_smoothing(label_smoothing) -> float:
     return eps
 
 
+def check_lse_square_scale(lse_square_scale) -> float:
+    """The z-loss scale: a finite float >= 0 (0 turns it off)."""
+    try:
+        z = float(lse_square_scale)
+    except (TypeError, ValueError):
+        raise InvalidTypeError(
+            f"lse_square_scale must be a float >= 0, got {lse_square_scale!r}"
+        ) from None
+    if not 0.0 <= z < np.inf:  # also rejects NaN
+        raise InvalidValueError(
+            f"lse_square_scale must be finite and >= 0, got {lse_square_scale!r}"
+        )
+    return z
+
+
+def check_softcap(softcap) -> float:
+    """The soft-capping scale as the kernels read it: 0.0 for None (off), else
+    a finite float > 0."""
+    if softcap is None:
+        return 0.0
+    try:
+        s = float(softcap)
+    except (TypeError, ValueError):
+        raise InvalidTypeError(
+            f"softcap must be None or a float > 0, got {softcap!r}"
+        ) from None
+    if not 0.0 < s < np.inf:
+        raise InvalidValueError(f"softcap must be finite and > 0, got {softcap!r}")
+    return s
+
+
+def check_hard_only(hard: bool, z: float, cap: float, return_z_loss: bool) -> None:
+    """z-loss and soft-capping are served for class-index targets only."""
+    if not hard and (z > 0.0 or cap > 0.0 or return_z_loss):
+        raise InvalidValueError(
+            "lse_square_scale, softcap and return_z_loss apply to class-index "
+            "targets only; with class-probability targets leave them at their "
+            "defaults"
+        )
+
+
+def check_plain_extras(what: str, z: float, cap: float, return_z_loss: bool) -> None:
+    """z-loss and soft-capping are not served for ``what`` (yet)."""
+    if z > 0.0 or cap > 0.0 or return_z_loss:
+        raise InvalidValueError(
+            f"lse_square_scale, softcap and return_z_loss are not supported for "
+            f"{what}; leave them at their defaults (or pass float32/float64 "
+            f"NumPy logits)"
+        )
+
+
 def check_ignore_index(ignore_index) -> int:
     try:
         return int(operator.index(ignore_index))

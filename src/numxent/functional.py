@@ -120,6 +120,9 @@ def cross_entropy(
     ignore_index: int = ...,
     reduction: Literal["mean", "sum", "none"] = ...,
     label_smoothing: float = ...,
+    lse_square_scale: float = ...,
+    softcap: float | None = ...,
+    return_z_loss: Literal[False] = ...,
     return_grad: Literal[False] = ...,
     out: None = ...,
 ) -> Loss: ...
@@ -133,6 +136,9 @@ def cross_entropy(
     ignore_index: int = ...,
     reduction: Literal["mean", "sum", "none"] = ...,
     label_smoothing: float = ...,
+    lse_square_scale: float = ...,
+    softcap: float | None = ...,
+    return_z_loss: Literal[False] = ...,
     return_grad: Literal[True],
     out: NDArray[np.floating[Any]] | None = ...,
 ) -> tuple[Loss, Grad]: ...
@@ -146,9 +152,28 @@ def cross_entropy(
     ignore_index: int = ...,
     reduction: Literal["mean", "sum", "none"] = ...,
     label_smoothing: float = ...,
+    lse_square_scale: float = ...,
+    softcap: float | None = ...,
+    return_z_loss: Literal[True],
     return_grad: bool = ...,
     out: NDArray[np.floating[Any]] | None = ...,
-) -> Loss | tuple[Loss, Grad]: ...
+) -> tuple[Loss, Loss] | tuple[Loss, Loss, Grad]: ...
+@overload
+def cross_entropy(
+    logits: ArrayLike,
+    target: ArrayLike,
+    *,
+    weight: ArrayLike | None = ...,
+    sample_weight: ArrayLike | None = ...,
+    ignore_index: int = ...,
+    reduction: Literal["mean", "sum", "none"] = ...,
+    label_smoothing: float = ...,
+    lse_square_scale: float = ...,
+    softcap: float | None = ...,
+    return_z_loss: bool = ...,
+    return_grad: bool = ...,
+    out: NDArray[np.floating[Any]] | None = ...,
+) -> Loss | tuple[Loss, Grad] | tuple[Loss, Loss] | tuple[Loss, Loss, Grad]: ...
 
 
 def cross_entropy(
@@ -160,9 +185,12 @@ def cross_entropy(
     ignore_index: int = -100,
     reduction: Literal["mean", "sum", "none"] = "mean",
     label_smoothing: float = 0.0,
+    lse_square_scale: float = 0.0,
+    softcap: float | None = None,
+    return_z_loss: bool = False,
     return_grad: bool = False,
     out: NDArray[np.floating[Any]] | None = None,
-) -> Loss | tuple[Loss, Grad]:
+) -> Loss | tuple[Loss, Grad] | tuple[Loss, Loss] | tuple[Loss, Loss, Grad]:
     r"""Softmax cross-entropy of ``logits`` against ``target``, with its gradient.
 
     PyTorch's ``torch.nn.functional.cross_entropy`` with the class axis last,
@@ -193,6 +221,21 @@ def cross_entropy(
         of the kept samples (see Returns).
     label_smoothing : float in [0, 1], default 0.0
         Mixes the target with the uniform distribution: ``q = (1-eps) t + eps/C``.
+    lse_square_scale : float >= 0, default 0.0
+        z-loss (class-index targets): adds ``lse_square_scale * w_{y_i} *
+        lse_i**2`` to each kept row's loss before ``v_i`` multiplies it,
+        ``lse_i`` the log-sum-exp of the row's (capped) logits; so the z term
+        carries the same weight as the row's cross-entropy term and "mean"
+        divides it by the same denominator. Its gradient is ``2 *
+        lse_square_scale * w_{y_i} * lse_i * softmax(x_i)`` (times ``v_i``).
+    softcap : float > 0 or None, default None
+        Logit soft-capping (class-index targets): every logit becomes
+        ``softcap * tanh(x / softcap)`` before anything else, and the gradient
+        is taken through it (times ``1 - tanh**2``).
+    return_z_loss : bool, default False
+        Also return the z-loss part of the loss (already included in it),
+        reduced the same way, for logging: the result is then ``(loss,
+        z_loss)`` or, with ``return_grad``, ``(loss, z_loss, grad)``.
     return_grad : bool, default False
         Also return the gradient w.r.t. ``logits``: for "sum" the gradient of
         the summed loss; for "mean" that gradient divided by the mean's
@@ -239,9 +282,12 @@ def cross_entropy(
     >>> bool(np.allclose(grad.sum(axis=-1), 0.0))
     True
     """
+    z = V.check_lse_square_scale(lse_square_scale)
+    cap = V.check_softcap(softcap)
     if V.lazy(logits, target, sample_weight):
         from . import dask as lazy
 
+        V.check_plain_extras("dask arrays", z, cap, return_z_loss)
         return lazy.cross_entropy(logits, target, weight=weight,
                                   sample_weight=sample_weight,
                                   ignore_index=ignore_index, reduction=reduction,
@@ -250,18 +296,49 @@ def cross_entropy(
     prep = _ce_prepare(logits, target, weight, sample_weight, ignore_index,
                        reduction, label_smoothing, return_grad, out)  # fmt: skip
     args, hard, red, denom, dtype, lead, grad, kgrad, t = prep
+    V.check_hard_only(hard, z, cap, return_z_loss)
     per_row = args[-2]
-    if hard:
-        # (the kernels read 16-bit logits as uint16 bits)
-        launch = D.ce_hard_16bit if args[0].itemsize == 2 else D.ce_hard
-        first_bad, denom, total = launch(*args)
-        if first_bad >= 0:
-            V.raise_bad_label(t.reshape(-1), first_bad, args[0].shape[1], lead)
-    else:
+    if not hard:
         total = None
         if not (red == "mean" and denom == 0.0):
             D.ce_soft(*args)
-    return _reduce(per_row, red, denom, total, dtype, lead, grad, kgrad)
+        return _reduce(per_row, red, denom, total, dtype, lead, grad, kgrad)
+    if args[0].itemsize == 2:
+        # (the kernels read 16-bit logits as uint16 bits)
+        V.check_plain_extras("float16/bfloat16 logits", z, cap, return_z_loss)
+        first_bad, denom, total = D.ce_hard_16bit(*args)
+    else:
+        zrows = np.zeros(per_row.shape[0]) if return_z_loss and z > 0.0 else _NO_ROWS
+        if cap > 0.0:
+            args = _capped_args(args, cap, t, lead)
+        first_bad, denom, total = D.ce_hard(*args, z, cap, zrows)  # type: ignore[call-arg]
+    if first_bad >= 0:
+        V.raise_bad_label(t.reshape(-1), first_bad, args[0].shape[1], lead)
+    res = _reduce(per_row, red, denom, total, dtype, lead, grad, kgrad)
+    if not return_z_loss:
+        return res
+    z_loss = _reduce(zrows if z > 0.0 else np.zeros(per_row.shape[0]), red, denom,
+                     None, dtype, lead, None, None)  # fmt: skip
+    return (res[0], z_loss, res[1]) if return_grad else (res, z_loss)
+
+
+# A zero-length per-row array the hard-label kernels never write (one array
+# type for every call: a read-only one would compile the kernels again).
+_NO_ROWS = np.zeros(0)
+
+
+def _capped_args(args, cap: float, t, lead):
+    """The hard-label kernel's arguments with the logits soft-capped: into the
+    gradient buffer (the kernel then runs in place on it) or, forward-only,
+    into a scratch array. The labels are scanned first, so a bad label raises
+    before anything is written."""
+    x, y, w, w_total, sw, ignore_k, eps, red_code, per_row, kgrad2 = args
+    first_bad, _ = K.scan_hard_labels(y, x.shape[1], ignore_k, w, sw)
+    if first_bad >= 0:
+        V.raise_bad_label(t.reshape(-1), first_bad, x.shape[1], lead)
+    xc = kgrad2 if kgrad2.shape[0] > 0 or x.shape[0] == 0 else np.empty_like(x)
+    D.softcap(x, cap, xc)
+    return (xc, y, w, w_total, sw, ignore_k, eps, red_code, per_row, kgrad2)
 
 
 def _ce_hard_checked(x, y, w, ignore_index, eps, reduction, grad):

@@ -47,6 +47,7 @@ from torch.nn.modules.loss import _Reduction
 
 from . import _validation as _V
 from . import functional as _nx
+from ._torch_linear import LinearCrossEntropyLoss, linear_cross_entropy
 from .errors import NumxentError
 
 __all__ = [
@@ -54,6 +55,8 @@ __all__ = [
     "binary_cross_entropy_with_logits",
     "CrossEntropyLoss",
     "BCEWithLogitsLoss",
+    "LinearCrossEntropyLoss",
+    "linear_cross_entropy",
     "set_gradient_pool_bytes",
 ]
 
@@ -286,7 +289,7 @@ _F64 = np.dtype(np.float64)
 
 
 def ce_run(input, target, weight, ignore_index, reduction, label_smoothing,
-           need_grad: bool, pooled: bool):  # fmt: skip
+           need_grad: bool, pooled: bool, extras: tuple = ()):  # fmt: skip
     """The loss tensor and the gradient (class dim last, or None).
 
     Raises :class:`_Unserved` where numxent's checks reject the call. The
@@ -296,7 +299,8 @@ def ce_run(input, target, weight, ignore_index, reduction, label_smoothing,
     """
     x = input.detach()
     if (
-        x.dim() == 2
+        not extras
+        and x.dim() == 2
         and x.dtype in _SERVED_DTYPES
         and x.is_contiguous()
         and target.dtype is torch.int64
@@ -345,6 +349,8 @@ def ce_run(input, target, weight, ignore_index, reduction, label_smoothing,
         reduction=reduction,
         label_smoothing=label_smoothing,
     )
+    if extras:  # (lse_square_scale, softcap)
+        kw.update(lse_square_scale=extras[0], softcap=extras[1])
     try:
         if need_grad:
             loss, _ = _nx.cross_entropy(
@@ -379,14 +385,18 @@ def bce_run(input, target, weight, pos_weight, reduction, need_grad: bool,
 # --------------------------------------------------------------------------
 class _CrossEntropyFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, input, target, weight, ignore_index, reduction, label_smoothing):
+    def forward(ctx, input, target, weight, ignore_index, reduction, label_smoothing,
+                lse_square_scale=0.0, softcap=None):  # fmt: skip
         args = (ignore_index, reduction, label_smoothing)
+        extras = () if not lse_square_scale and softcap is None else (
+            lse_square_scale, softcap)  # fmt: skip
         need_grad = ctx.needs_input_grad[0]
         loss, ctx.grad_nl = ce_run(
-            input, target, weight, *args, need_grad, not input.is_leaf
+            input, target, weight, *args, need_grad, not input.is_leaf, extras
         )
         ctx.save_for_backward(input, target, weight)
         ctx.args = args  # ctx.grad_nl (numxent layout): taken by the first backward
+        ctx.extras = extras
         return loss
 
     @staticmethod
@@ -398,22 +408,51 @@ class _CrossEntropyFunction(torch.autograd.Function):
             ignore_index, _, label_smoothing = ctx.args
             if torch.is_grad_enabled():  # create_graph=True: PyTorch's graph
                 return _double_backward(
-                    lambda x: F.cross_entropy(
+                    lambda x: _ce_reference(
                         x,
                         target,
-                        weight=weight,
-                        ignore_index=ignore_index,
-                        reduction=reduction,
-                        label_smoothing=label_smoothing,
+                        weight,
+                        ignore_index,
+                        reduction,
+                        label_smoothing,
+                        *ctx.extras,
                     ),
                     input,
                     grad_output,
-                    6,
+                    8,
                 )
             # a second backward (retain_graph=True): recompute
-            _, grad = ce_run(input, target, weight, *ctx.args, True, not input.is_leaf)
+            _, grad = ce_run(input, target, weight, *ctx.args, True,
+                             not input.is_leaf, ctx.extras)  # fmt: skip
         grad = _scale(grad, grad_output, reduction == "none")
-        return _class_first(grad), None, None, None, None, None
+        return _class_first(grad), None, None, None, None, None, None, None
+
+
+def _ce_reference(x, target, weight, ignore_index, reduction, label_smoothing,
+                  z=0.0, cap=None):  # fmt: skip
+    """PyTorch's cross-entropy, with z-loss and soft-capping by their formulas
+    (class dim 1; the extras need class-index targets)."""
+    kw = dict(weight=weight, ignore_index=ignore_index,
+              label_smoothing=label_smoothing)  # fmt: skip
+    if not z and cap is None:
+        return F.cross_entropy(x, target, reduction=reduction, **kw)
+    if target.is_floating_point():
+        raise ValueError(
+            "lse_square_scale and softcap apply to class-index targets only"
+        )
+    if cap is not None:
+        x = cap * torch.tanh(x / cap)
+    rows = F.cross_entropy(x, target, reduction="none", **kw)
+    keep = target != ignore_index
+    wy = keep.to(x.dtype)
+    if weight is not None:
+        wy = weight[torch.where(keep, target, 0)] * keep
+    if z:
+        lse = torch.logsumexp(x, dim=1 if x.dim() >= 2 else 0)
+        rows = rows + torch.where(keep, z * wy * lse * lse, 0.0)
+    if reduction == "none":
+        return rows
+    return rows.sum() / wy.sum() if reduction == "mean" else rows.sum()
 
 
 class _BCEWithLogitsFunction(torch.autograd.Function):
@@ -533,6 +572,9 @@ def cross_entropy(
     reduce: bool | None = None,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
+    *,
+    lse_square_scale: float = 0.0,
+    softcap: float | None = None,
 ) -> torch.Tensor:
     """``torch.nn.functional.cross_entropy`` computed by numxent on CPU tensors.
 
@@ -553,6 +595,11 @@ def cross_entropy(
         Weighted mean, sum or per-sample losses, as in PyTorch.
     label_smoothing : float in [0, 1], default 0.0
         Mixes the target with the uniform distribution over the C classes.
+    lse_square_scale : float >= 0, default 0.0
+        z-loss (class-index targets), as in :func:`numxent.cross_entropy`.
+    softcap : float > 0, optional
+        Logit soft-capping (class-index targets), as in
+        :func:`numxent.cross_entropy`.
 
     Returns
     -------
@@ -577,8 +624,14 @@ def cross_entropy(
             [ 0.2500,  0.2500,  0.2500, -0.7500]])
     """
     reduction = _reduction_arg(size_average, reduce, reduction)
+    extras: tuple = ()
+    if lse_square_scale or softcap is not None:
+        cap = None if softcap is None else float(softcap)
+        extras = (float(lse_square_scale), cap)
     if torch.compiler.is_compiling():
-        if _ce_served(input, target, weight, reduction):
+        # (the registered op serves the plain loss; the extras trace PyTorch's
+        # formulas)
+        if not extras and _ce_served(input, target, weight, reduction):
             loss, _ = _ops.cross_entropy_op(
                 input, target, weight, int(ignore_index), reduction,
                 float(label_smoothing), _needs_grad(input),
@@ -587,20 +640,15 @@ def cross_entropy(
     elif _ce_served(input, target, weight, reduction):
         try:
             loss = _CrossEntropyFunction.apply(
-                input, target, weight, int(ignore_index), reduction, label_smoothing
-            )
+                input, target, weight, int(ignore_index), reduction, label_smoothing,
+                *extras,
+            )  # fmt: skip
         except _Unserved:
             pass
         else:
             return _autocast_loss(loss) if loss.dtype in _CE_16BIT else loss
-    return F.cross_entropy(
-        input,
-        target,
-        weight=weight,
-        ignore_index=ignore_index,
-        reduction=reduction,
-        label_smoothing=label_smoothing,
-    )
+    return _ce_reference(input, target, weight, ignore_index, reduction,
+                         label_smoothing, *extras)  # fmt: skip
 
 
 def _bce_served(input, target, weight, pos_weight, reduction) -> bool:
@@ -690,7 +738,8 @@ def binary_cross_entropy_with_logits(
 class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
     """``torch.nn.CrossEntropyLoss`` whose forward is ``cross_entropy``.
 
-    Same constructor, buffers and ``state_dict`` as PyTorch's module.
+    Same constructor, buffers and ``state_dict`` as PyTorch's module, plus
+    the keyword arguments ``lse_square_scale`` and ``softcap``.
 
     Examples
     --------
@@ -701,6 +750,12 @@ class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
     True
     """
 
+    def __init__(self, *args, lse_square_scale: float = 0.0,
+                 softcap: float | None = None, **kwargs) -> None:  # fmt: skip
+        super().__init__(*args, **kwargs)
+        self.lse_square_scale = lse_square_scale
+        self.softcap = softcap
+
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return cross_entropy(
             input,
@@ -709,6 +764,8 @@ class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
             ignore_index=self.ignore_index,
             reduction=self.reduction,
             label_smoothing=self.label_smoothing,
+            lse_square_scale=getattr(self, "lse_square_scale", 0.0),
+            softcap=getattr(self, "softcap", None),
         )
 
 

@@ -102,6 +102,8 @@ from .ce_hard import (
     ce_narrow_par,
     ce_narrow_ser,
     scan_hard_labels,
+    softcap_par,
+    softcap_ser,
 )
 from .ce_lowp import (
     FMT_BFLOAT16,
@@ -152,6 +154,8 @@ __all__ = [
     "log_f64",
     "ordered_total",
     "scan_hard_labels",
+    "softcap_par",
+    "softcap_ser",
     "softmax_par",
     "softmax_ser",
 ]

@@ -61,7 +61,7 @@ def scan_hard_labels(y, n_classes, ignore_index, w, sw):
     return -1, denom
 
 
-def _make_finish(in_place):
+def _make_finish(in_place, capped):
     """Loss and gradient of row i from s = sum_k e_k and log_s = log(s), the
     e_k parked in src[si]: scaled in place (``in_place``: src[si] is the
     gradient row, or a scratch row of a forward-only call), or written to
@@ -71,11 +71,13 @@ def _make_finish(in_place):
     compiles to its own loops. (Sharing at run time -- the in-place variant
     as the other with src = grad -- made the tile kernel's forward-only loop
     much slower: the two arrays then may overlap, and LLVM's overlap check
-    keeps the loop scalar.)
+    keeps the loop scalar.) ``capped``: the soft-capped variant, its gradient
+    through the cap (``_finish_capped``), a separate variant too: a run-time
+    branch to it in the one body made the plain path 2x slower.
     """
 
     def finish(w, w_total, sw, eps, gscale, loss_rows, want_grad, src, si, grad, i,
-               s, log_s, d_y, wd, yi):  # fmt: skip
+               s, log_s, d_y, wd, yi, m, z, cap, xc, xci, xshift):  # fmt: skip
         n_classes = w.shape[0]
         s_w = sw[i] if sw.shape[0] > 0 else 1.0
         w_y = w[yi]
@@ -86,12 +88,25 @@ def _make_finish(in_place):
         loss = c_y * (log_s - d_y) if c_y != 0.0 else c_y * log_s
         if eps > 0.0:
             loss += (eps / n_classes) * (w_total * log_s - wd)
+        big_a = (1.0 - eps) * w_y + (eps / n_classes) * w_total
+        if z > 0.0:
+            # z-loss: z * lse^2, weighted by the row's weight as the CE term
+            lse = np.float64(m) + log_s
+            z_w = z * w_y
+            loss += z_w * lse * lse
+            big_a += 2.0 * z_w * lse
         loss_rows[i] = s_w * loss
         if want_grad:
             scale = s_w * gscale
-            big_a = (1.0 - eps) * w_y + (eps / n_classes) * w_total
             c = scale * big_a / s
-            if in_place:
+            if capped:
+                if in_place:
+                    _finish_capped(w, eps, scale, c, src, si, src, si, yi, w_y, cap,
+                                   xc, xci, xshift)  # fmt: skip
+                else:
+                    _finish_capped(w, eps, scale, c, src, si, grad, i, yi, w_y, cap,
+                                   xc, xci, xshift)  # fmt: skip
+            elif in_place:
                 if eps > 0.0:
                     b = scale * eps / n_classes
                     for k in range(n_classes):
@@ -119,13 +134,53 @@ def _make_finish(in_place):
     return njit(inline="always")(finish)
 
 
-_finish_in_place = _make_finish(True)
-_finish_to_grad = _make_finish(False)
+@njit(**HELPER)
+def _finish_capped(w, eps, scale, c, src, si, dst, di, yi, w_y, cap, xc, xci,
+                   xshift):  # fmt: skip
+    # The gradient of a soft-capped row: the plain one times 1 - (x'/cap)^2,
+    # x' = xc[xci, k] + xshift the capped logit (tanh' from tanh). dst may be
+    # src, and xc may be dst (out=logits): each element is read before it is
+    # written, the target's two values before the loop.
+    n_classes = w.shape[0]
+    b = scale * eps / n_classes
+    inv = 1.0 / cap
+    e_y = np.float64(src[si, yi])
+    u_y = (np.float64(xc[xci, yi]) + xshift) * inv
+    for k in range(n_classes):
+        u = (np.float64(xc[xci, k]) + xshift) * inv
+        dst[di, k] = (c * src[si, k] - b * w[k]) * (1.0 - u * u)
+    g_y = c * e_y - b * w_y - scale * (1.0 - eps) * w_y
+    dst[di, yi] = g_y * (1.0 - u_y * u_y)
+
+
+# The z-loss terms for logging (``zrows``), written by loops of their own: a
+# store to one more array in the finish made the tile kernel's plain path
+# 2-3x slower, even when never run.
+
+
+@njit(inline="always")
+def _z_row(w, sw, z, zrows, i, yi, lse):
+    s_w = sw[i] if sw.shape[0] > 0 else 1.0
+    zrows[i] = s_w * (z * w[yi] * lse * lse)
+
+
+@njit(**HELPER)
+def _z_rows(w, sw, z, zrows, y, r0, n, ss, ms, logs):
+    # rows r0 .. r0 + n whose ss[r] > 0 (kept, finished by the vector path)
+    for r in range(n):
+        if ss[r] > 0.0:
+            _z_row(w, sw, z, zrows, r0 + r, y[r0 + r], np.float64(ms[r]) + logs[r])
+
+
+_finish_in_place = _make_finish(True, False)
+_finish_to_grad = _make_finish(False, False)
+_finish_in_place_capped = _make_finish(True, True)
+_finish_to_grad_capped = _make_finish(False, True)
 
 
 @njit(**HELPER)
 def _ce_hard_row_exact(x, y, w, w_total, sw, eps, gscale, loss_rows, want_grad, e,
-                       ei, i):  # fmt: skip
+                       ei, i, z, zrows):  # fmt: skip
     # Scalar float64 path for rows holding NaN or +inf, or all -inf. The
     # logits are read before the exp values are stored: e may be x (out=x).
     yi = y[i]
@@ -137,17 +192,22 @@ def _ce_hard_row_exact(x, y, w, w_total, sw, eps, gscale, loss_rows, want_grad, 
             if w[k] != 0.0:  # xlogy: a zero weight never meets -inf
                 wd += w[k] * (x[i, k] - m)
     s = exp_sum_exact(x, i, m, e, ei, want_grad)
+    # (soft-capped logits are finite: a row here holds NaN, its gradient is
+    # NaN capped or not)
     _finish_in_place(w, w_total, sw, eps, gscale, loss_rows, want_grad, e, ei, e, i,
-                     s, math.log(s), d_y, wd, yi)  # fmt: skip
+                     s, math.log(s), d_y, wd, yi, m, z, 0.0, x, i,
+                     0.0)  # fmt: skip
+    if zrows.shape[0] > 0:
+        _z_row(w, sw, z, zrows, i, yi, np.float64(m) + math.log(s))
 
 
 @njit(inline="always")
 def _ce_hard_row_sum(
     x, xi, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, want_grad, grad,
-    sc, r, fix, i,
+    sc, r, fix, i, z, zrows,
 ):  # fmt: skip
     # First half of row i: sc[r] = exp(x_i - m), sc a scratch group or the
-    # gradient itself (sc = grad, r = i). Returns (s, d_y, wd) for the
+    # gradient itself (sc = grad, r = i). Returns (s, d_y, wd, m) for the
     # finish, or s = 0 when the row is already done (ignored, or non-finite:
     # the exact path, straight into grad[i]).
     yi = y[i]
@@ -157,20 +217,47 @@ def _ce_hard_row_sum(
         if want_grad:
             for k in range(x.shape[1]):
                 grad[i, k] = 0.0
-        return 0.0, 0.0, 0.0
+        return 0.0, 0.0, 0.0, 0.0
     m, finite = row_max(xi, i)
     if not finite:
         _ce_hard_row_exact(x, y, w, w_total, sw, eps, gscale, loss_rows,
-                           want_grad, grad, i, i)  # fmt: skip
-        return 0.0, 0.0, 0.0
+                           want_grad, grad, i, i, z, zrows)  # fmt: skip
+        return 0.0, 0.0, 0.0, 0.0
     d_y = np.float64(x[i, yi]) - np.float64(m)
     wd = shifted_dot(w, x, i, np.float64(m)) if eps > 0.0 else 0.0
-    return exp_shifted(x, i, m, sc, r, fix), d_y, wd
+    return exp_shifted(x, i, m, sc, r, fix), d_y, wd, np.float64(m)
+
+
+def _make_group_finish(capped):
+    """The finish of a group of wide rows (the exp values in the scratch
+    group ``sc`` or in place in ``grad``), plain or soft-capped."""
+    to_grad = _finish_to_grad_capped if capped else _finish_to_grad
+    in_place = _finish_in_place_capped if capped else _finish_in_place
+
+    def group_finish(w, w_total, sw, eps, gscale, loss_rows, want_grad, sc, grad, x,
+                     y, g0, n, ss, logs, d_ys, wds, ms, z, cap, scratch):  # fmt: skip
+        for r in range(n):
+            if ss[r] > 0.0:
+                i = g0 + r
+                if scratch:
+                    to_grad(w, w_total, sw, eps, gscale, loss_rows, want_grad, sc, r,
+                            grad, i, ss[r], logs[r], d_ys[r], wds[r], y[i], ms[r], z,
+                            cap, x, i, 0.0)  # fmt: skip
+                else:
+                    in_place(w, w_total, sw, eps, gscale, loss_rows, want_grad, grad,
+                             i, grad, i, ss[r], logs[r], d_ys[r], wds[r], y[i], ms[r],
+                             z, cap, x, i, 0.0)  # fmt: skip
+
+    return njit(inline="always")(group_finish)
+
+
+_group_finish = _make_group_finish(False)
+_group_finish_capped = _make_group_finish(True)
 
 
 @njit(**HELPER)
 def _ce_hard_rows(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, grad,
-                  r0, r1):  # fmt: skip
+                  r0, r1, z, cap, zrows):  # fmt: skip
     # Wide rows, rows r0..r1: exp and sum row by row, then the group's logs
     # in one loop, then each row's loss and gradient.
     x, y, w, sw = unmanaged(x), unmanaged(y), unmanaged(w), unmanaged(sw)
@@ -191,9 +278,11 @@ def _ce_hard_rows(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
     # not yet in cache.
     scratch = not want_grad or x.ctypes.data == grad.ctypes.data
     sc = np.empty((group if scratch else 0, n_classes), x.dtype)
-    per_row = np.empty(4 * GROUP_ROWS, np.float64)
+    per_row = np.empty(5 * GROUP_ROWS, np.float64)
     ss, logs = per_row[:GROUP_ROWS], per_row[GROUP_ROWS : 2 * GROUP_ROWS]
-    d_ys, wds = per_row[2 * GROUP_ROWS : 3 * GROUP_ROWS], per_row[3 * GROUP_ROWS :]
+    d_ys = per_row[2 * GROUP_ROWS : 3 * GROUP_ROWS]
+    wds = per_row[3 * GROUP_ROWS : 4 * GROUP_ROWS]
+    ms = per_row[4 * GROUP_ROWS :]
     for g0 in range(r0, r1, group):
         n = min(r1 - g0, group)
         for r in range(n):
@@ -201,35 +290,71 @@ def _ce_hard_rows(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
                 lo = (g0 + r + 2) * n_classes  # two rows ahead
                 prefetch_lines(xf, lo, lo + n_classes, step)
             if scratch:
-                s, d_y, wd = _ce_hard_row_sum(x, xi, y, w, w_total, sw, ignore_index,
-                                              eps, gscale, loss_rows, want_grad, grad,
-                                              sc, r, fix, g0 + r)  # fmt: skip
+                s, d_y, wd, m = _ce_hard_row_sum(x, xi, y, w, w_total, sw,
+                                                 ignore_index, eps, gscale, loss_rows,
+                                                 want_grad, grad, sc, r, fix, g0 + r,
+                                                 z, zrows)  # fmt: skip
             else:
-                s, d_y, wd = _ce_hard_row_sum(x, xi, y, w, w_total, sw, ignore_index,
-                                              eps, gscale, loss_rows, want_grad, grad,
-                                              grad, g0 + r, fix, g0 + r)  # fmt: skip
+                s, d_y, wd, m = _ce_hard_row_sum(x, xi, y, w, w_total, sw,
+                                                 ignore_index, eps, gscale, loss_rows,
+                                                 want_grad, grad, grad, g0 + r, fix,
+                                                 g0 + r, z, zrows)  # fmt: skip
             ss[r] = s
             d_ys[r] = d_y
             wds[r] = wd
+            ms[r] = m
         for r in range(n):
             s = ss[r]
             logs[r] = log_f64(s if s > 0.0 else 1.0)
+        if cap > 0.0:
+            _group_finish_capped(w, w_total, sw, eps, gscale, loss_rows, want_grad,
+                                 sc, grad, x, y, g0, n, ss, logs, d_ys, wds, ms, z,
+                                 cap, scratch)  # fmt: skip
+        else:
+            _group_finish(w, w_total, sw, eps, gscale, loss_rows, want_grad, sc, grad,
+                          x, y, g0, n, ss, logs, d_ys, wds, ms, z, cap,
+                          scratch)  # fmt: skip
+        if zrows.shape[0] > 0:
+            _z_rows(w, sw, z, zrows, y, g0, n, ss, ms, logs)
+
+
+def _make_tile_finish(capped):
+    """The finish of a tile of narrow rows (exp values in ``e`` from row
+    ``e0``, the exact rows' gradients in ``exact``), plain or soft-capped."""
+    fin = _finish_in_place_capped if capped else _finish_in_place
+
+    def tile_finish(w, w_total, sw, ignore_index, eps, gscale, loss_rows, want_grad,
+                    e, e0, exact, is_exact, y, r0, n, ss, logs, d_ys, wds, ms, z, cap,
+                    d2):  # fmt: skip
+        n_classes = w.shape[0]
         for r in range(n):
-            if ss[r] > 0.0:
-                i = g0 + r
-                if scratch:
-                    _finish_to_grad(w, w_total, sw, eps, gscale, loss_rows, want_grad,
-                                    sc, r, grad, i, ss[r], logs[r], d_ys[r], wds[r],
-                                    y[i])  # fmt: skip
-                else:
-                    _finish_in_place(w, w_total, sw, eps, gscale, loss_rows,
-                                     want_grad, grad, i, grad, i, ss[r], logs[r],
-                                     d_ys[r], wds[r], y[i])  # fmt: skip
+            i = r0 + r
+            ei = e0 + r
+            if is_exact[r]:
+                if want_grad:
+                    for k in range(n_classes):
+                        e[ei, k] = exact[r, k]
+                continue
+            if y[i] == ignore_index:
+                loss_rows[i] = 0.0
+                for k in range(n_classes):
+                    e[ei, k] = 0.0
+                continue
+            # (the capped logits as d + m: e may be the logits themselves)
+            fin(w, w_total, sw, eps, gscale, loss_rows, want_grad, e, ei, e, i, ss[r],
+                logs[r], d_ys[r], wds[r], y[i], ms[r], z, cap, d2, r,
+                np.float64(ms[r]))  # fmt: skip
+
+    return njit(inline="always")(tile_finish)
+
+
+_tile_finish = _make_tile_finish(False)
+_tile_finish_capped = _make_tile_finish(True)
 
 
 @njit(**HELPER)
 def _ce_hard_tile(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, grad,
-                  r0, r1):  # fmt: skip
+                  r0, r1, z, cap, zrows):  # fmt: skip
     # Narrow rows (few classes): a row-at-a-time exp loop is mostly scalar
     # remainder, so the tile's rows are shifted into one flat array and
     # exponentiated in a single vector loop.
@@ -264,6 +389,7 @@ def _ce_hard_tile(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
     exact = np.empty((n if n_exact > 0 else 0, n_classes), x.dtype)
     is_exact = np.zeros(n, np.bool_)
     d = np.empty(n * n_classes, x.dtype)
+    d2 = d.reshape(n, n_classes)
     # the tile's float64 per-row values, in one allocation
     per_row = np.empty(4 * n, np.float64)
     d_ys, wds, ss, logs = (
@@ -281,7 +407,7 @@ def _ce_hard_tile(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
             if y[i] != ignore_index:
                 is_exact[r] = True
                 _ce_hard_row_exact(x, y, w, w_total, sw, eps, gscale, loss_rows,
-                                   want_grad, exact, r, i)  # fmt: skip
+                                   want_grad, exact, r, i, z, zrows)  # fmt: skip
             for k in range(n_classes):
                 d[o + k] = 0.0
             continue
@@ -311,21 +437,19 @@ def _ce_hard_tile(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
         ss[r] = fixed_sum(e, e0 + r, n_classes, fix)
     for r in range(n):
         logs[r] = log_f64(ss[r])
-    for r in range(n):
-        i = r0 + r
-        ei = e0 + r
-        if is_exact[r]:
-            if want_grad:
-                for k in range(n_classes):
-                    e[ei, k] = exact[r, k]
-            continue
-        if y[i] == ignore_index:
-            loss_rows[i] = 0.0
-            for k in range(n_classes):
-                e[ei, k] = 0.0
-            continue
-        _finish_in_place(w, w_total, sw, eps, gscale, loss_rows, want_grad, e, ei, e,
-                         i, ss[r], logs[r], d_ys[r], wds[r], y[i])  # fmt: skip
+    if cap > 0.0:
+        _tile_finish_capped(w, w_total, sw, ignore_index, eps, gscale, loss_rows,
+                            want_grad, e, e0, exact, is_exact, y, r0, n, ss, logs,
+                            d_ys, wds, ms, z, cap, d2)  # fmt: skip
+    else:
+        _tile_finish(w, w_total, sw, ignore_index, eps, gscale, loss_rows, want_grad,
+                     e, e0, exact, is_exact, y, r0, n, ss, logs, d_ys, wds, ms, z, cap,
+                     d2)  # fmt: skip
+    if zrows.shape[0] > 0:
+        for r in range(n):  # (the exact rows wrote theirs)
+            if is_exact[r] or y[r0 + r] == ignore_index:
+                ss[r] = 0.0
+        _z_rows(w, sw, z, zrows, y, r0, n, ss, ms, logs)
 
 
 @njit(inline="always")
@@ -364,7 +488,8 @@ def _epilogue(first_bad, denom, loss_rows, reduction):
 
 
 @njit(parallel=True, **JIT)
-def ce_hard_par(x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows, grad):
+def ce_hard_par(x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows, grad, z,
+               cap, zrows):  # fmt: skip
     """Rows wider than the tile kernel's, _rows_per_task rows a task."""
     first_bad, denom, run, gscale = _prologue(x, y, w, sw, ignore_index, reduction)
     if not run:
@@ -374,23 +499,25 @@ def ce_hard_par(x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows, g
     for b in prange((n_rows + per_task - 1) // per_task):
         r0 = b * per_task
         _ce_hard_rows(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows,
-                      grad, r0, min(n_rows, r0 + per_task))  # fmt: skip
+                      grad, r0, min(n_rows, r0 + per_task), z, cap,
+                      zrows)  # fmt: skip
     return _epilogue(first_bad, denom, loss_rows, reduction)
 
 
 @njit(**JIT)
-def ce_hard_ser(x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows, grad):
+def ce_hard_ser(x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows, grad, z,
+               cap, zrows):  # fmt: skip
     first_bad, denom, run, gscale = _prologue(x, y, w, sw, ignore_index, reduction)
     if not run:
         return first_bad, denom, 0.0
     _ce_hard_rows(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, grad,
-                  0, x.shape[0])  # fmt: skip
+                  0, x.shape[0], z, cap, zrows)  # fmt: skip
     return _epilogue(first_bad, denom, loss_rows, reduction)
 
 
 @njit(parallel=True, **JIT)
 def ce_narrow_par(x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows,
-                  grad):  # fmt: skip
+                  grad, z, cap, zrows):  # fmt: skip
     """Narrow rows, a tile of rows a task."""
     first_bad, denom, run, gscale = _prologue(x, y, w, sw, ignore_index, reduction)
     if not run:
@@ -400,13 +527,14 @@ def ce_narrow_par(x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows,
     for b in prange((n_rows + per_task - 1) // per_task):
         r0 = b * per_task
         _ce_hard_tile(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows,
-                      grad, r0, min(n_rows, r0 + per_task))  # fmt: skip
+                      grad, r0, min(n_rows, r0 + per_task), z, cap,
+                      zrows)  # fmt: skip
     return _epilogue(first_bad, denom, loss_rows, reduction)
 
 
 @njit(**JIT)
 def ce_narrow_ser(x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows,
-                  grad):  # fmt: skip
+                  grad, z, cap, zrows):  # fmt: skip
     first_bad, denom, run, gscale = _prologue(x, y, w, sw, ignore_index, reduction)
     if not run:
         return first_bad, denom, 0.0
@@ -414,5 +542,30 @@ def ce_narrow_ser(x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows,
     per_task = _rows_per_tile(x.shape[1])
     for r0 in range(0, n_rows, per_task):
         _ce_hard_tile(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows,
-                      grad, r0, min(n_rows, r0 + per_task))  # fmt: skip
+                      grad, r0, min(n_rows, r0 + per_task), z, cap,
+                      zrows)  # fmt: skip
     return _epilogue(first_bad, denom, loss_rows, reduction)
+
+
+# Soft-capping (``softcap``): the logits become cap * tanh(x / cap) before the
+# hard-label kernels run on them in place (tanh in float64, rounded once).
+
+
+@njit(inline="always")
+def _softcap_row(x, cap, out, i):
+    inv = 1.0 / cap
+    for k in range(x.shape[1]):
+        out[i, k] = cap * math.tanh(np.float64(x[i, k]) * inv)
+
+
+@njit(parallel=True, **JIT)
+def softcap_par(x, cap, out):
+    """out = cap * tanh(x / cap), row by row (out may be x)."""
+    for i in prange(x.shape[0]):
+        _softcap_row(x, cap, out, i)
+
+
+@njit(**JIT)
+def softcap_ser(x, cap, out):
+    for i in range(x.shape[0]):
+        _softcap_row(x, cap, out, i)

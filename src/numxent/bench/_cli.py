@@ -131,6 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
         "autocast) vs numxent.torch's (needs torch, ml_dtypes)",
     )
     add(
+        "--lm-head",
+        action="store_true",
+        help="instead: the language-model head step (numxent.linear_cross_entropy"
+        " vs PyTorch's two paths and the matrix products; --lm-head-sizes lm,llama3,"
+        " --steps, --threads)",
+    )
+    add(
         "--sklearn-fit",
         action="store_true",
         help="also time fits, "
@@ -540,6 +547,10 @@ def load_results(path: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--lm-head" in argv:  # the LM-head section: its own options
+        from .lm_head import main as lm_head_main
+
+        return lm_head_main([a for a in argv if a != "--lm-head"])
     args = parser.parse_args(argv)
     if args.readme_table:
         try:

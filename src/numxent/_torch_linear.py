@@ -1,0 +1,236 @@
+"""PyTorch bridge of :func:`numxent.linear_cross_entropy`: ``linear_cross_entropy``
+(``torch.nn.functional.linear_cross_entropy``'s arguments plus z-loss and
+soft-capping) and the ``LinearCrossEntropyLoss`` module.
+
+The forward runs the chunked NumPy implementation on the tensors' memory and
+computes all three gradients; the backward only multiplies them by
+``grad_output``. Served: CPU float32/float64 tensors, int64 class indices,
+(C,)-shaped bias and class weights. Anything else goes to PyTorch's
+``F.linear_cross_entropy`` (the extras then by their formulas on PyTorch's
+materialised logits).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import NumxentError
+from .linear import DEFAULT_CHUNK_BYTES
+from .linear import linear_cross_entropy as _linear_ce
+
+__all__ = ["linear_cross_entropy", "LinearCrossEntropyLoss"]
+
+_SERVED = (torch.float32, torch.float64)
+
+
+def _np(t):
+    return None if t is None else t.detach().numpy()
+
+
+class _LinearCEFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input, linear_weight, target, linear_bias, weight, reduction,
+                ignore_index, label_smoothing, lse_square_scale, softcap,
+                chunk_bytes):  # fmt: skip
+        need = any(ctx.needs_input_grad[i] for i in (0, 1, 3))
+        res = _linear_ce(
+            _np(input), _np(linear_weight), _np(target), linear_bias=_np(linear_bias),
+            weight=_np(weight), ignore_index=ignore_index, reduction=reduction,
+            label_smoothing=label_smoothing, lse_square_scale=lse_square_scale,
+            softcap=softcap, return_grad=need, chunk_bytes=chunk_bytes,
+        )  # fmt: skip
+        loss, grads = (res[0], res[1]) if need else (res, None)
+        ctx.grads = None if grads is None else [
+            None if g is None else torch.from_numpy(np.ascontiguousarray(g))
+            for g in grads
+        ]  # fmt: skip
+        return torch.from_numpy(np.array(loss))
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        # (kept for a second backward with retain_graph=True)
+        gi, gw, gb = ctx.grads
+        go = grad_output
+        if not (go.numel() == 1 and go.item() == 1.0):
+            gi = gi * go
+            gw = gw * go
+            gb = None if gb is None else gb * go
+        return gi, gw, None, gb, None, None, None, None, None, None, None
+
+
+def _served(input, linear_weight, target, linear_bias, weight, reduction) -> bool:
+    ts = [input, linear_weight, target] + [
+        t for t in (linear_bias, weight) if t is not None
+    ]
+    if any(type(t) is not torch.Tensor or t.device.type != "cpu" for t in ts):
+        return False
+    if input.dtype not in _SERVED or linear_weight.dtype != input.dtype:
+        return False
+    if target.dtype != torch.int64 or target.requires_grad:
+        return False
+    if reduction not in ("mean", "sum"):
+        return False  # "none": per-row backward scales need G, PyTorch's path
+    if linear_bias is not None and (
+        linear_bias.dtype != input.dtype or linear_bias.dim() != 1
+    ):
+        return False
+    if weight is not None and (weight.requires_grad or weight.dtype != input.dtype):
+        return False
+    return not torch.is_grad_enabled() or input.dim() >= 1
+
+
+def _reference(input, linear_weight, target, linear_bias, weight, reduction,
+               ignore_index, label_smoothing, lse_square_scale, softcap):  # fmt: skip
+    """PyTorch's own computation (materialised logits), extras included."""
+    if lse_square_scale == 0.0 and softcap is None:
+        return F.linear_cross_entropy(
+            input, linear_weight, target, linear_bias=linear_bias, weight=weight,
+            reduction=reduction, ignore_index=ignore_index,
+            label_smoothing=label_smoothing,
+        )  # fmt: skip
+    x = F.linear(input, linear_weight, linear_bias)
+    if softcap is not None:
+        x = softcap * torch.tanh(x / softcap)
+    x2 = x.reshape(-1, x.shape[-1])
+    y = target.reshape(-1)
+    ce = F.cross_entropy(x2, y, weight=weight, reduction="none",
+                         ignore_index=ignore_index,
+                         label_smoothing=label_smoothing)  # fmt: skip
+    keep = y != ignore_index
+    yk = torch.where(keep, y, 0)
+    wy = keep.to(x.dtype) if weight is None else weight[yk] * keep
+    lse = torch.logsumexp(x2, -1)
+    rows = ce + torch.where(keep, lse_square_scale * wy * lse * lse, 0.0)
+    if reduction == "none":
+        return rows.reshape(target.shape)
+    return rows.sum() / wy.sum() if reduction == "mean" else rows.sum()
+
+
+def linear_cross_entropy(
+    input: torch.Tensor,
+    linear_weight: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    linear_bias: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+    reduction: str = "mean",
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    lse_square_scale: float = 0.0,
+    softcap: float | None = None,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> torch.Tensor:
+    """``torch.nn.functional.linear_cross_entropy`` computed by numxent's
+    chunked kernel: the (N, V) logits never exist.
+
+    Parameters
+    ----------
+    input : Tensor of shape (..., H)
+    linear_weight : Tensor of shape (V, H)
+    target : int64 Tensor of shape input.shape[:-1]
+    linear_bias : Tensor of shape (V,), optional
+    weight : Tensor of shape (V,), optional
+        Class weights.
+    reduction : {"mean", "sum", "none"}
+        "none" goes to PyTorch's implementation.
+    ignore_index : int, optional
+        None means -100, as in PyTorch.
+    label_smoothing : float in [0, 1]
+    lse_square_scale : float >= 0
+        z-loss, as in :func:`numxent.cross_entropy`.
+    softcap : float > 0, optional
+        Logit soft-capping, as in :func:`numxent.cross_entropy`.
+    chunk_bytes : int
+        Size of the chunk's logits buffer.
+
+    Returns
+    -------
+    Tensor
+        The loss; its backward scales the three gradients the forward
+        computed.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from numxent.torch import linear_cross_entropy
+    >>> h = torch.randn(8, 4, requires_grad=True); W = torch.randn(10, 4)
+    >>> y = torch.randint(0, 10, (8,))
+    >>> loss = linear_cross_entropy(h, W, y)
+    >>> loss.backward()
+    >>> bool(torch.isclose(loss, torch.nn.functional.cross_entropy(h @ W.T, y)))
+    True
+    """
+    ignore = -100 if ignore_index is None else int(ignore_index)
+    args = (input, linear_weight, target, linear_bias, weight, reduction, ignore,
+            float(label_smoothing), float(lse_square_scale),
+            None if softcap is None else float(softcap))  # fmt: skip
+    if _served(input, linear_weight, target, linear_bias, weight, reduction):
+        try:
+            return _LinearCEFunction.apply(*args, chunk_bytes)
+        except NumxentError:
+            pass  # PyTorch's path raises its own error, or agrees
+    return _reference(*args)
+
+
+class LinearCrossEntropyLoss(torch.nn.Module):
+    """A loss module over ``linear_cross_entropy``:
+    ``forward(input, linear_weight, target, linear_bias=None)``.
+
+    Unlike ``torch.nn.LinearCrossEntropyLoss`` it holds no parameters: the
+    output layer's weight (and bias) are passed to ``forward``, so the
+    model's own ``nn.Linear`` (or tied embedding) supplies them.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from numxent.torch import LinearCrossEntropyLoss
+    >>> head = torch.nn.Linear(4, 10)
+    >>> loss_fn = LinearCrossEntropyLoss(lse_square_scale=1e-4)
+    >>> h = torch.randn(8, 4); y = torch.randint(0, 10, (8,))
+    >>> loss_fn(h, head.weight, y, head.bias).backward()
+    >>> head.weight.grad.shape
+    torch.Size([10, 4])
+    """
+
+    def __init__(
+        self,
+        *,
+        weight: torch.Tensor | None = None,
+        reduction: str = "mean",
+        ignore_index: int = -100,
+        label_smoothing: float = 0.0,
+        lse_square_scale: float = 0.0,
+        softcap: float | None = None,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    ) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight)
+        self.reduction = reduction
+        self.ignore_index = ignore_index
+        self.label_smoothing = label_smoothing
+        self.lse_square_scale = lse_square_scale
+        self.softcap = softcap
+        self.chunk_bytes = chunk_bytes
+
+    def forward(
+        self,
+        input: torch.Tensor,
+        linear_weight: torch.Tensor,
+        target: torch.Tensor,
+        linear_bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return linear_cross_entropy(
+            input,
+            linear_weight,
+            target,
+            linear_bias=linear_bias,
+            weight=self.weight,  # type: ignore[arg-type]
+            reduction=self.reduction,
+            ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing,
+            lse_square_scale=self.lse_square_scale,
+            softcap=self.softcap,
+            chunk_bytes=self.chunk_bytes,
+        )

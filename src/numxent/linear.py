@@ -1,0 +1,276 @@
+"""Fused linear cross-entropy: the loss of ``input @ linear_weight.T +
+linear_bias`` without the N x V logits.
+
+The tokens are processed a chunk of rows at a time: one GEMM makes the
+chunk's logits in a reused buffer, the hard-label kernel overwrites them in
+place with their gradient ``G_c``, and two more GEMMs take ``G_c @ W`` (the
+chunk's input gradient) and accumulate ``G_c.T @ h_c`` into the weight
+gradient. Memory beyond the inputs and the gradients is the chunk buffer
+(``chunk_bytes``, 64 MiB by default) and a few per-row arrays.
+
+BLAS: SciPy's ``gemm`` when SciPy is installed (its ``beta=1`` accumulates the
+weight gradient in place, its ``alpha`` applies the mean's scale), else
+NumPy's ``matmul`` with one weight-sized temporary for the accumulation.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from . import _dispatch as D
+from . import _kernels as K
+from . import _validation as V
+from .errors import InvalidTypeError, InvalidValueError
+
+__all__ = ["linear_cross_entropy", "DEFAULT_CHUNK_BYTES"]
+
+#: Bytes of chunk logits held at a time, by default.
+DEFAULT_CHUNK_BYTES = 64 << 20
+_REDUCE_CODES = {"none": K.REDUCE_NONE, "sum": K.REDUCE_SUM, "mean": K.REDUCE_MEAN}
+_NO_ROWS = np.zeros(0)
+_EMPTY_F64 = np.zeros(0)
+
+try:  # SciPy's BLAS: gemm with alpha / beta into a given array
+    from scipy.linalg import blas as _blas
+except ImportError:  # pragma: no cover - SciPy is in the test environment
+    _blas = None
+
+
+def _gemm(alpha: float, a, b, c, beta: float) -> None:
+    """``c = alpha * a @ b + beta * c`` in place, for C-ordered 2-D arrays
+    (through the transposed, Fortran-ordered views BLAS reads)."""
+    if _blas is not None:
+        f = _blas.sgemm if c.dtype == np.float32 else _blas.dgemm
+        # c.T = alpha * b.T @ a.T + beta * c.T, Fortran-ordered: each factor
+        # passed as it is or transposed (trans=1), never copied
+        ta, tb = b.T, a.T
+        trans_a = not ta.flags.f_contiguous
+        trans_b = not tb.flags.f_contiguous
+        r = f(alpha, ta.T if trans_a else ta, tb.T if trans_b else tb, beta=beta,
+              c=c.T, trans_a=trans_a, trans_b=trans_b, overwrite_c=True)  # fmt: skip
+        if r.base is not c and r is not c.T and not np.shares_memory(r, c):
+            np.copyto(c, r.T)  # (never seen: f2py wrote into c.T)
+        return
+    if beta == 0.0:
+        np.matmul(a, b, out=c)
+        if alpha != 1.0:
+            c *= alpha
+    else:
+        t = np.matmul(a, b)
+        if alpha != 1.0:
+            t *= alpha
+        c += t
+
+
+def _check_2d(a, name: str, shape_doc: str) -> np.ndarray:
+    x = V.check_logits(a, name, min_ndim=1)
+    if x.ndim != 2:
+        raise InvalidValueError(f"{name} must be 2-D {shape_doc}, got shape {x.shape}")
+    return x
+
+
+def _chunk_rows(chunk_size, chunk_bytes, n_classes: int, itemsize: int) -> int:
+    if chunk_size is not None:
+        n = V.check_nonneg_int(chunk_size, "chunk_size")
+        if n == 0:
+            raise InvalidValueError("chunk_size must be >= 1 (rows per chunk)")
+        return n
+    budget = V.check_nonneg_int(chunk_bytes, "chunk_bytes")
+    return max(1, budget // (n_classes * itemsize))
+
+
+def linear_cross_entropy(
+    input: ArrayLike,
+    linear_weight: ArrayLike,
+    target: ArrayLike,
+    *,
+    linear_bias: ArrayLike | None = None,
+    weight: ArrayLike | None = None,
+    sample_weight: ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: Literal["mean", "sum", "none"] = "mean",
+    label_smoothing: float = 0.0,
+    lse_square_scale: float = 0.0,
+    softcap: float | None = None,
+    return_z_loss: bool = False,
+    return_grad: bool = False,
+    chunk_size: int | None = None,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> Any:
+    r"""``cross_entropy(input @ linear_weight.T + linear_bias, target, ...)``
+    without ever holding the N x V logits.
+
+    Parameters
+    ----------
+    input : float array of shape (..., H)
+        Hidden states; the leading axes are tokens (N of them in all).
+    linear_weight : float array of shape (V, H)
+        The output layer's weight, laid out as ``torch.nn.Linear.weight``.
+    target : int array of shape input.shape[:-1]
+        Class indices in ``[0, V)`` or ``ignore_index``.
+    linear_bias : float array of shape (V,), optional
+        The output layer's bias.
+    weight, sample_weight, ignore_index, reduction, label_smoothing
+        As for :func:`numxent.cross_entropy` (class weights of shape (V,),
+        per-token weights of shape input.shape[:-1]).
+    lse_square_scale, softcap, return_z_loss
+        z-loss and logit soft-capping, as for :func:`numxent.cross_entropy`.
+    return_grad : bool, default False
+        Also return ``(grad_input, grad_linear_weight, grad_linear_bias)``,
+        the gradients of the (reduced) loss; ``grad_linear_bias`` is None
+        without a bias. The weight gradient is accumulated in place in the
+        compute dtype (float32, or float64 when input or weight is float64).
+    chunk_size : int, optional
+        Rows (tokens) per chunk; by default from ``chunk_bytes``.
+    chunk_bytes : int, default 64 MiB
+        Size of the chunk's logits buffer when ``chunk_size`` is not given:
+        ``max(1, chunk_bytes // (V * itemsize))`` rows.
+
+    Returns
+    -------
+    loss, or (loss, z_loss), followed by the gradients' tuple with ``return_grad``:
+        ``loss`` (and ``z_loss``) as :func:`numxent.cross_entropy` gives them
+        for the materialised logits: a scalar for "mean" / "sum", an array of
+        shape input.shape[:-1] for "none" (whose gradients are those of the
+        per-token losses' sum).
+
+    Notes
+    -----
+    "mean" divides by the total weight of the kept tokens, found by one scan
+    of the labels before the first chunk; the chunks' gradients are scaled by
+    it inside the GEMMs. The logits of each chunk are BLAS results, so they
+    (and the loss) agree with the materialised computation to the GEMM's
+    rounding, not bitwise.
+
+    Examples
+    --------
+    >>> import numpy as np, numxent as nx
+    >>> rng = np.random.default_rng(0)
+    >>> h = rng.standard_normal((6, 4)); W = rng.standard_normal((10, 4))
+    >>> y = np.array([1, 2, 3, -100, 9, 0])
+    >>> loss, (gh, gW, gb) = nx.linear_cross_entropy(h, W, y, return_grad=True)
+    >>> bool(np.isclose(loss, nx.cross_entropy(h @ W.T, y)))
+    True
+    >>> gh.shape, gW.shape, gb is None
+    ((6, 4), (10, 4), True)
+    """
+    h = V.check_logits(input, "input", min_ndim=1)
+    w_lin = _check_2d(linear_weight, "linear_weight", "(n_classes, hidden)")
+    n_classes, hidden = w_lin.shape
+    if h.shape[-1] != hidden:
+        raise InvalidValueError(
+            f"input's last axis ({h.shape[-1]}) must match linear_weight's second "
+            f"axis (hidden size {hidden}): input {h.shape}, linear_weight "
+            f"{w_lin.shape}"
+        )
+    if n_classes == 0:
+        raise InvalidValueError("linear_weight has 0 rows (classes)")
+    bias = None
+    if linear_bias is not None:
+        bias = V.check_logits(linear_bias, "linear_bias", min_ndim=1)
+        if bias.shape != (n_classes,):
+            raise InvalidValueError(
+                f"linear_bias must have shape ({n_classes},) (linear_weight.shape[0]),"
+                f" got {bias.shape}"
+            )
+    red = V.check_reduction(reduction)
+    eps = V.check_label_smoothing(label_smoothing)
+    ignore = V.check_ignore_index(ignore_index)
+    z = V.check_lse_square_scale(lse_square_scale)
+    cap = V.check_softcap(softcap)
+    t = np.asarray(target)
+    if t.dtype.kind not in "iu":
+        raise InvalidTypeError(
+            f"target must be integer class indices for linear_cross_entropy, got "
+            f"dtype {t.dtype}"
+        )
+    lead = h.shape[:-1]
+    n_rows = math.prod(lead)
+    y, ignore_k = V.hard_labels(t, n_classes, ignore, lead)
+    if weight is None:
+        w = np.ones(n_classes)
+    else:
+        w = V.as_compute(
+            V.check_nonneg_weights(weight, "weight", (n_classes,)), np.dtype(np.float64)
+        )
+    sw = _EMPTY_F64
+    if sample_weight is not None:
+        sw = V.check_nonneg_weights(sample_weight, "sample_weight", lead).reshape(-1)
+        sw = V.as_compute(sw, np.dtype(np.float64))
+    first_bad, denom = K.scan_hard_labels(y, n_classes, ignore_k, w, sw)
+    if first_bad >= 0:
+        V.raise_bad_label(t.reshape(-1), first_bad, n_classes, lead)
+    # -- every check has passed: nothing below raises on user input --
+
+    wide = np.float64 in (h.dtype.type, w_lin.dtype.type)
+    cdtype = np.dtype(np.float64 if wide else np.float32)
+    dtype = np.result_type(h.dtype, w_lin.dtype)
+    hk = V.as_compute(h, cdtype).reshape(n_rows, hidden)
+    wk = V.as_compute(w_lin, cdtype)
+    bk = None if bias is None else V.as_compute(bias, cdtype)
+    w_total = float(np.add.reduce(w))
+    mean = red == "mean"
+    empty_mean = mean and denom == 0.0
+    gscale = 1.0 / denom if mean and not empty_mean else 1.0
+
+    rows = _chunk_rows(chunk_size, chunk_bytes, n_classes, cdtype.itemsize)
+    rows = max(1, min(rows, n_rows))
+    buf = np.empty((rows, n_classes), dtype=cdtype)
+    per_row = np.zeros(n_rows)
+    zrows = np.zeros(n_rows) if return_z_loss and z > 0.0 else _NO_ROWS
+    if return_grad:
+        g_in = np.empty((n_rows, hidden), dtype=cdtype)
+        g_w = np.zeros((n_classes, hidden), dtype=cdtype)
+        g_b = None if bk is None else np.zeros(n_classes)
+    no_grad = np.empty((0, n_classes), dtype=cdtype)
+    for c0 in range(0, n_rows, rows):
+        c1 = min(n_rows, c0 + rows)
+        bc = buf[: c1 - c0]
+        hc = hk[c0:c1]
+        _gemm(1.0, hc, wk.T, bc, 0.0)
+        if bk is not None:
+            bc += bk
+        if cap > 0.0:
+            D.softcap(bc, cap, bc)
+        zc = zrows[c0:c1] if zrows.shape[0] else _NO_ROWS
+        swc = sw[c0:c1] if sw.shape[0] else sw
+        D.ce_hard(bc, y[c0:c1], w, w_total, swc, ignore_k, eps, K.REDUCE_SUM,
+                  per_row[c0:c1], bc if return_grad else no_grad, z, cap,
+                  zc)  # fmt: skip
+        if return_grad and not empty_mean:
+            _gemm(gscale, bc, wk, g_in[c0:c1], 0.0)
+            _gemm(gscale, bc.T, hc, g_w, 1.0)
+            if g_b is not None:
+                g_b += np.add.reduce(bc, axis=0, dtype=np.float64)
+
+    loss = _total(per_row, red, denom, dtype, lead)
+    res: tuple = (loss,)
+    if return_z_loss:
+        res += (_total(zrows if z > 0.0 else np.zeros(n_rows), red, denom, dtype,
+                       lead),)  # fmt: skip
+    if return_grad:
+        if empty_mean:
+            g_in[...] = 0
+            g_w[...] = 0
+            if g_b is not None:
+                g_b[...] = 0
+        gi = g_in.reshape(h.shape).astype(h.dtype, copy=False)
+        gw = g_w.astype(w_lin.dtype, copy=False)
+        gb = None
+        if g_b is not None and bias is not None:
+            gb = (g_b * gscale).astype(bias.dtype, copy=False)
+        res += ((gi, gw, gb),)
+    return res[0] if len(res) == 1 else res
+
+
+def _total(per_row: NDArray[np.float64], red: str, denom: float, dtype, lead):
+    if red == "none":
+        return per_row.reshape(lead).astype(dtype)
+    if red == "mean" and denom == 0.0:
+        return dtype.type(math.nan)
+    total = float(K.ordered_total(per_row))
+    return dtype.type(total if red == "sum" else total / denom)

@@ -316,3 +316,20 @@ def test_bfloat16_elsewhere_computed_on_a_float32_copy(fn):
 def test_other_two_byte_dtypes_rejected():
     with pytest.raises(TypeError, match="bfloat16"):
         nx.cross_entropy(np.ones((2, 3), np.int16), np.zeros(2, np.int64))
+
+
+@pytest.mark.parametrize("dt", FORMATS)
+@pytest.mark.parametrize(
+    "extra", [{"lse_square_scale": 1e-4}, {"softcap": 30.0}, {"return_z_loss": True}]
+)
+def test_large_vocabulary_extras_are_refused_by_name(dt, extra):
+    """z-loss and soft-capping are served for float32/float64 logits only: a
+    16-bit call with them raises naming the arguments, and writes nothing."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((6, 9)).astype(dt)
+    before = x.copy()
+    out = np.zeros_like(x)
+    with pytest.raises(nx.InvalidValueError, match="lse_square_scale, softcap"):
+        nx.cross_entropy(x, np.arange(6), return_grad=True, out=out, **extra)
+    assert np.array_equal(x.view(np.uint16), before.view(np.uint16))
+    assert not out.view(np.uint16).any()

@@ -92,17 +92,26 @@ def _reduce(per_row, red: str, denom: float, total, dtype, shape, grad, kgrad):
             return dtype.type(math.nan)
         grad[...] = 0
         return dtype.type(math.nan), grad
-    if red == "none":
-        loss = per_row.reshape(shape).astype(dtype)
+    if red != "none" and total is None:
+        total = float(K.ordered_total(per_row))  # float64, a fixed order
+    if dtype.itemsize == 2:
+        # float16 ends at 65504: a larger loss is inf, as PyTorch's, without
+        # NumPy's overflow warning
+        with np.errstate(over="ignore"):
+            loss = _cast_loss(per_row, red, denom, total, dtype, shape)
     else:
-        if total is None:
-            total = float(K.ordered_total(per_row))  # float64, a fixed order
-        loss = dtype.type(total if red == "sum" else total / denom)
+        loss = _cast_loss(per_row, red, denom, total, dtype, shape)
     if grad is None:
         return loss
     if kgrad is not grad:
         np.copyto(grad, kgrad, casting="same_kind")
     return loss, grad
+
+
+def _cast_loss(per_row, red: str, denom: float, total, dtype, shape):
+    if red == "none":
+        return per_row.reshape(shape).astype(dtype)
+    return dtype.type(total if red == "sum" else total / denom)
 
 
 # --------------------------------------------------------------------------

@@ -19,12 +19,10 @@ dropped, as a model's backward drops it), with int64 labels:
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import subprocess
 import sys
 import time
+
+from ._child import run_child, section_main, thread_count
 
 DEFAULTS = dict(shapes="4096x32000", repeat=5, threads="all")
 QUICK = dict(shapes="1024x8000", repeat=3)
@@ -83,25 +81,15 @@ def child(cfg) -> dict:
 def run_bf16_loss(on_step=None, **opts) -> list[dict]:
     """Rows per (shape, impl) in :data:`IMPLS` order; ``opts`` override
     :data:`DEFAULTS`; ``on_step(message)`` is called when the child is done."""
-    from ._machine import child_env
     from ._workloads import parse_shapes
 
     o = {**DEFAULTS, **opts}
-    ncpu = os.cpu_count() or 1
-    threads = ncpu if str(o["threads"]) == "all" else int(o["threads"])
+    threads = thread_count(o["threads"])
     cfg = dict(shapes=parse_shapes(str(o["shapes"])), repeat=max(1, int(o["repeat"])),
                threads=threads)  # fmt: skip
-    proc = subprocess.run(
-        [sys.executable, "-m", "numxent.bench.bf16_loss", "--child", json.dumps(cfg)],
-        capture_output=True, text=True, env=child_env(),
-    )  # fmt: skip
-    if proc.returncode != 0:
-        tail = proc.stderr.strip().splitlines()[-3:]
-        raise RuntimeError(
-            f"bf16-loss child exited {proc.returncode}: {' | '.join(tail)}"
-        )
+    rows = run_child("bf16_loss", cfg, "bf16-loss")
     (on_step or (lambda message: None))("bf16 loss")
-    return json.loads(proc.stdout.strip().splitlines()[-1])["rows"]
+    return rows
 
 
 def _groups(rows):
@@ -144,31 +132,16 @@ def summary(rows: list[dict]) -> list[str]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--child", help=argparse.SUPPRESS)
-    for key, default in DEFAULTS.items():
-        p.add_argument(
-            "--" + key.replace("_", "-"),
-            type=type(default),
-            help=f"{_HELP.get(key, key.replace('_', ' '))} (default {default})",
-        )
-    p.add_argument("--json", help="also write the rows here")
-    p.add_argument("--quick", action="store_true", help="1024x8000, 3 repeats")
-    a = p.parse_args(argv)
-    if a.child:
-        cfg = json.loads(a.child)
-        cfg["shapes"] = [tuple(s) for s in cfg["shapes"]]
-        print(json.dumps(child(cfg)))
-        return 0
-    opts = {k: v for k, v in vars(a).items() if k in DEFAULTS and v is not None}
-    if a.quick:
-        opts = {**QUICK, **opts}
-    rows = run_bf16_loss(**opts)
-    print(markdown(rows))
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(rows, f, indent=1)
-    return 0
+    return section_main(
+        argv, doc=__doc__ or "", defaults=DEFAULTS, helps=_HELP, quick=QUICK,
+        quick_help="1024x8000, 3 repeats", run=run_bf16_loss, child=child,
+        markdown=markdown,
+        child_cfg=_shape_tuples,
+    )  # fmt: skip
+
+
+def _shape_tuples(cfg: dict) -> dict:
+    return {**cfg, "shapes": [tuple(s) for s in cfg["shapes"]]}
 
 
 if __name__ == "__main__":

@@ -14,14 +14,12 @@ each and the last step's loss (compiled and eager must agree).
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from typing import Any
+
+from ._child import run_child, section_main, thread_count
 
 DEFAULTS = dict(shapes="64x10,4096x1000", steps=30, warmup=3, threads="all")
 QUICK = dict(shapes="64x10", steps=10)
@@ -87,26 +85,15 @@ def child(cfg) -> dict:
 def run_compiled_step(on_step=None, **opts) -> list[dict]:
     """Rows per (shape, impl) in :data:`IMPLS` order; ``opts`` override
     :data:`DEFAULTS`; ``on_step(message)`` is called when the child is done."""
-    from ._machine import child_env
     from ._workloads import parse_shapes
 
     o = {**DEFAULTS, **opts}
-    ncpu = os.cpu_count() or 1
-    threads = ncpu if str(o["threads"]) == "all" else int(o["threads"])
+    threads = thread_count(o["threads"])
     cfg = dict(shapes=parse_shapes(str(o["shapes"])), steps=int(o["steps"]),
                warmup=max(2, int(o["warmup"])), threads=threads)  # fmt: skip
-    proc = subprocess.run(
-        [sys.executable, "-m", "numxent.bench.compiled_step", "--child",
-         json.dumps(cfg)],
-        capture_output=True, text=True, env=child_env(),
-    )  # fmt: skip
-    if proc.returncode != 0:
-        tail = proc.stderr.strip().splitlines()[-3:]
-        raise RuntimeError(
-            f"compiled-step child exited {proc.returncode}: {' | '.join(tail)}"
-        )
+    rows = run_child("compiled_step", cfg, "compiled-step")
     (on_step or (lambda message: None))("compiled step")
-    return json.loads(proc.stdout.strip().splitlines()[-1])["rows"]
+    return rows
 
 
 def _groups(rows):
@@ -152,31 +139,16 @@ def summary(rows: list[dict]) -> list[str]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--child", help=argparse.SUPPRESS)
-    for key, default in DEFAULTS.items():
-        p.add_argument(
-            "--" + key.replace("_", "-"),
-            type=type(default),
-            help=f"{_HELP.get(key, key.replace('_', ' '))} (default {default})",
-        )
-    p.add_argument("--json", help="also write the rows here")
-    p.add_argument("--quick", action="store_true", help="64x10, 10 steps")
-    a = p.parse_args(argv)
-    if a.child:
-        cfg = json.loads(a.child)
-        cfg["shapes"] = [tuple(s) for s in cfg["shapes"]]
-        print(json.dumps(child(cfg)))
-        return 0
-    opts = {k: v for k, v in vars(a).items() if k in DEFAULTS and v is not None}
-    if a.quick:
-        opts = {**QUICK, **opts}
-    rows = run_compiled_step(**opts)
-    print(markdown(rows))
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(rows, f, indent=1)
-    return 0
+    return section_main(
+        argv, doc=__doc__ or "", defaults=DEFAULTS, helps=_HELP, quick=QUICK,
+        quick_help="64x10, 10 steps", run=run_compiled_step, child=child,
+        markdown=markdown,
+        child_cfg=_shape_tuples,
+    )  # fmt: skip
+
+
+def _shape_tuples(cfg: dict) -> dict:
+    return {**cfg, "shapes": [tuple(s) for s in cfg["shapes"]]}
 
 
 if __name__ == "__main__":

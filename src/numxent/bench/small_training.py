@@ -18,13 +18,11 @@ SGD step) and the final loss of each model on the whole data set.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import subprocess
 import sys
 import time
 from typing import Any
+
+from ._child import run_child, section_main, thread_count
 
 DEFAULTS = dict(batches="32,64,256", epochs=3, hidden=128, lr=0.1, threads="all")
 QUICK = dict(epochs=2)
@@ -104,28 +102,17 @@ def child(cfg) -> dict:
 def run_small_training(on_step=None, **opts) -> list[dict]:
     """One row per (batch size, loss), PyTorch's first; ``opts`` override
     :data:`DEFAULTS`; ``on_step(message)`` is called when the child is done."""
-    from ._machine import child_env
 
     o = {**DEFAULTS, **opts}
-    ncpu = os.cpu_count() or 1
-    threads = ncpu if str(o["threads"]) == "all" else int(o["threads"])
+    threads = thread_count(o["threads"])
     batches = [int(b) for b in str(o["batches"]).split(",") if b.strip()]
     if not batches or min(batches) < 1:
         raise ValueError(f"batches: positive batch sizes needed, got {o['batches']!r}")
     cfg = dict(batches=batches, epochs=int(o["epochs"]), hidden=int(o["hidden"]),
                lr=float(o["lr"]), threads=threads)  # fmt: skip
-    proc = subprocess.run(
-        [sys.executable, "-m", "numxent.bench.small_training", "--child",
-         json.dumps(cfg)],
-        capture_output=True, text=True, env=child_env(),
-    )  # fmt: skip
-    if proc.returncode != 0:
-        tail = proc.stderr.strip().splitlines()[-3:]
-        raise RuntimeError(
-            f"small-training child exited {proc.returncode}: {' | '.join(tail)}"
-        )
+    rows = run_child("small_training", cfg, "small-training")
     (on_step or (lambda message: None))("digits MLP")
-    return json.loads(proc.stdout.strip().splitlines()[-1])["rows"]
+    return rows
 
 
 def _pairs(rows):
@@ -162,29 +149,11 @@ def summary(rows: list[dict]) -> list[str]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--child", help=argparse.SUPPRESS)
-    for key, default in DEFAULTS.items():
-        p.add_argument(
-            "--" + key.replace("_", "-"),
-            type=type(default),
-            help=f"{_HELP.get(key, key.replace('_', ' '))} (default {default})",
-        )
-    p.add_argument("--json", help="also write the rows here")
-    p.add_argument("--quick", action="store_true", help="2 epochs")
-    a = p.parse_args(argv)
-    if a.child:
-        print(json.dumps(child(json.loads(a.child))))
-        return 0
-    opts = {k: v for k, v in vars(a).items() if k in DEFAULTS and v is not None}
-    if a.quick:
-        opts = {**QUICK, **opts}
-    rows = run_small_training(**opts)
-    print(markdown(rows))
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(rows, f, indent=1)
-    return 1 if any(r["loss_rel_diff"] > 1e-4 for r in rows) else 0
+    return section_main(
+        argv, doc=__doc__ or "", defaults=DEFAULTS, helps=_HELP, quick=QUICK,
+        quick_help="2 epochs", run=run_small_training, child=child, markdown=markdown,
+        status=lambda rows: int(any(r["loss_rel_diff"] > 1e-4 for r in rows)),
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -21,6 +21,12 @@ def thread_count(value) -> int:
     return (os.cpu_count() or 1) if str(value) == "all" else int(value)
 
 
+def shape_tuples(cfg: dict) -> dict:
+    """A child config with its ``shapes`` as tuples again (JSON made them
+    lists)."""
+    return {**cfg, "shapes": [tuple(s) for s in cfg["shapes"]]}
+
+
 def run_child(module: str, cfg: dict, label: str) -> list[dict]:
     """Run ``python -m numxent.bench.<module> --child <cfg>`` (a fresh process
     with the report's child environment) and return its rows; a failed child

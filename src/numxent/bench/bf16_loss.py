@@ -22,7 +22,7 @@ from __future__ import annotations
 import sys
 import time
 
-from ._child import run_child, section_main, thread_count
+from ._child import run_child, section_main, shape_tuples, thread_count
 
 DEFAULTS = dict(shapes="4096x32000", repeat=5, threads="all")
 QUICK = dict(shapes="1024x8000", repeat=3)
@@ -136,12 +136,8 @@ def main(argv=None) -> int:
         argv, doc=__doc__ or "", defaults=DEFAULTS, helps=_HELP, quick=QUICK,
         quick_help="1024x8000, 3 repeats", run=run_bf16_loss, child=child,
         markdown=markdown,
-        child_cfg=_shape_tuples,
+        child_cfg=shape_tuples,
     )  # fmt: skip
-
-
-def _shape_tuples(cfg: dict) -> dict:
-    return {**cfg, "shapes": [tuple(s) for s in cfg["shapes"]]}
 
 
 if __name__ == "__main__":

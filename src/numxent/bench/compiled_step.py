@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Any
 
-from ._child import run_child, section_main, thread_count
+from ._child import run_child, section_main, shape_tuples, thread_count
 
 DEFAULTS = dict(shapes="64x10,4096x1000", steps=30, warmup=3, threads="all")
 QUICK = dict(shapes="64x10", steps=10)
@@ -143,12 +143,8 @@ def main(argv=None) -> int:
         argv, doc=__doc__ or "", defaults=DEFAULTS, helps=_HELP, quick=QUICK,
         quick_help="64x10, 10 steps", run=run_compiled_step, child=child,
         markdown=markdown,
-        child_cfg=_shape_tuples,
+        child_cfg=shape_tuples,
     )  # fmt: skip
-
-
-def _shape_tuples(cfg: dict) -> dict:
-    return {**cfg, "shapes": [tuple(s) for s in cfg["shapes"]]}
 
 
 if __name__ == "__main__":

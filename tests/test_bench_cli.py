@@ -494,3 +494,39 @@ def test_lm_head_benchmark_tiny(capsys):
     (table,) = md_tables(markdown(rows))
     assert [row[1] for row in table[2:]] == list(PATHS)
     assert table[2][3] == "1.00"
+
+
+@pytest.mark.parametrize("order", ["block", "interleaved"])
+def test_block_order_frees_each_peer_before_building_the_next(monkeypatch, order):
+    # At 8192 x 32000 float64 every peer's buffers at once needed 24 GiB: in
+    # block order a peer is built after the previous one is freed.
+    import gc
+    import weakref
+
+    from numxent.bench import _timing
+    from numxent.bench._workloads import Workload
+
+    refs: list = []
+    alive_at_build: list = []
+
+    class Fn:
+        def __call__(self):
+            return None
+
+    def fake_make_peer(pid, w, data, threads):
+        gc.collect()
+        alive_at_build.append(sum(r() is not None for r in refs))
+        fn = Fn()
+        refs.append(weakref.ref(fn))
+        return fn
+
+    monkeypatch.setattr(_timing, "make_peer", fake_make_peer)
+    steps: list = []
+    s = dict(repeat=2, min_time=0.0, budget=1.0, order=order, seed=0)
+    stats, unavailable, errors = _timing.time_workload(
+        Workload("ce", 8, 3, "float32"), ["a", "b", "c"], 1, s,
+        on_step=lambda m, a: steps.append(a),
+    )  # fmt: skip
+    assert set(stats) == {"a", "b", "c"} and not unavailable and not errors
+    assert alive_at_build == ([0, 0, 0] if order == "block" else [0, 1, 2])
+    assert sum(steps) == pytest.approx(s["repeat"] + 1)  # the progress bar's total

@@ -104,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["block", "interleaved"],
         default="block",
         help="block: each peer's samples back to back, so no library's spinning "
-        "threads slow the next one's; interleaved: round-robin (load drift)",
+        "threads slow the next one's, one peer's buffers in memory at a time; "
+        "interleaved: round-robin (load drift), every peer's buffers at once "
+        "(large shapes need the sum of their memory)",
     )
     add(
         "--training",

@@ -218,7 +218,34 @@ def nt_fence(typingctx):
     return types.none(), codegen
 
 
+@intrinsic
+def wide_vectors(typingctx):
+    """Let LLVM's vectorisers use the CPU's widest vectors in the calling
+    function (a no-op where the widest are 256 bits or narrower).
+
+    LLVM's x86 cost model prefers 256-bit vectors on AVX-512 CPUs
+    (``prefer-256-bit``, chosen for older Xeons whose clock dropped while
+    512-bit units ran), so by default every loop here ran at half an
+    AVX-512 CPU's width. This sets the function's ``"prefer-vector-width"``
+    string attribute, the one clang's ``-mprefer-vector-width=512`` sets, on
+    the function being compiled only: other Numba code in the process keeps
+    its target. Loops vectorise lane by lane, so results do not change
+    (every reduction here is an integer one or in source order).
+    """
+
+    def codegen(context, builder, sig, args):
+        # (llvmlite checks attribute names against LLVM's enum attributes; a
+        # string attribute is written as it is, quoted, into the IR)
+        set.add(builder.function.attributes, '"prefer-vector-width"="512"')
+        return context.get_dummy_value()
+
+    return types.none(), codegen
+
+
 if numba.config.DISABLE_JIT:  # plain-Python stand-ins for the intrinsics
+
+    def wide_vectors():  # noqa: F811
+        pass
 
     def prefetch(ary, idx):  # noqa: F811
         pass

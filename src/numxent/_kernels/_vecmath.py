@@ -53,6 +53,7 @@ from ._intrinsics import (
     float_to_bits,
     fma,
     store_nt_line,
+    wide_vectors,
 )
 from ._intrinsics import prefetch as _prefetch
 
@@ -144,6 +145,7 @@ def row_max(bits):
     key_hi = itype(np.iinfo(itype).max)
 
     def row_max(xi, i):
+        wide_vectors()
         key_max = key_lo
         key_min = key_hi
         for k in range(xi.shape[1]):
@@ -276,6 +278,7 @@ def fixed_sum(bits):
     remainder = bits == 64
 
     def fixed_sum(e, ei, n, fix):
+        wide_vectors()
         fix_e = ftype(fix)
         acc = np.int64(0)
         acc2 = np.int64(0)
@@ -307,6 +310,7 @@ def exp_shifted(bits):
     exp = exp_f32 if bits == 32 else exp_f64
 
     def exp_shifted(x, i, m, e, ei, fix):
+        wide_vectors()
         for k in range(x.shape[1]):
             e[ei, k] = exp(x[i, k] - m)
         return fixed_sum(e, ei, x.shape[1], fix)
@@ -317,6 +321,7 @@ def exp_shifted(bits):
 @njit(**HELPER)
 def shifted_dot(w, x, i, m):
     """sum_k w_k (x[i, k] - m) in float64, zero weights skipped (0 * -inf = 0)."""
+    wide_vectors()
     n = x.shape[1]
     s0 = 0.0
     s1 = 0.0

@@ -7,7 +7,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._intrinsics import HELPER, JIT, by_width, fma
+from ._intrinsics import HELPER, JIT, by_width, fma, wide_vectors
 from ._vecmath import _F32_LO, exp_f32, exp_f64, make_horner, ordered_sum
 
 # Elements per parallel block. Fixed, so the per-block partial sums (and
@@ -82,6 +82,7 @@ def bce_segment(bits):
     one, zero = ftype(1.0), ftype(0.0)
 
     def bce_segment(x, t, fac, pwv, loss, grad, gscale):
+        wide_vectors()
         gs = ftype(gscale)
         for c in range(x.shape[0]):
             xv = x[c]
@@ -121,6 +122,7 @@ def _bce_block(x, t, w, pw, sw, fac_pat, pw_pat, row_scale, gscale, block_sums,
     # (fac_pat, pw_pat, period = len - BCE_BLOCK) and the block is one
     # vector loop; with a per-row sample weight (row_scale) a loop per row
     # stretch; otherwise they are gathered a row stretch at a time.
+    wide_vectors()
     n_el = x.shape[0]
     n_cols = w.shape[1]
     start = b * BCE_BLOCK

@@ -8,7 +8,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._intrinsics import HELPER, JIT, unmanaged
+from ._intrinsics import HELPER, JIT, unmanaged, wide_vectors
 from ._vecmath import (
     ROWS_PER_TASK,
     exp_nonpos,
@@ -260,6 +260,7 @@ def _ce_hard_rows(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
                   r0, r1, z, cap, zrows):  # fmt: skip
     # Wide rows, rows r0..r1: exp and sum row by row, then the group's logs
     # in one loop, then each row's loss and gradient.
+    wide_vectors()
     x, y, w, sw = unmanaged(x), unmanaged(y), unmanaged(w), unmanaged(sw)
     loss_rows, grad = unmanaged(loss_rows), unmanaged(grad)
     n_classes = x.shape[1]
@@ -358,6 +359,7 @@ def _ce_hard_tile(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
     # Narrow rows (few classes): a row-at-a-time exp loop is mostly scalar
     # remainder, so the tile's rows are shifted into one flat array and
     # exponentiated in a single vector loop.
+    wide_vectors()
     n_classes = x.shape[1]
     n = r1 - r0
     want_grad = grad.shape[0] > 0

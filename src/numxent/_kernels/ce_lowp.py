@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._intrinsics import JIT, bits_to_float, float_to_bits
+from ._intrinsics import JIT, bits_to_float, float_to_bits, wide_vectors
 from .ce_hard import (
     NARROW_TILE,
     _ce_hard_rows,
@@ -151,6 +151,7 @@ def _make_task(rows_fn):
 
     def task(xb, fmt, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gb,
              r0, r1, block):  # fmt: skip
+        wide_vectors()
         n_classes = xb.shape[1]
         want_grad = gb.shape[0] > 0
         has_sw = sw.shape[0] > 0

@@ -8,7 +8,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._intrinsics import HELPER, JIT, unmanaged
+from ._intrinsics import HELPER, JIT, unmanaged, wide_vectors
 from ._vecmath import (
     ROWS_PER_TASK,
     exp_shifted,
@@ -86,6 +86,7 @@ def _ce_soft_row(x, xi, t, w, sw, eps, gscale, loss_rows, grad, e, ei, fix, i):
 
 @njit(**HELPER)
 def _ce_soft_task(x, t, w, sw, eps, gscale, loss_rows, grad, b):
+    wide_vectors()
     x, t, w, sw = unmanaged(x), unmanaged(t), unmanaged(w), unmanaged(sw)
     loss_rows, grad = unmanaged(loss_rows), unmanaged(grad)
     n_rows, n_classes = x.shape

@@ -7,7 +7,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._intrinsics import HELPER, JIT, unmanaged
+from ._intrinsics import HELPER, JIT, unmanaged, wide_vectors
 from ._vecmath import (
     ROWS_PER_TASK,
     exp_shifted,
@@ -69,6 +69,7 @@ def _softmax_row(x, xi, mode, lse, out, e, ei, fix, i):
 
 @njit(**HELPER)
 def _softmax_task(x, mode, lse, out, b):
+    wide_vectors()
     x, lse, out = unmanaged(x), unmanaged(lse), unmanaged(out)
     n_rows, n = x.shape
     rows = range(b * ROWS_PER_TASK, min(n_rows, (b + 1) * ROWS_PER_TASK))

@@ -251,3 +251,36 @@ def test_torch_cross_entropy_extras():
     assert torch.autograd.gradcheck(
         lambda x: nxt.cross_entropy(x, y, weight=w, lse_square_scale=0.01,
                                     softcap=4.0), (x,))  # fmt: skip
+
+
+def test_torch_linear_gradients_adopted_and_second_backward(monkeypatch):
+    # The first backward hands its weight gradient to AccumulateGrad with no
+    # other reference, so .grad is that buffer (no weight-sized copy); a
+    # second backward (retain_graph=True) computes the gradients again.
+    from numxent import _torch_linear
+
+    made = []
+    real = _torch_linear._linear_ce
+
+    def spy(*args):
+        res = real(*args)
+        if args[12]:  # return_grad
+            made.append(res[1][1].ctypes.data)
+        return res
+
+    monkeypatch.setattr(_torch_linear, "_linear_ce", spy)
+    g = torch.Generator().manual_seed(3)
+    h = torch.randn(9, 6, dtype=torch.float64, generator=g, requires_grad=True)
+    W = torch.randn(20, 6, dtype=torch.float64, generator=g, requires_grad=True)
+    y = torch.randint(0, 20, (9,), generator=g)
+    loss = nxt.linear_cross_entropy(h, W, y, chunk_bytes=64)
+    loss.backward(retain_graph=True)
+    assert W.grad.data_ptr() == made[0]
+    first = (h.grad.clone(), W.grad.clone())
+    loss.backward()  # accumulates the recomputed gradients
+    assert len(made) == 2
+    ref_h, ref_W = torch.autograd.grad(F.cross_entropy(h @ W.T, y), (h, W))
+    torch.testing.assert_close(first[0], ref_h)
+    torch.testing.assert_close(first[1], ref_W)
+    torch.testing.assert_close(h.grad, 2 * ref_h)
+    torch.testing.assert_close(W.grad, 2 * ref_W)

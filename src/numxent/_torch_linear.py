@@ -17,8 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import NumxentError
-from .linear import DEFAULT_CHUNK_BYTES
-from .linear import linear_cross_entropy as _linear_ce
+from .linear import DEFAULT_CHUNK_BYTES, _linear_ce
 
 __all__ = ["linear_cross_entropy", "LinearCrossEntropyLoss"]
 
@@ -29,6 +28,33 @@ def _np(t):
     return None if t is None else t.detach().numpy()
 
 
+def _torch_gemm(alpha: float, a, b, c, beta: float) -> None:
+    """``c = alpha * a @ b + beta * c`` in place by PyTorch's own BLAS, on
+    tensor views of the NumPy arrays (transposed views read as they are).
+
+    The bridge's chunks use the library the model's other matrix products
+    use, on its threads: PyTorch's BLAS here was faster than NumPy's on the
+    same chunks (docs/large-vocabulary.md). ``beta=0`` ignores what ``c``
+    held (an uninitialised buffer), as PyTorch documents for ``addmm``.
+    """
+    torch.from_numpy(c).addmm_(_tensor(a), _tensor(b), beta=beta, alpha=alpha)
+
+
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    """A tensor sharing ``a``'s memory. numxent hands its inputs on as
+    read-only views, which PyTorch warns about: a writable view of the same
+    memory (the bridge's inputs are tensors, always writable underneath)
+    is what PyTorch reads; nothing writes to it."""
+    if not a.flags.writeable:
+        v = a.view()
+        try:
+            v.flags.writeable = True
+        except ValueError:  # memory nobody may write: PyTorch gets a copy
+            v = a.copy()
+        a = v
+    return torch.from_numpy(a)
+
+
 class _LinearCEFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, linear_weight, target, linear_bias, weight, reduction,
@@ -36,22 +62,37 @@ class _LinearCEFunction(torch.autograd.Function):
                 chunk_bytes):  # fmt: skip
         need = any(ctx.needs_input_grad[i] for i in (0, 1, 3))
         res = _linear_ce(
-            _np(input), _np(linear_weight), _np(target), linear_bias=_np(linear_bias),
-            weight=_np(weight), ignore_index=ignore_index, reduction=reduction,
-            label_smoothing=label_smoothing, lse_square_scale=lse_square_scale,
-            softcap=softcap, return_grad=need, chunk_bytes=chunk_bytes,
+            _np(input), _np(linear_weight), _np(target), _np(linear_bias),
+            _np(weight), None, ignore_index, reduction, label_smoothing,
+            lse_square_scale, softcap, False, need, None, chunk_bytes, _torch_gemm,
         )  # fmt: skip
         loss, grads = (res[0], res[1]) if need else (res, None)
         ctx.grads = None if grads is None else [
             None if g is None else torch.from_numpy(np.ascontiguousarray(g))
             for g in grads
         ]  # fmt: skip
+        ctx.save_for_backward(input, linear_weight, target, linear_bias, weight)
+        ctx.args = (reduction, ignore_index, label_smoothing, lse_square_scale,
+                    softcap, chunk_bytes)  # fmt: skip
         return torch.from_numpy(np.array(loss))
 
     @staticmethod
     def backward(ctx, grad_output):
-        # (kept for a second backward with retain_graph=True)
-        gi, gw, gb = ctx.grads
+        # The first backward takes the gradients: with no other reference
+        # left, AccumulateGrad adopts them as .grad instead of copying them
+        # (a second weight-sized buffer: 1 GiB at V = 128,256, H = 2,048). A
+        # second backward (retain_graph=True) computes them again.
+        grads, ctx.grads = ctx.grads, None
+        if grads is None:
+            input, linear_weight, target, linear_bias, weight = ctx.saved_tensors
+            reduction, ignore, eps, z, cap, chunk_bytes = ctx.args
+            _, g = _linear_ce(
+                _np(input), _np(linear_weight), _np(target), _np(linear_bias),
+                _np(weight), None, ignore, reduction, eps, z, cap, False, True, None,
+                chunk_bytes, _torch_gemm,
+            )  # fmt: skip
+            grads = [None if a is None else torch.from_numpy(a) for a in g]
+        gi, gw, gb = grads
         go = grad_output
         if not (go.numel() == 1 and go.item() == 1.0):
             gi = gi * go

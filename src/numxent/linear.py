@@ -158,6 +158,19 @@ def linear_cross_entropy(
     >>> gh.shape, gW.shape, gb is None
     ((6, 4), (10, 4), True)
     """
+    return _linear_ce(
+        input, linear_weight, target, linear_bias, weight, sample_weight,
+        ignore_index, reduction, label_smoothing, lse_square_scale, softcap,
+        return_z_loss, return_grad, chunk_size, chunk_bytes, _gemm,
+    )  # fmt: skip
+
+
+def _linear_ce(input, linear_weight, target, linear_bias, weight, sample_weight,
+               ignore_index, reduction, label_smoothing, lse_square_scale, softcap,
+               return_z_loss, return_grad, chunk_size, chunk_bytes, gemm):  # fmt: skip
+    """:func:`linear_cross_entropy` with the matrix products done by
+    ``gemm(alpha, a, b, c, beta)`` (``c = alpha * a @ b + beta * c`` in place on
+    NumPy arrays): the PyTorch bridge passes PyTorch's own."""
     h = V.check_logits(input, "input", min_ndim=1)
     w_lin = _check_2d(linear_weight, "linear_weight", "(n_classes, hidden)")
     n_classes, hidden = w_lin.shape
@@ -231,7 +244,7 @@ def linear_cross_entropy(
         c1 = min(n_rows, c0 + rows)
         bc = buf[: c1 - c0]
         hc = hk[c0:c1]
-        _gemm(1.0, hc, wk.T, bc, 0.0)
+        gemm(1.0, hc, wk.T, bc, 0.0)
         if bk is not None:
             bc += bk
         if cap > 0.0:
@@ -242,8 +255,8 @@ def linear_cross_entropy(
                   per_row[c0:c1], bc if return_grad else no_grad, z, cap,
                   zc)  # fmt: skip
         if return_grad and not empty_mean:
-            _gemm(gscale, bc, wk, g_in[c0:c1], 0.0)
-            _gemm(gscale, bc.T, hc, g_w, 1.0)
+            gemm(gscale, bc, wk, g_in[c0:c1], 0.0)
+            gemm(gscale, bc.T, hc, g_w, 1.0)
             if g_b is not None:
                 g_b += np.add.reduce(bc, axis=0, dtype=np.float64)
 

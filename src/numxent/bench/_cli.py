@@ -136,8 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--lm-head",
         action="store_true",
         help="instead: the language-model head step (numxent.linear_cross_entropy"
-        " vs PyTorch's two paths and the matrix products; --lm-head-sizes lm,llama3,"
-        " --steps, --threads)",
+        " and its PyTorch bridge vs PyTorch's two paths and the matrix products;"
+        " --lm-head-sizes lm,llama3, --steps, --threads, --chunk-mib)",
     )
     add(
         "--sklearn-fit",

@@ -8,13 +8,18 @@ matrix products, for N tokens of H hidden units and a vocabulary of V:
 * ``torch-ce``: PyTorch ``F.cross_entropy(h @ W.T, y)`` with autograd;
 * ``torch-linear-ce``: PyTorch ``F.linear_cross_entropy(...,
   options=LinearCrossEntropyOptions())`` (its chunked path);
-* ``numxent``: ``numxent.linear_cross_entropy(..., return_grad=True)``.
+* ``numxent``: ``numxent.linear_cross_entropy(..., return_grad=True)``
+  (NumPy arrays; SciPy's BLAS for the products);
+* ``numxent-torch``: ``numxent.torch.linear_cross_entropy`` with autograd
+  (PyTorch's BLAS for the products, as the model's other layers).
 
 Each path runs in a fresh child process: the time is the median of the
 steps (after one warm-up step), and the memory is the child's peak RSS
 (``ru_maxrss``) minus its RSS once the inputs exist and one step on a small
 head has run (imports, compiled kernels and BLAS buffers in place): the
-memory the step itself needs, its gradients included.
+memory the step itself needs, its gradients included; the table also gives
+it less the two gradients' size (``(N + V) * H`` floats), the memory beyond
+the inputs, the weight and their gradients.
 """
 
 from __future__ import annotations
@@ -26,15 +31,16 @@ import sys
 
 __all__ = ["PATHS", "SIZES", "run_lm_head", "markdown"]
 
-PATHS = ("gemms", "torch-ce", "torch-linear-ce", "numxent")
+PATHS = ("gemms", "torch-ce", "torch-linear-ce", "numxent", "numxent-torch")
 #: (tokens N, hidden H, vocabulary V)
 SIZES = {"lm": (4096, 512, 32000), "llama3": (2048, 2048, 128256)}
 
 _CHILD = r"""
 import json, resource, sys, time
 import numpy as np, torch
-path, n, h_, v, steps, threads = sys.argv[1:7]
+path, n, h_, v, steps, threads, chunk_mib = sys.argv[1:8]
 n, h_, v, steps = int(n), int(h_), int(v), int(steps)
+chunk = {"chunk_bytes": int(float(chunk_mib) * 2**20)} if chunk_mib != "-" else {}
 torch.set_num_threads(int(threads))
 import numba
 numba.set_num_threads(int(threads))
@@ -66,11 +72,18 @@ def make_step(h, W, y):
             def step():
                 hr.grad = Wr.grad = None
                 F.linear_cross_entropy(hr, Wr, y, options=opts).backward()
+    elif path == "numxent-torch":
+        from numxent.torch import linear_cross_entropy
+        hr = h.clone().requires_grad_(True)
+        Wr = W.clone().requires_grad_(True)
+        def step():
+            hr.grad = Wr.grad = None
+            linear_cross_entropy(hr, Wr, y, **chunk).backward()
     else:
         import numxent as nx
         hn, Wn, yn = h.numpy(), W.numpy(), y.numpy()
         def step():
-            nx.linear_cross_entropy(hn, Wn, yn, return_grad=True)
+            nx.linear_cross_entropy(hn, Wn, yn, return_grad=True, **chunk)
     return step
 
 # warm-up on a small head first (imports, kernel compilation or cache
@@ -91,15 +104,18 @@ print(json.dumps({"times": times[1:], "extra_mib": peak - base}))
 
 
 def run_lm_head(sizes=("lm",), steps: int = 5, threads: int = 2,
-                shapes: dict | None = None, on_row=None) -> list[dict]:  # fmt: skip
-    """One row per (size, path): ``step_ms`` (median), ``extra_mib``."""
+                shapes: dict | None = None, on_row=None,
+                chunk_mib: float | None = None) -> list[dict]:  # fmt: skip
+    """One row per (size, path): ``step_ms`` (median), ``extra_mib``.
+    ``chunk_mib``: numxent's ``chunk_bytes`` in MiB (default: its own)."""
     rows = []
     shapes = shapes or SIZES
     for name in sizes:
         n, h, v = shapes[name]
         for path in PATHS:
             cmd = [sys.executable, "-c", _CHILD, path, str(n), str(h), str(v),
-                   str(steps), str(threads)]  # fmt: skip
+                   str(steps), str(threads),
+                   "-" if chunk_mib is None else str(chunk_mib)]  # fmt: skip
             out = subprocess.run(cmd, capture_output=True, text=True, check=True)
             r = json.loads(out.stdout.strip().splitlines()[-1])
             row = {"size": name, "N": n, "H": h, "V": v, "path": path,
@@ -113,14 +129,16 @@ def run_lm_head(sizes=("lm",), steps: int = 5, threads: int = 2,
 
 def markdown(rows: list[dict]) -> str:
     """The table, with each path's step time against the matrix products'."""
-    out = ["| N × H × V | path | step (ms) | × GEMMs | memory beyond inputs (MiB) |",
-           "|---|---|--:|--:|--:|"]  # fmt: skip
+    out = ["| N × H × V | path | step (ms) | × GEMMs | memory beyond inputs (MiB) "
+           "| less the gradients (MiB) |",
+           "|---|---|--:|--:|--:|--:|"]  # fmt: skip
     floor = {r["size"]: r["step_ms"] for r in rows if r["path"] == "gemms"}
     for r in rows:
         ratio = r["step_ms"] / floor[r["size"]] if r["size"] in floor else float("nan")
+        grads = (r["N"] + r["V"]) * r["H"] * 4 / 2**20  # float32 grad_input, grad_W
         out.append(
             f"| {r['N']} × {r['H']} × {r['V']} | {r['path']} | {r['step_ms']:.0f} | "
-            f"{ratio:.2f} | {r['extra_mib']:.0f} |"
+            f"{ratio:.2f} | {r['extra_mib']:.0f} | {r['extra_mib'] - grads:.0f} |"
         )
     return "\n".join(out) + "\n"
 
@@ -132,12 +150,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lm-head-sizes", default="lm", help="comma list of: lm, llama3")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--chunk-mib",
+        type=float,
+        default=None,
+        help="numxent's chunk_bytes, in MiB (default: its own, 64)",
+    )
     a = p.parse_args(argv)
     sizes = [s for s in a.lm_head_sizes.split(",") if s]
     bad = [s for s in sizes if s not in SIZES]
     if bad:
         p.error(f"--lm-head-sizes: unknown {bad}; choose from {sorted(SIZES)}")
-    sys.stdout.write(markdown(run_lm_head(sizes, a.steps, a.threads)))
+    rows = run_lm_head(sizes, a.steps, a.threads, chunk_mib=a.chunk_mib)
+    sys.stdout.write(markdown(rows))
     return 0
 
 

@@ -72,7 +72,7 @@ def bce_segment(bits):
     a scratch row) slices, fac (weight * sample weight), pwv (pos_weight).
     Only selects between values computed beforehand, so the loop vectorises.
     float32 rows stay float32 throughout: one vector width through the loop
-    (8 lanes where float64 has 4) and float32-sized polynomials (exp degree
+    (twice float64's lanes) and float32-sized polynomials (exp degree
     7, log1p 5 terms); elementwise values are within a few float32 ulp, and
     block sums are float64.
     """

@@ -235,8 +235,13 @@ def wide_vectors(typingctx):
 
     def codegen(context, builder, sig, args):
         # (llvmlite checks attribute names against LLVM's enum attributes; a
-        # string attribute is written as it is, quoted, into the IR)
-        set.add(builder.function.attributes, '"prefer-vector-width"="512"')
+        # string attribute is written as it is, quoted, into the IR. Should a
+        # later llvmlite store attributes otherwise, the loops keep LLVM's
+        # default width rather than fail to compile.)
+        try:
+            set.add(builder.function.attributes, '"prefer-vector-width"="512"')
+        except (TypeError, AttributeError):
+            pass
         return context.get_dummy_value()
 
     return types.none(), codegen

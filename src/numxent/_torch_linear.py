@@ -55,25 +55,39 @@ def _tensor(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(a)
 
 
+def _run(tensors, args, chunk_bytes, need_grad: bool):
+    """(loss, [grad_input, grad_linear_weight, grad_linear_bias] as tensors,
+    or None without ``need_grad``) of the chunked NumPy computation on the
+    tensors' memory, PyTorch's BLAS for the products. ``tensors``: input,
+    linear_weight, target, linear_bias, weight; ``args``: ignore_index,
+    reduction, label_smoothing, lse_square_scale, softcap."""
+    input, linear_weight, target, linear_bias, weight = tensors
+    ignore, reduction, eps, z, cap = args
+    res = _linear_ce(
+        _np(input), _np(linear_weight), _np(target), _np(linear_bias), _np(weight),
+        None, ignore, reduction, eps, z, cap, False, need_grad, None, chunk_bytes,
+        _torch_gemm,
+    )  # fmt: skip
+    if not need_grad:
+        return res, None
+    grads = [
+        None if g is None else torch.from_numpy(np.ascontiguousarray(g)) for g in res[1]
+    ]
+    return res[0], grads
+
+
 class _LinearCEFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, linear_weight, target, linear_bias, weight, reduction,
                 ignore_index, label_smoothing, lse_square_scale, softcap,
                 chunk_bytes):  # fmt: skip
         need = any(ctx.needs_input_grad[i] for i in (0, 1, 3))
-        res = _linear_ce(
-            _np(input), _np(linear_weight), _np(target), _np(linear_bias),
-            _np(weight), None, ignore_index, reduction, label_smoothing,
-            lse_square_scale, softcap, False, need, None, chunk_bytes, _torch_gemm,
-        )  # fmt: skip
-        loss, grads = (res[0], res[1]) if need else (res, None)
-        ctx.grads = None if grads is None else [
-            None if g is None else torch.from_numpy(np.ascontiguousarray(g))
-            for g in grads
-        ]  # fmt: skip
-        ctx.save_for_backward(input, linear_weight, target, linear_bias, weight)
-        ctx.args = (reduction, ignore_index, label_smoothing, lse_square_scale,
-                    softcap, chunk_bytes)  # fmt: skip
+        tensors = (input, linear_weight, target, linear_bias, weight)
+        ctx.args = (ignore_index, reduction, label_smoothing, lse_square_scale,
+                    softcap)  # fmt: skip
+        ctx.chunk_bytes = chunk_bytes
+        loss, ctx.grads = _run(tensors, ctx.args, chunk_bytes, need)
+        ctx.save_for_backward(*tensors)
         return torch.from_numpy(np.array(loss))
 
     @staticmethod
@@ -84,14 +98,7 @@ class _LinearCEFunction(torch.autograd.Function):
         # second backward (retain_graph=True) computes them again.
         grads, ctx.grads = ctx.grads, None
         if grads is None:
-            input, linear_weight, target, linear_bias, weight = ctx.saved_tensors
-            reduction, ignore, eps, z, cap, chunk_bytes = ctx.args
-            _, g = _linear_ce(
-                _np(input), _np(linear_weight), _np(target), _np(linear_bias),
-                _np(weight), None, ignore, reduction, eps, z, cap, False, True, None,
-                chunk_bytes, _torch_gemm,
-            )  # fmt: skip
-            grads = [None if a is None else torch.from_numpy(a) for a in g]
+            _, grads = _run(ctx.saved_tensors, ctx.args, ctx.chunk_bytes, True)
         gi, gw, gb = grads
         go = grad_output
         if not (go.numel() == 1 and go.item() == 1.0):

@@ -4,7 +4,8 @@ soft-capping) and the ``LinearCrossEntropyLoss`` module.
 
 The forward runs the chunked NumPy implementation on the tensors' memory and
 computes all three gradients; the backward only multiplies them by
-``grad_output``. Served: CPU float32/float64 tensors, int64 class indices,
+``grad_output``. Served: CPU float32/float64 tensors (``nn.Parameter``
+weights included), int64 class indices,
 (C,)-shaped bias and class weights. Anything else goes to PyTorch's
 ``F.linear_cross_entropy`` (the extras then by their formulas on PyTorch's
 materialised logits).
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ._torch_serve import plain_tensor
 from .errors import NumxentError
 from .linear import DEFAULT_CHUNK_BYTES, _linear_ce
 
@@ -112,7 +114,7 @@ def _served(input, linear_weight, target, linear_bias, weight, reduction) -> boo
     ts = [input, linear_weight, target] + [
         t for t in (linear_bias, weight) if t is not None
     ]
-    if any(type(t) is not torch.Tensor or t.device.type != "cpu" for t in ts):
+    if not all(plain_tensor(t) for t in ts):
         return False
     if input.dtype not in _SERVED or linear_weight.dtype != input.dtype:
         return False

@@ -11,7 +11,8 @@ uint8 class indices or probability targets, every reduction, weights,
 ``ignore_index`` and label smoothing; bfloat16/float16 logits with class
 indices (read in place, float32 arithmetic, gradient in the logits' dtype,
 a float32 loss under CPU autocast). Handed to PyTorch's own implementation
-(same results and errors): other devices and dtypes, tensor subclasses,
+(same results and errors): other devices and dtypes, tensor subclasses
+with a ``__torch_function__`` of their own (``nn.Parameter`` is served),
 targets or weights that require grad, double backward, and every call
 numxent's checks reject (a :class:`numxent.NumxentError`).
 
@@ -48,6 +49,7 @@ from torch.nn.modules.loss import _Reduction
 from . import _validation as _V
 from . import functional as _nx
 from ._torch_linear import LinearCrossEntropyLoss, linear_cross_entropy
+from ._torch_serve import plain_tensor
 from .errors import NumxentError
 
 __all__ = [
@@ -272,13 +274,7 @@ def _scale(grad: torch.Tensor, grad_output: torch.Tensor, per_row: bool):
     return grad.mul_(grad_output)
 
 
-def _served_tensor(t) -> bool:
-    # (quantized tensors fail the dtype checks that follow every use; while
-    # compiling, tensors are fake or functional: their type says nothing)
-    return (
-        type(t) is torch.Tensor
-        or (torch.compiler.is_compiling() and isinstance(t, torch.Tensor))
-    ) and (t.is_cpu and t.layout is torch.strided)
+_served_tensor = plain_tensor
 
 
 # --------------------------------------------------------------------------

@@ -126,6 +126,32 @@ def test_cross_entropy_float32_and_zero_denominator(rng):
     np.testing.assert_allclose(lc, ref, rtol=1e-6)
 
 
+@pytest.mark.parametrize("fmt", ["float16", "bfloat16"])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_cross_entropy_16bit_class_indices(rng, fmt, reduction):
+    """16-bit logits with class indices: read in place per block, as by the
+    NumPy API (once a KeyError at compute: the 16-bit call reached the
+    float32 kernel's dispatcher)."""
+    if fmt == "float16":
+        dtype = np.dtype(np.float16)
+    else:
+        dtype = np.dtype(pytest.importorskip("ml_dtypes").bfloat16)
+    x = (rng.standard_normal((90, 7)) * 3).astype(dtype)
+    y = rng.integers(0, 7, 90)
+    y[::11] = -100
+    xd = da.from_array(x, chunks=(25, 7))
+    loss, grad = nxd.cross_entropy(xd, y, reduction=reduction, return_grad=True)
+    lc, gc = dask.compute(loss, grad)
+    ref, ref_g = cross_entropy_ref(x.astype(np.float64), y, reduction=reduction)
+    assert lc.dtype == x.dtype and gc.dtype == x.dtype
+    np.testing.assert_allclose(np.asarray(lc, np.float64), ref, rtol=1e-2)
+    # each block's rows are the NumPy API's rows, bit for bit
+    _, g_np = nx.cross_entropy(x, y, reduction="none", return_grad=True)
+    if reduction == "none":
+        np.testing.assert_array_equal(gc.view(np.uint16), g_np.view(np.uint16))
+    np.testing.assert_allclose(np.asarray(gc, np.float64), ref_g, atol=2e-2)
+
+
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("weights", ["none", "per_class", "per_sample", "all"])
 def test_bce_matches_reference(rng, reduction, weights):

@@ -30,7 +30,7 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-import numxent.sklearn as nxs  # noqa: E402
+import numxent._objective as objective  # noqa: E402
 from numxent.sklearn import CrossEntropyClassifier  # noqa: E402
 
 TIGHT = dict(tol=1e-10, max_iter=10_000)
@@ -186,13 +186,13 @@ def test_warm_start_starts_from_previous_solution(digits):
 def test_float32_trains_in_float32(digits, monkeypatch):
     X, y = digits
     seen = []
-    real = nxs.cross_entropy
+    real = objective.cross_entropy
 
     def spy(logits, target, **kw):
         seen.append((logits.dtype, kw["out"].dtype))
         return real(logits, target, **kw)
 
-    monkeypatch.setattr(nxs, "cross_entropy", spy)
+    monkeypatch.setattr(objective, "cross_entropy", spy)
     X32 = X.astype(np.float32)
     c32 = CrossEntropyClassifier(C=0.1, tol=1e-6, max_iter=1000).fit(X32, y)
     assert seen and set(seen) == {(np.dtype(np.float32), np.dtype(np.float32))}
@@ -210,13 +210,13 @@ def test_float32_trains_in_float32(digits, monkeypatch):
 def test_float32_binary_and_multilabel_stay_float32(cancer, monkeypatch):
     X, y = cancer
     seen = []
-    real = nxs.binary_cross_entropy_with_logits
+    real = objective.binary_cross_entropy_with_logits
 
     def spy(logits, target, **kw):
         seen.append(logits.dtype)
         return real(logits, target, **kw)
 
-    monkeypatch.setattr(nxs, "binary_cross_entropy_with_logits", spy)
+    monkeypatch.setattr(objective, "binary_cross_entropy_with_logits", spy)
     X32 = X.astype(np.float32)
     clf = CrossEntropyClassifier().fit(X32, y)
     Y = np.column_stack([y, 1 - y, X[:, 0] > 0])
@@ -279,11 +279,11 @@ def test_blocked_objective_matches_naive_for_any_threads(kind, monkeypatch):
     ref = _naive_objective(
         X, y, sw, kind, theta, 0.01, 0.1 if kind == "multiclass" else 0
     )
-    monkeypatch.setattr(nxs, "BLOCK_ELEMENTS", 64)  # 44 blocks of 4 rows
+    monkeypatch.setattr(objective, "BLOCK_ELEMENTS", 64)  # 44 blocks of 4 rows
     got = {}
     for threads in (1, 2, 3):
-        with nxs._fit_threads(threads) as pool:
-            obj = nxs._Objective(
+        with objective.fit_threads(threads) as pool:
+            obj = objective.Objective(
                 X,
                 y,
                 sw,

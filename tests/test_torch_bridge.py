@@ -19,6 +19,7 @@ import pytest
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 nt = pytest.importorskip("numxent.torch")
+serve = pytest.importorskip("numxent._torch_serve")
 
 REDUCTIONS = ["mean", "sum", "none"]
 DTYPES = [torch.float32, torch.float64]
@@ -463,11 +464,11 @@ def test_training_loop_matches_torch(threads):
 @pytest.fixture
 def pool_small(monkeypatch):
     """Pool even the tests' small buffers (by default only >= 1 MiB)."""
-    monkeypatch.setattr(nt._GradientPool, "MIN_BYTES", 1)
+    monkeypatch.setattr(serve._GradientPool, "MIN_BYTES", 1)
 
 
 def _pooled(shape, dtype=torch.float32):
-    return list(nt._POOL._bufs.get((tuple(shape), dtype), ()))
+    return list(serve._POOL._bufs.get((tuple(shape), dtype), ()))
 
 
 def _nonleaf_grad(x, w, t, fn=None, **kw):
@@ -598,10 +599,11 @@ def test_pool_concurrent_threads_never_share_a_buffer():
 
 _FORK_WITH_POOL_LOCK_HELD = """
 import os, signal, threading, time, torch, numxent.torch as nt
-nt._GradientPool.MIN_BYTES = 1  # the pool (and its lock) serves this small call
+import numxent._torch_serve as serve
+serve._GradientPool.MIN_BYTES = 1  # the pool (and its lock) serves this small call
 held = threading.Event()
 def hold():
-    with nt._POOL._lock:
+    with serve._POOL._lock:
         held.set()
         time.sleep(0.5)
 t = threading.Thread(target=hold)
@@ -661,7 +663,7 @@ def test_pool_limit():
     t = torch.randint(0, 6, (10,), generator=gen)
     old = nt.set_gradient_pool_bytes(0)
     try:
-        assert nt._POOL._bufs == {}
+        assert serve._POOL._bufs == {}
         _nonleaf_grad(x, w, t)
         assert _pooled((10, 6)) == []
         nt.set_gradient_pool_bytes(10 * 6 * 4)  # room for exactly one

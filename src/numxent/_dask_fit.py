@@ -21,44 +21,30 @@ import warnings
 
 import dask
 import dask.array as da
-import numba
 import numpy as np
 from sklearn.utils import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from threadpoolctl import threadpool_limits
 
-from .dask import RechunkWarning
-from .sklearn import _Objective, penalised
+from . import _validation as V
+from ._objective import Objective, one_numba_thread, penalised, smoothed, target_kind
+from .dask import SPLIT_EVERY, RechunkWarning, tree
 
 __all__ = ["fit_dask", "predict_dask", "scores_dask", "DaskObjective"]
-
-#: Consecutive partial sums added by one node of the reduction tree.
-SPLIT_EVERY = 8
 
 
 def _as_features(X, name: str = "X", n_features: int | None = None) -> da.Array:
     """``X`` as a 2-D float32/float64 dask array chunked by rows only."""
     if not isinstance(X, da.Array):
-        if type(X).__module__.startswith("dask."):
+        if V.is_dask_collection(X):
             X = X.to_dask_array(lengths=True)
         else:
             X = da.asarray(np.asarray(X))
-    if X.ndim != 2:
-        raise ValueError(
-            f"Expected a 2-D dask array for {name}, got {X.ndim} dimension(s)"
-        )
-    if any(np.isnan(c) for c in X.chunks[0]):
-        raise ValueError(
-            f"{name} has unknown chunk sizes; call {name}.compute_chunk_sizes() first"
-        )
-    if n_features is not None and X.shape[1] != n_features:
-        raise ValueError(
-            f"{name} has {X.shape[1]} features, but CrossEntropyClassifier is "
-            f"expecting {n_features} features as input."
-        )
+    V.check_features(X.shape, name, None)
+    V.check_known_chunks(X.chunks[:1], name)
+    V.check_features(X.shape, name, n_features)
     if X.dtype not in (np.float32, np.float64):
-        if X.dtype.kind not in "biuf":
-            raise ValueError(f"{name} must hold numbers, got dtype {X.dtype}")
+        V.check_numeric(X.dtype, name)
         X = X.astype(np.float64)
     if len(X.chunks[1]) > 1:
         warnings.warn(
@@ -76,10 +62,7 @@ def _like_rows(a, chunks, name: str) -> da.Array:
     """A NumPy or dask array with ``chunks`` along its first axis."""
     if not isinstance(a, da.Array):
         a = da.from_array(np.asarray(a), chunks=-1)
-    if a.shape[0] != sum(chunks):
-        raise ValueError(
-            f"{name} has {a.shape[0]} samples, X has {sum(chunks)}: they must match"
-        )
+    V.check_same_samples(a.shape[0], sum(chunks), name)
     return a.rechunk({0: chunks, **{i: -1 for i in range(1, a.ndim)}})
 
 
@@ -89,9 +72,7 @@ def _sample_weight(sample_weight, n: int, chunks) -> da.Array | None:
     if isinstance(sample_weight, numbers.Real):
         return da.full(n, float(sample_weight), chunks=(chunks,))
     sw = _like_rows(sample_weight, chunks, "sample_weight").astype(np.float64)
-    if sw.ndim != 1:
-        raise ValueError(f"sample_weight.shape == {sw.shape}, expected ({n},)")
-    return sw
+    return V.check_sample_weight_vector(sw, n)
 
 
 def _aligned(b: np.ndarray) -> np.ndarray:
@@ -106,13 +87,9 @@ def _block_sums(Xb, tb, sb, coef, kind, n_out, fit_intercept, eps):
     Numba thread: the parallelism is the scheduler's)."""
     n_coef = n_out * Xb.shape[1]
     W = coef[:n_coef].reshape(n_out, -1)
-    before = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        obj = _Objective(Xb, tb, sb, kind, n_out, fit_intercept, 0.0, eps, None, 1)
+    with one_numba_thread():
+        obj = Objective(Xb, tb, sb, kind, n_out, fit_intercept, 0.0, eps, None, 1)
         return obj.sums(W, coef[n_coef:])
-    finally:
-        numba.set_num_threads(before)
 
 
 def _add_sums(*parts):
@@ -165,13 +142,7 @@ class DaskObjective:
             )  # fmt: skip
             for Xb, tb, sb in blocks
         ]
-        node = dask.delayed(_add_sums, pure=False)
-        while len(parts) > SPLIT_EVERY:
-            parts = [
-                node(*parts[i : i + SPLIT_EVERY])
-                for i in range(0, len(parts), SPLIT_EVERY)
-            ]
-        return parts
+        return tree(parts, _add_sums, pure=False, until=SPLIT_EVERY)
 
     def __call__(self, theta):
         # the tree's last node runs here: one small transfer per part, and
@@ -202,48 +173,27 @@ def fit_dask(est, X, y, sample_weight):
     y = _like_rows(y, chunks, "y")
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
-    if y.ndim > 2:
-        raise ValueError(f"y must be 1-D or 2-D, got {y.ndim} dimensions")
-
+    V.check_ndim_at_most(y, 2, "y")
     if y.ndim == 2:
-        values = np.unique(da.unique(y).compute())
-        if not np.isin(values, [0, 1]).all():
-            raise ValueError(
-                "a 2-D y must be a 0/1 multi-label indicator matrix; got values "
-                f"{values[:5].tolist()}"
-            )
-        if est.class_weight is not None:
-            raise ValueError(
-                "class_weight is not supported for multi-label targets; pass "
-                "sample_weight instead"
-            )
-        kind, classes, n_out = "multilabel", np.arange(y.shape[1]), y.shape[1]
-        target = y.astype(dtype)
-        y_idx = None
+        V.check_indicator(np.unique(da.unique(y).compute()))
+        classes, y_type = np.arange(y.shape[1]), "multilabel-indicator"
     else:
         classes = np.unique(da.unique(y).compute())
         check_classification_targets(classes)
         y_type = type_of_target(classes, input_name="y")
-        if y_type not in ("binary", "multiclass"):
-            raise ValueError(
-                f"{type(est).__name__} supports binary, multiclass and "
-                f"multi-label indicator targets; got a '{y_type}' target"
-            )
-        if classes.size < 2:
-            raise ValueError(
-                "This solver needs samples of at least 2 classes in the data, "
-                f"but the data contains only one class: {classes[0]!r}"
-            )
+    kind, n_out = target_kind(y_type, classes, est.class_weight, type(est).__name__,
+                              classes.size)  # fmt: skip
+    y_idx = None
+    if kind == "multilabel":
+        target = y.astype(dtype)
+    else:
         y_idx = y.map_blocks(lambda b: np.searchsorted(classes, b), dtype=np.intp)
-        kind = "binary" if classes.size == 2 else "multiclass"
-        n_out = 1 if kind == "binary" else classes.size
         target = y_idx.astype(dtype) if kind == "binary" else y_idx
 
     sw = _sample_weight(sample_weight, n, chunks)
     if sw is not None:
         ok, = dask.compute(da.all(da.isfinite(sw) & (sw >= 0)))  # fmt: skip
-        if not ok:
-            raise ValueError("sample_weight must be finite and non-negative")
+        V.check_weights_ok(ok, "sample_weight")
     if est.class_weight is not None:
         counts = None
         if est.class_weight == "balanced":
@@ -256,8 +206,7 @@ def fit_dask(est, X, y, sample_weight):
         sw = base * y_idx.map_blocks(lambda i: cw[i], dtype=np.float64)
 
     eps = float(est.label_smoothing)
-    if kind != "multiclass" and eps > 0:
-        target = (target * (1.0 - eps) + eps / 2).astype(dtype)
+    target = smoothed(target, kind, eps, dtype)
     # aligned copies of the blocks that arrived unaligned (the others are
     # kept as they are, not copied), persisted for the evaluations
     X, target, sw = (
@@ -265,9 +214,7 @@ def fit_dask(est, X, y, sample_weight):
         for a in (X, target, sw)
     )
     X, target, sw = dask.persist(X, target, sw)
-    sw_sum = float(n if sw is None else sw.sum().compute())
-    if not sw_sum > 0:
-        raise ValueError("sample_weight (times class weights) sums to zero")
+    sw_sum = V.check_weight_sum(float(n if sw is None else sw.sum().compute()))
 
     est.classes_ = classes
     est._kind = kind

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._torch_serve import plain_tensor
+from ._torch_serve import _ce_reference, plain_tensor
 from .errors import NumxentError
 from .linear import DEFAULT_CHUNK_BYTES, _linear_ce
 
@@ -141,21 +141,10 @@ def _reference(input, linear_weight, target, linear_bias, weight, reduction,
             label_smoothing=label_smoothing,
         )  # fmt: skip
     x = F.linear(input, linear_weight, linear_bias)
-    if softcap is not None:
-        x = softcap * torch.tanh(x / softcap)
-    x2 = x.reshape(-1, x.shape[-1])
-    y = target.reshape(-1)
-    ce = F.cross_entropy(x2, y, weight=weight, reduction="none",
-                         ignore_index=ignore_index,
-                         label_smoothing=label_smoothing)  # fmt: skip
-    keep = y != ignore_index
-    yk = torch.where(keep, y, 0)
-    wy = keep.to(x.dtype) if weight is None else weight[yk] * keep
-    lse = torch.logsumexp(x2, -1)
-    rows = ce + torch.where(keep, lse_square_scale * wy * lse * lse, 0.0)
-    if reduction == "none":
-        return rows.reshape(target.shape)
-    return rows.sum() / wy.sum() if reduction == "mean" else rows.sum()
+    rows = _ce_reference(x.reshape(-1, x.shape[-1]), target.reshape(-1), weight,
+                         ignore_index, reduction, label_smoothing, lse_square_scale,
+                         softcap)  # fmt: skip
+    return rows.reshape(target.shape) if reduction == "none" else rows
 
 
 def linear_cross_entropy(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import torch as _bridge
+from . import _torch_serve as _bridge
 
 __all__ = ["cross_entropy_op", "bce_op"]
 

@@ -43,6 +43,12 @@ _EAGER_TYPES = frozenset(
 )
 
 
+def is_dask_collection(x) -> bool:
+    """Whether ``x`` is a dask collection (a type test: dask is not
+    imported)."""
+    return type(x).__module__.startswith("dask.")
+
+
 def lazy(a, b=None, c=None) -> bool:
     """Whether any argument is a dask collection (a type test: dask is not
     imported). The NumPy API hands such calls to ``numxent.dask``."""
@@ -197,6 +203,14 @@ def check_nonneg_int(value, name: str) -> int:
     n = int(value)
     if n < 0:
         raise InvalidValueError(f"{name} must be >= 0, got {n}")
+    return n
+
+
+def check_positive_int(value, name: str, what: str) -> int:
+    """``int(value)``, checked >= 1 (``what`` says what it counts)."""
+    n = check_nonneg_int(value, name)
+    if n == 0:
+        raise InvalidValueError(f"{name} must be >= 1 ({what})")
     return n
 
 
@@ -381,3 +395,185 @@ def broadcast_weight(
     # A broadcast view usually reshapes without a copy (zero strides stay
     # zero); the rare layouts that cannot are materialised.
     return readonly(b.reshape(rows, cols))
+
+
+# --------------------------------------------------------------------------
+# dask arrays (numxent.dask)
+# --------------------------------------------------------------------------
+def check_dask_array(x, name: str, is_array: bool) -> None:
+    """A dask collection other than a dask array (a DataFrame, a Bag) is
+    refused by name (``is_array``: whether ``x`` is a ``dask.array.Array``)."""
+    if is_dask_collection(x) and not is_array:
+        raise InvalidTypeError(
+            f"{name} must be a dask array (or a NumPy array), got "
+            f"{type(x).__name__}; convert it with .to_dask_array()"
+        )
+
+
+def check_known_chunks(chunks: tuple, name: str) -> None:
+    if any(c != c for cs in chunks for c in cs):  # NaN: unknown
+        raise InvalidValueError(
+            f"{name} has unknown chunk sizes; call {name}.compute_chunk_sizes() first"
+        )
+
+
+def check_no_out(out) -> None:
+    if out is not None:
+        raise InvalidValueError(
+            "out= is not supported on dask arrays: the gradient is a new lazy "
+            "dask array (store it with da.store or grad.to_zarr)"
+        )
+
+
+def check_shape(shape: tuple, expected: tuple, name: str) -> None:
+    if tuple(shape) != tuple(expected):
+        raise InvalidValueError(f"{name} must have shape {expected}, got {shape}")
+
+
+def check_broadcastable(shape: tuple, to: tuple, name: str) -> None:
+    try:
+        ok = np.broadcast_shapes(shape, to) == tuple(to)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise InvalidValueError(
+            f"{name} of shape {shape} cannot be broadcast to the logits' shape {to}"
+        )
+
+
+# --------------------------------------------------------------------------
+# linear_cross_entropy
+# --------------------------------------------------------------------------
+def check_linear(input, linear_weight, linear_bias):
+    """``(input, linear_weight, linear_bias or None)`` as arrays: input
+    (..., H), weight (V, H) with V >= 1, bias (V,)."""
+    h = check_logits(input, "input", min_ndim=1)
+    w = check_logits(linear_weight, "linear_weight", min_ndim=1)
+    if w.ndim != 2:
+        raise InvalidValueError(
+            f"linear_weight must be 2-D (n_classes, hidden), got shape {w.shape}"
+        )
+    n_classes, hidden = w.shape
+    if h.shape[-1] != hidden:
+        raise InvalidValueError(
+            f"input's last axis ({h.shape[-1]}) must match linear_weight's second "
+            f"axis (hidden size {hidden}): input {h.shape}, linear_weight {w.shape}"
+        )
+    if n_classes == 0:
+        raise InvalidValueError("linear_weight has 0 rows (classes)")
+    if linear_bias is None:
+        return h, w, None
+    b = check_logits(linear_bias, "linear_bias", min_ndim=1)
+    if b.shape != (n_classes,):
+        raise InvalidValueError(
+            f"linear_bias must have shape ({n_classes},) (linear_weight.shape[0]),"
+            f" got {b.shape}"
+        )
+    return h, w, b
+
+
+def check_class_indices(target, what: str) -> np.ndarray:
+    t = np.asarray(target)
+    if t.dtype.kind not in "iu":
+        raise InvalidTypeError(
+            f"target must be integer class indices for {what}, got dtype {t.dtype}"
+        )
+    return t
+
+
+# --------------------------------------------------------------------------
+# the estimator (numxent.sklearn, numxent._dask_fit)
+# --------------------------------------------------------------------------
+def raise_bad_param(estimator, name: str, want: str) -> NoReturn:
+    """scikit-learn's message for a constructor parameter out of its domain."""
+    value = getattr(estimator, name)
+    raise InvalidValueError(
+        f"The '{name}' parameter of {type(estimator).__name__} must be {want}. "
+        f"Got {value!r} instead."
+    )
+
+
+def check_class_weight_multilabel(class_weight) -> None:
+    if class_weight is not None:
+        raise InvalidValueError(
+            "class_weight is not supported for multi-label targets; pass "
+            "sample_weight instead"
+        )
+
+
+def check_target_type(y_type: str, estimator: str) -> None:
+    if y_type not in ("binary", "multiclass"):
+        raise InvalidValueError(
+            f"{estimator} supports binary, multiclass and multi-label indicator "
+            f"targets; got a '{y_type}' target"
+        )
+
+
+def check_two_classes(classes: np.ndarray) -> None:
+    if classes.size < 2:
+        raise InvalidValueError(
+            "This solver needs samples of at least 2 classes in the data, "
+            f"but the data contains only one class: {classes[0]!r}"
+        )
+
+
+def check_indicator(values: np.ndarray) -> None:
+    """A 2-D target holds only 0 and 1 (``values``: its distinct values)."""
+    if not np.isin(values, [0, 1]).all():
+        raise InvalidValueError(
+            "a 2-D y must be a 0/1 multi-label indicator matrix; got values "
+            f"{values[:5].tolist()}"
+        )
+
+
+def check_weight_sum(total: float) -> float:
+    if not total > 0:
+        raise InvalidValueError("sample_weight (times class weights) sums to zero")
+    return total
+
+
+def check_weights_ok(ok: bool, name: str) -> None:
+    if not ok:
+        raise InvalidValueError(f"{name} must be finite and non-negative")
+
+
+def check_sample_weight_vector(sw: np.ndarray, n: int) -> np.ndarray:
+    if sw.shape != (n,):
+        raise InvalidValueError(f"sample_weight.shape == {sw.shape}, expected ({n},)")
+    return sw
+
+
+def check_nonneg_sample_weight(sw: np.ndarray) -> np.ndarray:
+    if np.any(sw < 0):
+        raise InvalidValueError("sample_weight must be non-negative")
+    return sw
+
+
+def check_ndim_at_most(a, ndim: int, name: str) -> None:
+    if a.ndim > ndim:
+        raise InvalidValueError(
+            f"{name} must be 1-D or {ndim}-D, got {a.ndim} dimensions"
+        )
+
+
+def check_features(shape: tuple, name: str, n_features: int | None) -> None:
+    """A 2-D feature matrix, of ``n_features`` columns when that is given."""
+    if len(shape) != 2:
+        raise InvalidValueError(
+            f"Expected a 2-D dask array for {name}, got {len(shape)} dimension(s)"
+        )
+    if n_features is not None and shape[1] != n_features:
+        raise InvalidValueError(
+            f"{name} has {shape[1]} features, but CrossEntropyClassifier is "
+            f"expecting {n_features} features as input."
+        )
+
+
+def check_numeric(dtype: np.dtype, name: str) -> None:
+    if dtype.kind not in "biuf":
+        raise InvalidValueError(f"{name} must hold numbers, got dtype {dtype}")
+
+
+def check_same_samples(n: int, n_x: int, name: str) -> None:
+    if n != n_x:
+        raise InvalidValueError(f"{name} has {n} samples, X has {n_x}: they must match")

@@ -47,6 +47,7 @@ Errors
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 import warnings
@@ -57,11 +58,9 @@ import dask.array as da
 import numpy as np
 from dask.array.core import PerformanceWarning
 
-from . import _dispatch as D
 from . import _kernels as K
+from . import _ops as O
 from . import _validation as V
-from . import functional as F
-from .errors import InvalidTypeError, InvalidValueError
 
 __all__ = [
     "RechunkWarning",
@@ -81,9 +80,7 @@ class RechunkWarning(PerformanceWarning):
     """A dask array was rechunked so that its class axis is one chunk."""
 
 
-def is_dask_array(x: Any) -> bool:
-    """Whether ``x`` is a dask collection (cheap: no dask import)."""
-    return type(x).__module__.startswith("dask.")
+is_dask_array = V.is_dask_collection
 
 
 # --------------------------------------------------------------------------
@@ -92,17 +89,10 @@ def is_dask_array(x: Any) -> bool:
 
 
 def _as_logits(x, name: str = "logits", *, min_ndim: int = 1) -> da.Array:
+    V.check_dask_array(x, name, isinstance(x, da.Array))
     if not isinstance(x, da.Array):
-        if is_dask_array(x):
-            raise InvalidTypeError(
-                f"{name} must be a dask array (or a NumPy array), got "
-                f"{type(x).__name__}; convert it with .to_dask_array()"
-            )
         x = da.asarray(x)
-    if any(math.isnan(c) for cs in x.chunks for c in cs):
-        raise InvalidValueError(
-            f"{name} has unknown chunk sizes; call {name}.compute_chunk_sizes() first"
-        )
+    V.check_known_chunks(x.chunks, name)
     # the NumPy API's dtype and dimension checks, on an empty block
     V.check_logits(
         np.empty((0,) * x.ndim, dtype=x.dtype),
@@ -132,8 +122,7 @@ def _one_chunk(x: da.Array, axis: int, name: str) -> da.Array:
 
 def _like_rows(a, name: str, chunks: tuple, shape: tuple) -> da.Array:
     """``a`` (NumPy or dask) as a dask array of ``shape`` with ``chunks``."""
-    if is_dask_array(a) and not isinstance(a, da.Array):
-        raise InvalidTypeError(f"{name} must be a dask or NumPy array")
+    V.check_dask_array(a, name, isinstance(a, da.Array))
     arr = a if isinstance(a, da.Array) else da.from_array(np.asarray(a), chunks=-1)
     if arr.shape != tuple(shape):
         return arr  # the caller's check names the wrong shape
@@ -156,14 +145,16 @@ def _blocks(a: da.Array | None, numblocks: tuple) -> np.ndarray:
     return a.to_delayed(optimize_graph=False).reshape(numblocks)
 
 
-def _tree(parts: list, func) -> Any:
-    """``parts`` combined by ``func`` in a fixed tree, in order."""
-    node = dask.delayed(func, pure=True)
-    while len(parts) > 1:
+def tree(parts: list, func, *, pure: bool = True, until: int = 1) -> list:
+    """``parts`` combined by ``func`` in a fixed tree, in order: each node
+    combines :data:`SPLIT_EVERY` consecutive parts, level by level, until at
+    most ``until`` parts are left (returned as a list)."""
+    node = dask.delayed(func, pure=pure)
+    while len(parts) > until:
         parts = [
             node(*parts[i : i + SPLIT_EVERY]) for i in range(0, len(parts), SPLIT_EVERY)
         ]
-    return parts[0]
+    return parts
 
 
 def _add_floats(*parts: float) -> float:
@@ -229,8 +220,8 @@ def _lazy_result(fused, chunks, red, dtype, return_grad, row_ndim):
         loss = _assemble(rows, block_shape, dtype)
     else:
         flat = list(fused.ravel())
-        total = _tree([get(f, 1) for f in flat], _add_floats)
-        denom = _tree([get(f, 2) for f in flat], _add_floats)
+        (total,) = tree([get(f, 1) for f in flat], _add_floats)
+        (denom,) = tree([get(f, 2) for f in flat], _add_floats)
         value = dask.delayed(_finish, pure=True)(total, denom, red, dtype)
         loss = da.from_delayed(value, shape=(), dtype=dtype, meta=np.empty((), dtype))
     if not return_grad:
@@ -243,14 +234,6 @@ def _lazy_result(fused, chunks, red, dtype, return_grad, row_ndim):
     return loss, _assemble(grads, block_shape, dtype)
 
 
-def _reject_out(out) -> None:
-    if out is not None:
-        raise InvalidValueError(
-            "out= is not supported on dask arrays: the gradient is a new lazy "
-            "dask array (store it with da.store or grad.to_zarr)"
-        )
-
-
 # --------------------------------------------------------------------------
 # cross_entropy
 # --------------------------------------------------------------------------
@@ -261,22 +244,13 @@ def _ce_block(x, t, sw, weight, ignore_index, eps, red, want_grad):
     with the block's float64 loss total and "mean" denominator; the gradient
     is that of the block's summed loss."""
     block_red = "none" if red == "none" else "sum"
-    prep = F._ce_prepare(x, t, weight, sw, ignore_index, block_red, eps,
-                         want_grad, None)  # fmt: skip
-    args, hard, _, _, dtype, lead, grad, kgrad, tt = prep
-    per_row = args[-2]
-    if hard:
-        first_bad, denom, total = D.ce_hard(*args)
-        if first_bad >= 0:
-            V.raise_bad_label(tt.reshape(-1), first_bad, args[0].shape[1], lead)
-    else:
-        D.ce_soft(*args)
-        total = float(K.ordered_total(per_row)) if block_red == "sum" else 0.0
-        denom = float(per_row.shape[0] if sw is None else np.sum(args[3]))
-    if grad is not None and kgrad is not grad:
-        np.copyto(grad, kgrad, casting="same_kind")
-    rows = per_row.reshape(lead).astype(dtype) if red == "none" else None
-    return rows, float(total), float(denom), grad
+    c = O.prepare_ce(x, t, weight, sw, ignore_index, block_red, eps, want_grad)
+    denom, total = O.launch_ce(c)
+    if total is None:  # soft labels
+        total = float(K.ordered_total(c.per_row)) if block_red == "sum" else 0.0
+    grad = O.finish_grad(c.grad, c.grad_k)
+    rows = O.reduce_loss(c.per_row, red, denom, total, c.dtype, c.lead)
+    return (rows if red == "none" else None), float(total), float(denom), grad
 
 
 def cross_entropy(
@@ -312,7 +286,7 @@ def cross_entropy(
     >>> round(float(loss.compute()), 7), grad.chunks
     (0.2598602, ((1, 1), (3,)))
     """
-    _reject_out(out)
+    V.check_no_out(out)
     x = _as_logits(logits)
     single = x.ndim == 1
     if single:
@@ -331,9 +305,8 @@ def cross_entropy(
     probe_sw = None if sample_weight is None else np.empty(0)
     if sample_weight is not None and not is_dask_array(sample_weight):
         V.check_nonneg_weights(sample_weight, "sample_weight", None)
-    F.cross_entropy(probe_x, probe_t, weight=weight, sample_weight=probe_sw,
-                    ignore_index=ignore_index, reduction=red,
-                    label_smoothing=label_smoothing)  # fmt: skip
+    O.prepare_ce(probe_x, probe_t, weight, probe_sw, ignore_index, red,
+                 label_smoothing, False)  # fmt: skip
     V.classify_target(_shape_only(t_arr), _shape_only(x))  # dtype and shape
     if hard and t_arr.shape != lead:
         V.hard_labels(_shape_only(t_arr), n_classes, 0, lead)  # raises
@@ -347,10 +320,7 @@ def cross_entropy(
         )  # fmt: skip
         if single:
             s_arr = s_arr[np.newaxis]
-        if s_arr.shape != lead:
-            raise InvalidValueError(
-                f"sample_weight must have shape {lead}, got {s_arr.shape}"
-            )
+        V.check_shape(s_arr.shape, lead, "sample_weight")
         sw = _like_rows(s_arr, "sample_weight", x.chunks[:-1], lead)
 
     numblocks = x.numblocks
@@ -395,16 +365,12 @@ def _unbatch(res, single: bool, red: str, return_grad: bool):
 def _bce_block(x, t, w, pw, sw, red, want_grad):
     """One block: ``(losses or None, total, denominator, grad or None)``."""
     block_red = "none" if red == "none" else "sum"
-    prep = F._bce_prepare(x, t, w, pw, sw, block_red, want_grad, None)
-    args, _, _, dtype, shape, grad, kgrad = prep
-    D.bce(*args)
-    if grad is not None and kgrad is not grad:
-        np.copyto(grad, kgrad, casting="same_kind")
+    c = O.prepare_bce(x, t, w, pw, sw, block_red, want_grad)
+    O.launch_bce(c)
+    grad = O.finish_grad(c.grad, c.grad_k)
     if red == "none":
-        return args[-2].reshape(shape).astype(dtype), 0.0, 0.0, grad
-    total = float(K.ordered_total(args[-3]))
-    denom = float(math.prod(shape) if sw is None else np.sum(args[4]))
-    return None, total, denom, grad
+        return O.reduce_loss(c.elem, red, 1.0, None, c.dtype, c.shape), 0.0, 0.0, grad
+    return None, float(K.ordered_total(c.block_sums)), c.denom, grad
 
 
 def _bce_weight(w, name: str, x: da.Array):
@@ -417,15 +383,7 @@ def _bce_weight(w, name: str, x: da.Array):
         a = w
     else:
         a = V.check_nonneg_weights(w, name, None)
-    try:
-        shape = np.broadcast_shapes(a.shape, x.shape)
-    except ValueError:
-        shape = None
-    if shape != x.shape:
-        raise InvalidValueError(
-            f"{name} of shape {a.shape} cannot be broadcast to the logits' shape "
-            f"{x.shape}"
-        )
+    V.check_broadcastable(a.shape, x.shape, name)
     if not is_dask_array(a):
         lead = a.shape[: max(0, a.ndim - 1)]
         per_block = a.size == 1 or (x.ndim >= 2 and all(s == 1 for s in lead))
@@ -467,7 +425,7 @@ def binary_cross_entropy_with_logits(
     >>> float(loss.compute())  # doctest: +ELLIPSIS
     0.30475...
     """
-    _reject_out(out)
+    V.check_no_out(out)
     x = _as_logits(logits, min_ndim=0)
     scalar = x.ndim == 0
     if scalar:
@@ -488,15 +446,18 @@ def binary_cross_entropy_with_logits(
         s_arr = sample_weight if is_dask_array(sample_weight) else (
             V.check_nonneg_weights(sample_weight, "sample_weight", sw_lead)
         )  # fmt: skip
-        if s_arr.shape != sw_lead:
-            raise InvalidValueError(
-                f"sample_weight must have shape {sw_lead}, got {s_arr.shape}"
-            )
+        V.check_shape(s_arr.shape, sw_lead, "sample_weight")
         sw_chunks = x.chunks[:-1] if x.ndim >= 2 else x.chunks
         sw = _like_rows(s_arr, "sample_weight", sw_chunks, sw_lead)
-    F.binary_cross_entropy_with_logits(
-        np.empty((0, 1), x.dtype), np.empty((0, 1), t_arr.dtype), reduction=red
-    )  # the remaining checks (dtypes, reduction) on an empty block
+    O.prepare_bce(
+        np.empty((0, 1), x.dtype),
+        np.empty((0, 1), t_arr.dtype),
+        None,
+        None,
+        None,
+        red,
+        False,
+    )  # the remaining checks, on an empty block
 
     numblocks = x.numblocks
     xb = _blocks(x, numblocks)
@@ -528,10 +489,11 @@ def binary_cross_entropy_with_logits(
 # --------------------------------------------------------------------------
 
 
-def _rowwise(x, axis, func, keep: bool):
+def _rowwise(x, axis, mode: int, keep: bool):
+    func = functools.partial(O.rowwise, mode=mode)
     a = _as_logits(x, "x")
     axis = V.check_axis(axis, a.ndim) % a.ndim
-    F.logsumexp(np.empty((0, 1), a.dtype))  # the dtype checks on an empty block
+    O.rowwise(np.empty((0, 1), a.dtype), -1, K.MODE_LOGSUMEXP)  # the dtype checks
     if a.shape[axis] == 0:
         V.check_logits(np.empty((0,), a.dtype), "x")
     a = _one_chunk(a, axis, "x")
@@ -559,16 +521,16 @@ def logsumexp(x, axis: int = -1):
     >>> nx.logsumexp(x).compute()
     array([1.38629436, 1.69314718])
     """
-    return _rowwise(x, axis, F.logsumexp, keep=False)
+    return _rowwise(x, axis, K.MODE_LOGSUMEXP, keep=False)
 
 
 def log_softmax(x, axis: int = -1):
     """:func:`numxent.log_softmax` on a dask array, one call per block, with
     ``x``'s chunks (``axis`` in one chunk)."""
-    return _rowwise(x, axis, F.log_softmax, keep=True)
+    return _rowwise(x, axis, K.MODE_LOG_SOFTMAX, keep=True)
 
 
 def softmax(x, axis: int = -1):
     """:func:`numxent.softmax` on a dask array, one call per block, with
     ``x``'s chunks (``axis`` in one chunk)."""
-    return _rowwise(x, axis, F.softmax, keep=True)
+    return _rowwise(x, axis, K.MODE_SOFTMAX, keep=True)

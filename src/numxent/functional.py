@@ -1,10 +1,11 @@
 """The NumPy functional API.
 
-Each public function runs in three steps: *prepare* (validate and coerce the
-arguments through ``_validation``, allocate the outputs; everything that can
-raise on bad input happens here, before anything is written), *launch* (the
-kernel pair and its serial or parallel variant, picked by ``_dispatch``) and
-*reduce* (the loss total, the mean, the dtype of the results).
+Each public function runs the three steps of ``_ops``: *prepare* (validate
+and coerce the arguments through ``_validation``, allocate the outputs;
+everything that can raise on bad input happens here, before anything is
+written), *launch* (the kernel pair and its serial or parallel variant, picked
+by ``_dispatch``) and *reduce* (the loss total, the mean, the dtype of the
+results).
 
 Given a dask array (the logits, the target or ``sample_weight``), each
 function hands the call to its twin in ``numxent.dask`` and returns lazy dask
@@ -14,16 +15,13 @@ memory. (A type test on the hot path; dask is imported only then.)
 
 from __future__ import annotations
 
-import functools
-import math
 from typing import Any, Literal, overload
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from . import _bce_layout as B
-from . import _dispatch as D
 from . import _kernels as K
+from . import _ops as O
 from . import _validation as V
 
 __all__ = [
@@ -37,81 +35,6 @@ __all__ = [
 #: A loss: a NumPy scalar ("mean", "sum") or an array ("none").
 Loss = np.floating[Any] | NDArray[np.floating[Any]]
 Grad = NDArray[np.floating[Any]]
-
-_EMPTY_F64 = V.readonly(np.zeros(0, dtype=np.float64))
-# Hard labels on float16 / bfloat16 logits: the kernels read and write their
-# bits in place (uint16 views) and take the format as one more argument.
-_FMT_16BIT = {"float16": K.FMT_FLOAT16, "bfloat16": K.FMT_BFLOAT16}
-_REDUCE_CODES = {"none": K.REDUCE_NONE, "sum": K.REDUCE_SUM, "mean": K.REDUCE_MEAN}
-
-
-@functools.lru_cache(maxsize=64)
-def _unit_weights(n_classes: int) -> np.ndarray:
-    """Read-only ones(C): the class weights when none are given."""
-    return V.readonly(np.ones(n_classes))
-
-
-def _detach_from_out(a: np.ndarray, out: np.ndarray | None) -> np.ndarray:
-    """A private copy of ``a`` if writing ``out`` could change it mid-call."""
-    if out is not None and np.may_share_memory(a, out):
-        return V.readonly(a.copy())
-    return a
-
-
-def _logits_for_kernel(x: np.ndarray, out: np.ndarray | None, cdtype) -> np.ndarray:
-    xc = V.as_compute(x, cdtype)
-    if out is None or not np.may_share_memory(xc, out):
-        return xc
-    same = (
-        out.dtype == xc.dtype
-        and out.__array_interface__["data"][0] == xc.__array_interface__["data"][0]
-    )
-    # out=logits exactly: the kernels read each element before overwriting it.
-    # Any other overlap would let one row's gradient clobber another's logits.
-    return xc if same else V.readonly(xc.copy())
-
-
-def _alloc_grad(out, shape, dtype, cdtype):
-    """(grad returned to the user, array the kernel writes)."""
-    grad = out if out is not None else np.empty(shape, dtype=dtype)
-    if dtype == cdtype:
-        return grad, grad
-    # float16 / bfloat16 other than hard labels: computed in float32
-    return grad, np.empty(shape, dtype=cdtype)
-
-
-def _reduce(per_row, red: str, denom: float, total, dtype, shape, grad, kgrad):
-    """The loss as returned (and the gradient, when ``grad`` is not None).
-
-    ``per_row`` holds the kernel's float64 per-row (or per-block) losses and
-    ``total`` their ``ordered_total`` when the kernel computed it already.
-    """
-    if red == "mean" and denom == 0.0:
-        # 0/0: PyTorch's NaN loss; the gradient of a constant NaN is taken as 0.
-        if grad is None:
-            return dtype.type(math.nan)
-        grad[...] = 0
-        return dtype.type(math.nan), grad
-    if red != "none" and total is None:
-        total = float(K.ordered_total(per_row))  # float64, a fixed order
-    if dtype.itemsize == 2:
-        # float16 ends at 65504: a larger loss is inf, as PyTorch's, without
-        # NumPy's overflow warning
-        with np.errstate(over="ignore"):
-            loss = _cast_loss(per_row, red, denom, total, dtype, shape)
-    else:
-        loss = _cast_loss(per_row, red, denom, total, dtype, shape)
-    if grad is None:
-        return loss
-    if kgrad is not grad:
-        np.copyto(grad, kgrad, casting="same_kind")
-    return loss, grad
-
-
-def _cast_loss(per_row, red: str, denom: float, total, dtype, shape):
-    if red == "none":
-        return per_row.reshape(shape).astype(dtype)
-    return dtype.type(total if red == "sum" else total / denom)
 
 
 # --------------------------------------------------------------------------
@@ -302,152 +225,22 @@ def cross_entropy(
                                   ignore_index=ignore_index, reduction=reduction,
                                   label_smoothing=label_smoothing,
                                   return_grad=return_grad, out=out)  # fmt: skip
-    prep = _ce_prepare(logits, target, weight, sample_weight, ignore_index,
-                       reduction, label_smoothing, return_grad, out)  # fmt: skip
-    args, hard, red, denom, dtype, lead, grad, kgrad, t = prep
-    V.check_hard_only(hard, z, cap, return_z_loss)
-    per_row = args[-2]
-    if not hard:
-        total = None
-        if not (red == "mean" and denom == 0.0):
-            D.ce_soft(*args)
-        return _reduce(per_row, red, denom, total, dtype, lead, grad, kgrad)
-    if args[0].itemsize == 2:
-        # (the kernels read 16-bit logits as uint16 bits)
+    c = O.prepare_ce(logits, target, weight, sample_weight, ignore_index,
+                     reduction, label_smoothing, return_grad, out)  # fmt: skip
+    V.check_hard_only(c.hard, z, cap, return_z_loss)
+    if c.fmt != O.FMT_NONE:  # (the kernels read 16-bit logits as uint16 bits)
         V.check_plain_extras("float16/bfloat16 logits", z, cap, return_z_loss)
-        first_bad, denom, total = D.ce_hard_16bit(*args)
-    else:
-        zrows = np.zeros(per_row.shape[0]) if return_z_loss and z > 0.0 else _NO_ROWS
-        if cap > 0.0:
-            args = _capped_args(args, cap, t, lead)
-        first_bad, denom, total = D.ce_hard(*args, z, cap, zrows)  # type: ignore[call-arg]
-    if first_bad >= 0:
-        V.raise_bad_label(t.reshape(-1), first_bad, args[0].shape[1], lead)
-    res = _reduce(per_row, red, denom, total, dtype, lead, grad, kgrad)
+    zrows = O.NO_ROWS
+    if return_z_loss and z > 0.0:
+        zrows = np.zeros(c.per_row.shape[0])
+    denom, total = O.launch_ce(c, z, cap, zrows)
+    res = O.finish_ce(c, denom, total)
     if not return_z_loss:
         return res
-    z_loss = _reduce(zrows if z > 0.0 else np.zeros(per_row.shape[0]), red, denom,
-                     None, dtype, lead, None, None)  # fmt: skip
+    if z == 0.0:
+        zrows = np.zeros(c.per_row.shape[0])
+    z_loss = O.reduce_loss(zrows, c.reduction, denom, None, c.dtype, c.lead)
     return (res[0], z_loss, res[1]) if return_grad else (res, z_loss)
-
-
-# A zero-length per-row array the hard-label kernels never write (one array
-# type for every call: a read-only one would compile the kernels again).
-_NO_ROWS = np.zeros(0)
-
-
-def _capped_args(args, cap: float, t, lead):
-    """The hard-label kernel's arguments with the logits soft-capped: into the
-    gradient buffer (the kernel then runs in place on it) or, forward-only,
-    into a scratch array. The labels are scanned first, so a bad label raises
-    before anything is written."""
-    x, y, w, w_total, sw, ignore_k, eps, red_code, per_row, kgrad2 = args
-    first_bad, _ = K.scan_hard_labels(y, x.shape[1], ignore_k, w, sw)
-    if first_bad >= 0:
-        V.raise_bad_label(t.reshape(-1), first_bad, x.shape[1], lead)
-    xc = kgrad2 if kgrad2.shape[0] > 0 or x.shape[0] == 0 else np.empty_like(x)
-    D.softcap(x, cap, xc)
-    return (xc, y, w, w_total, sw, ignore_k, eps, red_code, per_row, kgrad2)
-
-
-def _ce_hard_checked(x, y, w, ignore_index, eps, reduction, grad):
-    """``cross_entropy`` for a call whose arguments are already checked.
-
-    The PyTorch bridge's entry for its common case (its own checks cost less
-    than the general coercions): ``x`` a C-contiguous read-only (N, C)
-    float32/float64 array, ``y`` C-contiguous read-only int64 labels of shape
-    (N,), ``w`` None or the class weights checked by
-    ``V.check_nonneg_weights`` and made by ``V.as_compute`` (float64), an
-    int64 ``ignore_index``, ``eps`` in [0, 1], ``reduction`` one of the three
-    names and ``grad`` None or a C-contiguous writable array of ``x``'s shape
-    and dtype that is ``x`` itself or shares no memory with the inputs.
-    Returns what ``cross_entropy`` returns (``return_grad`` is ``grad is not
-    None``) and raises its LabelIndexError on a label out of range.
-    """
-    n_rows, n_classes = x.shape
-    if w is None:
-        w, w_total = _unit_weights(n_classes), float(n_classes)
-    else:
-        w_total = float(np.add.reduce(w))
-    per_row = np.empty(n_rows, dtype=np.float64)
-    kgrad = grad if grad is not None else np.empty((0, n_classes), dtype=x.dtype)
-    first_bad, denom, total = D.ce_hard(x, y, w, w_total, _EMPTY_F64, ignore_index,
-                                        eps, _REDUCE_CODES[reduction], per_row,
-                                        kgrad)  # fmt: skip
-    if first_bad >= 0:
-        V.raise_bad_label(y, first_bad, n_classes, (n_rows,))
-    return _reduce(per_row, reduction, denom, total, x.dtype, (n_rows,), grad, grad)
-
-
-def _ce_prepare(logits, target, weight, sample_weight, ignore_index, reduction,
-                label_smoothing, return_grad, out):  # fmt: skip
-    """Check and coerce a cross_entropy call and allocate its outputs.
-
-    Returns ``(kernel args, hard, reduction, the mean's denominator (soft
-    labels; hard-label kernels compute it), dtype, leading shape, grad as
-    returned or None, the gradient the kernel writes, target)``.
-    """
-    x = V.check_logits(logits)
-    red = V.check_reduction(reduction)
-    eps = V.check_label_smoothing(label_smoothing)
-    ignore = V.check_ignore_index(ignore_index)
-    t, hard = V.classify_target(target, x)
-    dtype, cdtype = V.result_dtype(x), V.compute_dtype(x)
-    n_classes = x.shape[-1]
-    lead = x.shape[:-1]
-    n_rows = math.prod(lead)
-    out = V.check_out(out, x.shape, dtype, return_grad)
-    # float16 / bfloat16 logits with hard labels are read in place, not copied
-    # to float32 (the other 16-bit calls compute on a float32 copy)
-    in_place16 = hard and V.is_16bit(dtype)
-
-    # The weights as the kernels read them: float64, contiguous, and a private
-    # copy if they share memory with ``out``.
-    if weight is None:
-        w = _unit_weights(n_classes)  # cached, read-only, private: as is
-    else:
-        w = V.check_nonneg_weights(weight, "weight", (n_classes,))
-        w = _detach_from_out(V.as_compute(w, np.float64), out)
-    sw = _EMPTY_F64
-    if sample_weight is not None:
-        sw = V.check_nonneg_weights(sample_weight, "sample_weight", lead).reshape(-1)
-        sw = _detach_from_out(V.as_compute(sw, np.float64), out)
-    denom = 1.0
-    if hard:
-        y, ignore_k = V.hard_labels(t, n_classes, ignore, lead)
-    else:
-        V.check_soft_ignore_index(ignore)
-        tc = V.as_compute(t, cdtype).reshape(n_rows, n_classes)
-        tc = _detach_from_out(tc, out)
-        if red == "mean":
-            denom = float(n_rows if sample_weight is None else np.sum(sw))
-    # -- every check has passed but the hard labels' range, which the kernel
-    # scans before it writes anything: nothing below raises --
-
-    kdtype = dtype if in_place16 else cdtype  # the dtype the kernel reads
-    if return_grad:
-        grad, kgrad = _alloc_grad(out, x.shape, dtype, kdtype)
-        kgrad2 = kgrad if kgrad.ndim == 2 else kgrad.reshape(n_rows, n_classes)
-    else:
-        grad = kgrad = None
-        kgrad2 = np.empty((0, n_classes), dtype=kdtype)
-    per_row = np.empty(n_rows, dtype=np.float64)
-    xk = _logits_for_kernel(x, out, kdtype)
-    if xk.ndim != 2:
-        xk = xk.reshape(n_rows, n_classes)
-    if in_place16:
-        w_total = float(n_classes) if weight is None else float(np.add.reduce(w))
-        args = (xk.view(np.uint16), _FMT_16BIT[dtype.name], y, w, w_total, sw,
-                ignore_k, eps, _REDUCE_CODES[red], per_row,
-                kgrad2.view(np.uint16))  # fmt: skip
-    elif hard:
-        w_total = float(n_classes) if weight is None else float(np.add.reduce(w))
-        args = (xk, y, w, w_total, sw, ignore_k, eps, _REDUCE_CODES[red], per_row,
-                kgrad2)  # fmt: skip
-    else:
-        gscale = 1.0 / denom if red == "mean" and denom != 0.0 else 1.0
-        args = (xk, tc, w, sw, eps, gscale, per_row, kgrad2)
-    return args, hard, red, denom, dtype, lead, grad, kgrad, t
 
 
 # --------------------------------------------------------------------------
@@ -575,114 +368,15 @@ def binary_cross_entropy_with_logits(
             sample_weight=sample_weight, reduction=reduction,
             return_grad=return_grad, out=out,
         )  # fmt: skip
-    prep = _bce_prepare(logits, target, weight, pos_weight, sample_weight,
-                        reduction, return_grad, out)  # fmt: skip
-    args, red, denom, dtype, shape, grad, kgrad = prep
-    if not (red == "mean" and denom == 0.0):
-        D.bce(*args)
-    per_block = args[-2] if red == "none" else args[-3]  # elem_loss / block_sums
-    return _reduce(per_block, red, denom, None, dtype, shape, grad, kgrad)
-
-
-def _bce_prepare(logits, target, weight, pos_weight, sample_weight, reduction,
-                 return_grad, out):  # fmt: skip
-    """Check and coerce a BCE call and allocate its outputs.
-
-    Returns ``(kernel args, reduction, the mean's denominator, dtype, shape,
-    grad as returned or None, the gradient the kernel writes)``.
-    """
-    x = V.check_logits(logits, min_ndim=0, need_classes=False)
-    red = V.check_reduction(reduction)
-    t = V.check_bce_target(target, x)
-    dtype, cdtype = V.result_dtype(x), V.compute_dtype(x)
-    shape = x.shape
-    n_cols = shape[-1] if x.ndim >= 2 else math.prod(shape)
-    n_rows = math.prod(shape[:-1]) if x.ndim >= 2 else 1
-    n_el = math.prod(shape)
-    out = V.check_out(out, shape, dtype, return_grad)
-
-    has_sw = sample_weight is not None
-    unweighted = weight is None and pos_weight is None and not has_sw
-    if unweighted:
-        # cached: the weight checks, broadcasts and patterns below are most of
-        # a small call's time
-        w2 = pw2 = sw2 = B.unit_weights(n_rows, n_cols)
-    else:
-        w = V.check_nonneg_weights(1.0 if weight is None else weight, "weight", None)
-        pw = V.check_nonneg_weights(
-            1.0 if pos_weight is None else pos_weight, "pos_weight", None
-        )
-        sw_shape = shape[:-1] if x.ndim >= 2 else shape
-        sw = V.check_nonneg_weights(
-            sample_weight if has_sw else 1.0,
-            "sample_weight",
-            sw_shape if has_sw else None,
-        )
-        if has_sw and x.ndim >= 2:
-            sw = sw[..., np.newaxis]
-        w2 = V.broadcast_weight(w, "weight", shape, n_rows, n_cols)
-        pw2 = V.broadcast_weight(pw, "pos_weight", shape, n_rows, n_cols)
-        sw2 = V.broadcast_weight(sw, "sample_weight", shape, n_rows, n_cols)
-    denom = 1.0
-    if red == "mean":
-        denom = float(np.sum(sw2)) if has_sw else float(n_el)
-    # -- every check has passed: nothing below raises on user input --
-
-    if not unweighted:
-        w2, pw2, sw2 = (_detach_from_out(a, out) for a in (w2, pw2, sw2))
-    tk = _detach_from_out(V.as_compute(t, cdtype).reshape(-1), out)
-    if return_grad:
-        grad, kgrad = _alloc_grad(out, shape, dtype, cdtype)
-        kgrad1 = kgrad.reshape(-1)
-    else:
-        grad = kgrad = None
-        kgrad1 = np.empty(0, dtype=cdtype)
-    xk = _logits_for_kernel(x, out, cdtype).reshape(-1)
-    elem = np.empty(n_el if red == "none" else 0, dtype=np.float64)
-    block_sums = np.empty(-(-n_el // K.BCE_BLOCK), dtype=np.float64)
-    gscale = 1.0 / denom if red == "mean" and denom != 0.0 else 1.0
-    if unweighted:
-        fac_pat, pw_pat, row_scale = B.unit_patterns(cdtype)
-    else:
-        fac_pat, pw_pat, row_scale = B.weight_pattern(w2, pw2, sw2)
-        if cdtype != np.float64:  # the float32 kernel reads float32 patterns
-            fac_pat, pw_pat = fac_pat.astype(cdtype), pw_pat.astype(cdtype)
-    args = (xk, tk, w2, pw2, sw2, fac_pat, pw_pat, row_scale, gscale, block_sums,
-            elem, kgrad1)  # fmt: skip
-    return args, red, denom, dtype, shape, grad, kgrad
+    c = O.prepare_bce(logits, target, weight, pos_weight, sample_weight,
+                      reduction, return_grad, out)  # fmt: skip
+    O.launch_bce(c)
+    return O.finish_bce(c)
 
 
 # --------------------------------------------------------------------------
 # logsumexp / log_softmax / softmax
 # --------------------------------------------------------------------------
-
-
-def _rowwise(x, axis, mode: int):
-    """prepare, launch and reduce of the rowwise family."""
-    a = V.check_logits(x, "x")
-    axis = V.check_axis(axis, a.ndim)
-    dtype, cdtype = V.result_dtype(a), V.compute_dtype(a)
-    last = axis in (-1, a.ndim - 1)  # the common case: no axis moves
-    moved = a if last else np.moveaxis(a, axis, -1)
-    lead = moved.shape[:-1]
-    n = moved.shape[-1]
-    rows = math.prod(lead)
-    xk = V.as_compute(moved, cdtype)
-    if xk.ndim != 2:
-        xk = xk.reshape(rows, n)
-    if mode == K.MODE_LOGSUMEXP:
-        lse = np.empty(rows, dtype=np.float64)
-        res = np.empty((0, n), dtype=cdtype)
-    else:
-        lse = np.empty(0, dtype=np.float64)
-        res = np.empty((rows, n), dtype=cdtype)
-
-    D.rowwise(xk, mode, lse, res)
-
-    if mode == K.MODE_LOGSUMEXP:
-        return lse.reshape(lead).astype(dtype)[()]
-    res = res.reshape(moved.shape).astype(dtype, copy=False)
-    return res if last else np.moveaxis(res, -1, axis)
 
 
 def logsumexp(x: ArrayLike, axis: int = -1) -> Loss:
@@ -718,7 +412,7 @@ def logsumexp(x: ArrayLike, axis: int = -1) -> Loss:
         from . import dask as lazy
 
         return lazy.logsumexp(x, axis)
-    return _rowwise(x, axis, K.MODE_LOGSUMEXP)
+    return O.rowwise(x, axis, K.MODE_LOGSUMEXP)
 
 
 def log_softmax(x: ArrayLike, axis: int = -1) -> NDArray[np.floating]:
@@ -751,7 +445,7 @@ def log_softmax(x: ArrayLike, axis: int = -1) -> NDArray[np.floating]:
         from . import dask as lazy
 
         return lazy.log_softmax(x, axis)
-    return _rowwise(x, axis, K.MODE_LOG_SOFTMAX)
+    return O.rowwise(x, axis, K.MODE_LOG_SOFTMAX)
 
 
 def softmax(x: ArrayLike, axis: int = -1) -> NDArray[np.floating]:
@@ -783,4 +477,4 @@ def softmax(x: ArrayLike, axis: int = -1) -> NDArray[np.floating]:
         from . import dask as lazy
 
         return lazy.softmax(x, axis)
-    return _rowwise(x, axis, K.MODE_SOFTMAX)
+    return O.rowwise(x, axis, K.MODE_SOFTMAX)

@@ -19,20 +19,16 @@ import math
 from typing import Any, Literal
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
 
-from . import _dispatch as D
 from . import _kernels as K
+from . import _ops as O
 from . import _validation as V
-from .errors import InvalidTypeError, InvalidValueError
 
 __all__ = ["linear_cross_entropy", "DEFAULT_CHUNK_BYTES"]
 
 #: Bytes of chunk logits held at a time, by default.
 DEFAULT_CHUNK_BYTES = 64 << 20
-_REDUCE_CODES = {"none": K.REDUCE_NONE, "sum": K.REDUCE_SUM, "mean": K.REDUCE_MEAN}
-_NO_ROWS = np.zeros(0)
-_EMPTY_F64 = np.zeros(0)
 
 try:  # SciPy's BLAS: gemm with alpha / beta into a given array
     from scipy.linalg import blas as _blas
@@ -66,19 +62,9 @@ def _gemm(alpha: float, a, b, c, beta: float) -> None:
         c += t
 
 
-def _check_2d(a, name: str, shape_doc: str) -> np.ndarray:
-    x = V.check_logits(a, name, min_ndim=1)
-    if x.ndim != 2:
-        raise InvalidValueError(f"{name} must be 2-D {shape_doc}, got shape {x.shape}")
-    return x
-
-
 def _chunk_rows(chunk_size, chunk_bytes, n_classes: int, itemsize: int) -> int:
     if chunk_size is not None:
-        n = V.check_nonneg_int(chunk_size, "chunk_size")
-        if n == 0:
-            raise InvalidValueError("chunk_size must be >= 1 (rows per chunk)")
-        return n
+        return V.check_positive_int(chunk_size, "chunk_size", "rows per chunk")
     budget = V.check_nonneg_int(chunk_bytes, "chunk_bytes")
     return max(1, budget // (n_classes * itemsize))
 
@@ -171,49 +157,19 @@ def _linear_ce(input, linear_weight, target, linear_bias, weight, sample_weight,
     """:func:`linear_cross_entropy` with the matrix products done by
     ``gemm(alpha, a, b, c, beta)`` (``c = alpha * a @ b + beta * c`` in place on
     NumPy arrays): the PyTorch bridge passes PyTorch's own."""
-    h = V.check_logits(input, "input", min_ndim=1)
-    w_lin = _check_2d(linear_weight, "linear_weight", "(n_classes, hidden)")
+    h, w_lin, bias = V.check_linear(input, linear_weight, linear_bias)
     n_classes, hidden = w_lin.shape
-    if h.shape[-1] != hidden:
-        raise InvalidValueError(
-            f"input's last axis ({h.shape[-1]}) must match linear_weight's second "
-            f"axis (hidden size {hidden}): input {h.shape}, linear_weight "
-            f"{w_lin.shape}"
-        )
-    if n_classes == 0:
-        raise InvalidValueError("linear_weight has 0 rows (classes)")
-    bias = None
-    if linear_bias is not None:
-        bias = V.check_logits(linear_bias, "linear_bias", min_ndim=1)
-        if bias.shape != (n_classes,):
-            raise InvalidValueError(
-                f"linear_bias must have shape ({n_classes},) (linear_weight.shape[0]),"
-                f" got {bias.shape}"
-            )
     red = V.check_reduction(reduction)
     eps = V.check_label_smoothing(label_smoothing)
     ignore = V.check_ignore_index(ignore_index)
     z = V.check_lse_square_scale(lse_square_scale)
     cap = V.check_softcap(softcap)
-    t = np.asarray(target)
-    if t.dtype.kind not in "iu":
-        raise InvalidTypeError(
-            f"target must be integer class indices for linear_cross_entropy, got "
-            f"dtype {t.dtype}"
-        )
+    t = V.check_class_indices(target, "linear_cross_entropy")
     lead = h.shape[:-1]
     n_rows = math.prod(lead)
     y, ignore_k = V.hard_labels(t, n_classes, ignore, lead)
-    if weight is None:
-        w = np.ones(n_classes)
-    else:
-        w = V.as_compute(
-            V.check_nonneg_weights(weight, "weight", (n_classes,)), np.dtype(np.float64)
-        )
-    sw = _EMPTY_F64
-    if sample_weight is not None:
-        sw = V.check_nonneg_weights(sample_weight, "sample_weight", lead).reshape(-1)
-        sw = V.as_compute(sw, np.dtype(np.float64))
+    w, w_total = O.class_weights(weight, n_classes)
+    sw = O.sample_weights(sample_weight, lead)
     first_bad, denom = K.scan_hard_labels(y, n_classes, ignore_k, w, sw)
     if first_bad >= 0:
         V.raise_bad_label(t.reshape(-1), first_bad, n_classes, lead)
@@ -225,7 +181,6 @@ def _linear_ce(input, linear_weight, target, linear_bias, weight, sample_weight,
     hk = V.as_compute(h, cdtype).reshape(n_rows, hidden)
     wk = V.as_compute(w_lin, cdtype)
     bk = None if bias is None else V.as_compute(bias, cdtype)
-    w_total = float(np.add.reduce(w))
     mean = red == "mean"
     empty_mean = mean and denom == 0.0
     gscale = 1.0 / denom if mean and not empty_mean else 1.0
@@ -234,12 +189,15 @@ def _linear_ce(input, linear_weight, target, linear_bias, weight, sample_weight,
     rows = max(1, min(rows, n_rows))
     buf = np.empty((rows, n_classes), dtype=cdtype)
     per_row = np.zeros(n_rows)
-    zrows = np.zeros(n_rows) if return_z_loss and z > 0.0 else _NO_ROWS
+    zrows = np.zeros(n_rows) if return_z_loss and z > 0.0 else O.NO_ROWS
     if return_grad:
         g_in = np.empty((n_rows, hidden), dtype=cdtype)
         g_w = np.zeros((n_classes, hidden), dtype=cdtype)
         g_b = None if bk is None else np.zeros(n_classes)
     no_grad = np.empty((0, n_classes), dtype=cdtype)
+    # each chunk: the cross-entropy call of its logits, in place in ``buf``
+    whole = O.CECall(buf, y, w, w_total, sw, ignore_k, eps, "sum", per_row, no_grad,
+                     O.FMT_NONE, True, denom, dtype, lead, None, None, t)  # fmt: skip
     for c0 in range(0, n_rows, rows):
         c1 = min(n_rows, c0 + rows)
         bc = buf[: c1 - c0]
@@ -247,24 +205,23 @@ def _linear_ce(input, linear_weight, target, linear_bias, weight, sample_weight,
         gemm(1.0, hc, wk.T, bc, 0.0)
         if bk is not None:
             bc += bk
-        if cap > 0.0:
-            D.softcap(bc, cap, bc)
-        zc = zrows[c0:c1] if zrows.shape[0] else _NO_ROWS
-        swc = sw[c0:c1] if sw.shape[0] else sw
-        D.ce_hard(bc, y[c0:c1], w, w_total, swc, ignore_k, eps, K.REDUCE_SUM,
-                  per_row[c0:c1], bc if return_grad else no_grad, z, cap,
-                  zc)  # fmt: skip
+        chunk = whole._replace(
+            x=bc, target=y[c0:c1], sw=sw[c0:c1] if sw.shape[0] else sw,
+            per_row=per_row[c0:c1], kgrad=bc if return_grad else no_grad,
+        )  # fmt: skip
+        zc = zrows[c0:c1] if zrows.shape[0] else O.NO_ROWS
+        O.launch_ce(chunk, z, cap, zc, scratch_logits=True)
         if return_grad and not empty_mean:
             gemm(gscale, bc, wk, g_in[c0:c1], 0.0)
             gemm(gscale, bc.T, hc, g_w, 1.0)
             if g_b is not None:
                 g_b += np.add.reduce(bc, axis=0, dtype=np.float64)
 
-    loss = _total(per_row, red, denom, dtype, lead)
+    loss = O.reduce_loss(per_row, red, denom, None, dtype, lead)
     res: tuple = (loss,)
     if return_z_loss:
-        res += (_total(zrows if z > 0.0 else np.zeros(n_rows), red, denom, dtype,
-                       lead),)  # fmt: skip
+        zr = zrows if z > 0.0 else np.zeros(n_rows)
+        res += (O.reduce_loss(zr, red, denom, None, dtype, lead),)
     if return_grad:
         if empty_mean:
             g_in[...] = 0
@@ -278,12 +235,3 @@ def _linear_ce(input, linear_weight, target, linear_bias, weight, sample_weight,
             gb = (g_b * gscale).astype(bias.dtype, copy=False)
         res += ((gi, gw, gb),)
     return res[0] if len(res) == 1 else res
-
-
-def _total(per_row: NDArray[np.float64], red: str, denom: float, dtype, lead):
-    if red == "none":
-        return per_row.reshape(lead).astype(dtype)
-    if red == "mean" and denom == 0.0:
-        return dtype.type(math.nan)
-    total = float(K.ordered_total(per_row))
-    return dtype.type(total if red == "sum" else total / denom)

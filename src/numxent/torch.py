@@ -34,23 +34,27 @@ differ from PyTorch's.
 
 from __future__ import annotations
 
-import math
-import os
-import sys
-import threading
-from collections import OrderedDict
-from typing import Any
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.nn.modules.loss import _Reduction
 
+from . import _torch_ops as _ops
 from . import _validation as _V
-from . import functional as _nx
 from ._torch_linear import LinearCrossEntropyLoss, linear_cross_entropy
-from ._torch_serve import plain_tensor
-from .errors import NumxentError
+from ._torch_serve import (
+    _CE_16BIT,
+    _LABEL_DTYPES,
+    _POOL,
+    _REDUCTIONS,
+    _SERVED_DTYPES,
+    _ce_reference,
+    _class_first,
+    _scale,
+    _Unserved,
+    bce_run,
+    ce_run,
+    plain_tensor,
+)
 
 __all__ = [
     "cross_entropy",
@@ -61,130 +65,6 @@ __all__ = [
     "linear_cross_entropy",
     "set_gradient_pool_bytes",
 ]
-
-_SERVED_DTYPES = (torch.float32, torch.float64)
-try:  # bfloat16 tensors reach numxent as ml_dtypes.bfloat16 arrays
-    import ml_dtypes as _ml_dtypes
-
-    _BF16_NP: Any = np.dtype(_ml_dtypes.bfloat16)
-    #: Served with class-index targets only, read in place (no float32 copy).
-    _CE_16BIT: tuple = (torch.bfloat16, torch.float16)
-except ImportError:  # pragma: no cover - ml_dtypes comes with the torch extra
-    _BF16_NP, _CE_16BIT = None, (torch.float16,)
-_LABEL_DTYPES = (torch.int64, torch.uint8)
-_REDUCTIONS = ("mean", "sum", "none")
-
-
-class _Unserved(Exception):
-    """Raised inside a forward when numxent rejects the call: PyTorch takes it."""
-
-
-# --------------------------------------------------------------------------
-# layout helpers
-# --------------------------------------------------------------------------
-def _class_last(t: torch.Tensor) -> torch.Tensor:
-    """PyTorch layout (class dim 1) -> numxent layout (class dim last); a view."""
-    return t.movedim(1, -1) if t.dim() > 2 else t
-
-
-def _class_first(t: torch.Tensor) -> torch.Tensor:
-    return t.movedim(-1, 1) if t.dim() > 2 else t
-
-
-# --------------------------------------------------------------------------
-# gradient buffer pool
-# --------------------------------------------------------------------------
-def _tensor_refs(bufs: list, i: int) -> int:
-    return sys.getrefcount(bufs[i])
-
-
-def _storage_refs(t: torch.Tensor) -> int:
-    return torch._C._storage_Use_Count(t.untyped_storage()._cdata)
-
-
-def _probe_baseline():
-    """Reference counts of a pooled tensor nobody else holds, measured through
-    the very calls the pool makes (robust to interpreter differences)."""
-    try:
-        probe = [torch.empty(1)]
-        base = (_tensor_refs(probe, 0), probe[0]._use_count(), _storage_refs(probe[0]))
-        held = probe[0]  # a second holder must be visible
-        seen = _tensor_refs(probe, 0) > base[0]
-        view = probe[0].detach()
-        seen_storage = _storage_refs(probe[0]) > base[2]
-        del held, view
-        return base if seen and seen_storage and base[1] == 1 else None
-    except Exception:  # private API missing in this PyTorch: no pooling
-        return None
-
-
-class _GradientPool:
-    """Buffers handed to autograd, reused once nobody else holds them."""
-
-    PER_KEY = 4
-    #: Smaller buffers come from the heap without page faults: not pooled.
-    MIN_BYTES = 1 << 20
-
-    def __init__(self, limit_bytes: int):
-        self.limit = int(limit_bytes)
-        self._lock = threading.Lock()
-        self._bufs: OrderedDict = OrderedDict()  # (shape, dtype) -> [Tensor]
-        self._base = _probe_baseline()
-        if hasattr(os, "register_at_fork"):
-            # A fork while another thread holds the lock would leave the
-            # child's copy locked forever.
-            os.register_at_fork(after_in_child=self._after_fork)
-
-    def _after_fork(self) -> None:
-        self._lock = threading.Lock()
-
-    def _unshared(self, bufs: list, i: int) -> bool:
-        base = self._base
-        return (
-            _tensor_refs(bufs, i) == base[0]
-            and bufs[i]._use_count() == base[1]
-            and _storage_refs(bufs[i]) == base[2]
-        )
-
-    def take(self, like: torch.Tensor) -> torch.Tensor:
-        """A contiguous tensor of ``like``'s shape and dtype that nobody else
-        holds."""
-        shape, dtype = tuple(like.shape), like.dtype
-        nbytes = like.numel() * dtype.itemsize
-        if self._base is None or nbytes < self.MIN_BYTES or nbytes > self.limit:
-            return _fresh(like)
-        key = (shape, dtype)
-        with self._lock:
-            bufs = self._bufs.setdefault(key, [])
-            self._bufs.move_to_end(key)
-            for i in range(len(bufs)):
-                if self._unshared(bufs, i):
-                    t = bufs[i]
-                    return t
-            t = torch.empty(shape, dtype=dtype)
-            bufs.append(t)
-            if len(bufs) > self.PER_KEY:
-                del bufs[0]
-            self._trim()
-            return t
-
-    def _trim(self) -> None:
-        def size(item):
-            (shape, dtype), bufs = item
-            return math.prod(shape) * dtype.itemsize * len(bufs)
-
-        total = sum(map(size, self._bufs.items()))
-        while total > self.limit and self._bufs:
-            total -= size(self._bufs.popitem(last=False))
-
-    def set_limit(self, nbytes: int) -> int:
-        with self._lock:
-            old, self.limit = self.limit, int(nbytes)
-            self._trim()
-        return old
-
-
-_POOL = _GradientPool(2 << 30)
 
 
 def set_gradient_pool_bytes(nbytes: int) -> int:
@@ -209,171 +89,6 @@ def set_gradient_pool_bytes(nbytes: int) -> int:
     0
     """
     return _POOL.set_limit(_V.check_nonneg_int(nbytes, "nbytes"))
-
-
-def _logits_and_buffer(x: torch.Tensor, need_grad: bool, pooled: bool):
-    """NumPy logits for the kernel and the tensor that will hold the gradient.
-
-    A contiguous ``x`` is read in place and a fresh or pooled buffer receives
-    the gradient; otherwise ``x`` is copied once into such a buffer, which is
-    then overwritten by its own gradient (numxent's ``out=logits``). A leaf
-    input's gradient is never pooled: ``AccumulateGrad`` adopts it as
-    ``.grad`` without a copy only if nobody else holds it.
-    """
-    x = x.detach()
-    take = _POOL.take if pooled else _fresh
-    if x.is_contiguous():
-        return _to_np(x), (take(x) if need_grad else None)
-    if not need_grad:
-        return _to_np(x.contiguous()), None
-    buf = take(x)
-    buf.copy_(x)
-    return _to_np(buf), buf
-
-
-def _fresh(like: torch.Tensor) -> torch.Tensor:
-    # (empty_like costs a third of torch.empty(shape, dtype=...) per call)
-    return torch.empty_like(like, memory_format=torch.contiguous_format)
-
-
-def _to_np(t: torch.Tensor) -> np.ndarray:
-    """A NumPy view of a CPU tensor; bfloat16 as ``ml_dtypes.bfloat16``."""
-    if t.dtype is torch.bfloat16:
-        return t.view(torch.int16).numpy().view(_BF16_NP)
-    return t.numpy()
-
-
-def _np(t: torch.Tensor | None):
-    if t is None:
-        return None
-    if t.dtype is torch.bfloat16:  # weights: numxent checks them as floats
-        return t.detach().float().numpy()
-    return t.detach().numpy()
-
-
-def _loss_tensor(loss) -> torch.Tensor:
-    """numxent's loss (a NumPy scalar or array) as a tensor, without a copy."""
-    a = np.asarray(loss)
-    if a.dtype == _BF16_NP:
-        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
-    return torch.from_numpy(a)
-
-
-_SKIP_UNIT_SCALE_FROM = 1 << 15
-
-
-def _scale(grad: torch.Tensor, grad_output: torch.Tensor, per_row: bool):
-    """grad * grad_output, in place on a buffer nobody else holds."""
-    if per_row:
-        # grad_output has the leading (per-sample) shape; grad has one more axis.
-        return grad.mul_(grad_output.unsqueeze(-1))
-    # Skipping a multiplication by 1 saves a pass over a large gradient; a
-    # small one is multiplied outright (cheaper than reading grad_output).
-    if grad.numel() >= _SKIP_UNIT_SCALE_FROM and grad_output.item() == 1.0:
-        return grad
-    return grad.mul_(grad_output)
-
-
-_served_tensor = plain_tensor
-
-
-# --------------------------------------------------------------------------
-# the served computation (shared by the autograd Functions and the custom ops)
-# --------------------------------------------------------------------------
-_I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
-_F64 = np.dtype(np.float64)
-
-
-def ce_run(input, target, weight, ignore_index, reduction, label_smoothing,
-           need_grad: bool, pooled: bool, extras: tuple = ()):  # fmt: skip
-    """The loss tensor and the gradient (class dim last, or None).
-
-    Raises :class:`_Unserved` where numxent's checks reject the call. The
-    common case (a contiguous (N, C) input, contiguous int64 labels) takes a
-    lean entry that skips the general coercions: the bridge's own checks
-    have covered them (a small call's time is mostly such overhead).
-    """
-    x = input.detach()
-    if (
-        not extras
-        and x.dim() == 2
-        and x.dtype in _SERVED_DTYPES
-        and x.is_contiguous()
-        and target.dtype is torch.int64
-        and target.is_contiguous()
-        and type(label_smoothing) is float
-        and 0.0 <= label_smoothing <= 1.0
-        and _I64_MIN <= ignore_index <= _I64_MAX
-    ):
-        x_np = x.numpy()
-        buf = g_np = None
-        if need_grad:
-            if pooled and x.numel() * x.element_size() >= _GradientPool.MIN_BYTES:
-                buf = _POOL.take(x)
-                g_np = buf.numpy()
-            else:
-                # (not NumPy's allocation, though cheaper: PyTorch aligns its
-                # buffers for its matrix kernels, which read this gradient next)
-                buf = _fresh(x)
-                g_np = buf.numpy()
-        try:
-            w = None
-            if weight is not None:
-                w = _V.check_nonneg_weights(
-                    weight.detach().numpy(), "weight", (x.shape[1],)
-                )
-                w = _V.as_compute(w, _F64)
-            res = _nx._ce_hard_checked(
-                _V.readonly(x_np),
-                _V.readonly(target.numpy()),
-                w,
-                ignore_index,
-                label_smoothing,
-                reduction,
-                g_np,
-            )
-        except NumxentError as exc:
-            raise _Unserved from exc
-        loss = res[0] if need_grad else res
-        return _loss_tensor(loss), buf
-    soft = target.is_floating_point()
-    x_np, buf = _logits_and_buffer(_class_last(x), need_grad, pooled)
-    t_np = _np(_class_last(target) if soft else target)
-    kw = dict(
-        weight=_np(weight),
-        ignore_index=ignore_index,
-        reduction=reduction,
-        label_smoothing=label_smoothing,
-    )
-    if extras:  # (lse_square_scale, softcap)
-        kw.update(lse_square_scale=extras[0], softcap=extras[1])
-    try:
-        if need_grad:
-            loss, _ = _nx.cross_entropy(
-                x_np, t_np, return_grad=True, out=_to_np(buf), **kw
-            )
-        else:
-            loss = _nx.cross_entropy(x_np, t_np, **kw)
-    except NumxentError as exc:
-        raise _Unserved from exc
-    return _loss_tensor(loss), buf
-
-
-def bce_run(input, target, weight, pos_weight, reduction, need_grad: bool,
-            pooled: bool):  # fmt: skip
-    """The loss tensor and the gradient (or None); raises :class:`_Unserved`."""
-    x_np, buf = _logits_and_buffer(input, need_grad, pooled)
-    kw = dict(weight=_np(weight), pos_weight=_np(pos_weight), reduction=reduction)
-    try:
-        if need_grad:
-            loss, _ = _nx.binary_cross_entropy_with_logits(
-                x_np, _np(target), return_grad=True, out=_to_np(buf), **kw
-            )
-        else:
-            loss = _nx.binary_cross_entropy_with_logits(x_np, _np(target), **kw)
-    except NumxentError as exc:
-        raise _Unserved from exc
-    return _loss_tensor(loss), buf
 
 
 # --------------------------------------------------------------------------
@@ -422,33 +137,6 @@ class _CrossEntropyFunction(torch.autograd.Function):
                              not input.is_leaf, ctx.extras)  # fmt: skip
         grad = _scale(grad, grad_output, reduction == "none")
         return _class_first(grad), None, None, None, None, None, None, None
-
-
-def _ce_reference(x, target, weight, ignore_index, reduction, label_smoothing,
-                  z=0.0, cap=None):  # fmt: skip
-    """PyTorch's cross-entropy, with z-loss and soft-capping by their formulas
-    (class dim 1; the extras need class-index targets)."""
-    kw = dict(weight=weight, ignore_index=ignore_index,
-              label_smoothing=label_smoothing)  # fmt: skip
-    if not z and cap is None:
-        return F.cross_entropy(x, target, reduction=reduction, **kw)
-    if target.is_floating_point():
-        raise ValueError(
-            "lse_square_scale and softcap apply to class-index targets only"
-        )
-    if cap is not None:
-        x = cap * torch.tanh(x / cap)
-    rows = F.cross_entropy(x, target, reduction="none", **kw)
-    keep = target != ignore_index
-    wy = keep.to(x.dtype)
-    if weight is not None:
-        wy = weight[torch.where(keep, target, 0)] * keep
-    if z:
-        lse = torch.logsumexp(x, dim=1 if x.dim() >= 2 else 0)
-        rows = rows + torch.where(keep, z * wy * lse * lse, 0.0)
-    if reduction == "none":
-        return rows
-    return rows.sum() / wy.sum() if reduction == "mean" else rows.sum()
 
 
 class _BCEWithLogitsFunction(torch.autograd.Function):
@@ -527,7 +215,7 @@ def _reduction_arg(size_average, reduce, reduction: str) -> str:
 
 
 def _ce_served(input, target, weight, reduction) -> bool:
-    if not (_served_tensor(input) and _served_tensor(target)):
+    if not (plain_tensor(input) and plain_tensor(target)):
         return False
     if target.requires_grad:
         return False
@@ -538,7 +226,7 @@ def _ce_served(input, target, weight, reduction) -> bool:
     if reduction not in _REDUCTIONS or not isinstance(reduction, str):
         return False
     if weight is not None and not (
-        _served_tensor(weight)
+        plain_tensor(weight)
         and weight.dtype == input.dtype
         and not weight.requires_grad
     ):
@@ -648,7 +336,7 @@ def cross_entropy(
 
 
 def _bce_served(input, target, weight, pos_weight, reduction) -> bool:
-    if not (_served_tensor(input) and _served_tensor(target)):
+    if not (plain_tensor(input) and plain_tensor(target)):
         return False
     if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
         return False
@@ -658,7 +346,7 @@ def _bce_served(input, target, weight, pos_weight, reduction) -> bool:
         return False
     for w in (weight, pos_weight):
         if w is not None and not (
-            _served_tensor(w) and w.dtype == input.dtype and not w.requires_grad
+            plain_tensor(w) and w.dtype == input.dtype and not w.requires_grad
         ):
             return False
     return True
@@ -790,4 +478,3 @@ class BCEWithLogitsLoss(torch.nn.BCEWithLogitsLoss):
 
 
 # The custom ops that compiled graphs call (they call back into ce_run/bce_run).
-from . import _torch_ops as _ops  # noqa: E402

@@ -8,7 +8,7 @@ warm-up fit that compiles numxent's kernels). The size is
     NUMXENT_BENCH_SKLEARN_SAMPLES=200000 pytest benchmarks/test_bench_sklearn.py \\
         -m benchmark --benchmark-only
 
-Iterations and test accuracy go to ``extra_info``. ``numxent.bench.sklearn_fit``
+Iterations and test accuracy go to ``extra_info``. ``scenarios/sklearn_fit.py``
 runs the same comparison without pytest.
 """
 
@@ -18,9 +18,8 @@ import pytest
 
 pytest.importorskip("sklearn")
 
+from scenarios.sklearn_fit import make_problem, time_fit, warm_up  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
-
-from numxent.bench.sklearn_fit import make_problem, time_fit, warm_up  # noqa: E402
 
 N_SAMPLES = int(os.environ.get("NUMXENT_BENCH_SKLEARN_SAMPLES", "20000"))
 N_FEATURES, N_CLASSES = 100, 50

@@ -20,14 +20,26 @@ pytest.importorskip("sklearn")
 from scenarios import sklearn_fit  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-OPTIONS = {name: default for name, (default, _) in sklearn_fit.OPTIONS.items()}
+
+def options(config) -> dict:
+    """The section's options, --quick's with --nx-quick, --nx-fit-samples."""
+    opts = {name: default for name, (default, _) in sklearn_fit.OPTIONS.items()}
+    if config.getoption("--nx-quick"):
+        opts.update(sklearn_fit.QUICK)
+    samples = config.getoption("--nx-fit-samples")
+    return {**opts, "n_samples": int(samples)} if samples else opts
+
+
+def pytest_generate_tests(metafunc):
+    """One test per model and dtype of the section's options."""
+    o = options(metafunc.config)
+    metafunc.parametrize("dtype", o["dtypes"].split(","))
+    metafunc.parametrize("model", o["models"].split(","))
 
 
 @pytest.fixture(scope="module")
-def fit_options(request, report_settings):
-    opts = {**OPTIONS, **(sklearn_fit.QUICK if report_settings["quick"] else {})}
-    samples = request.config.getoption("--nx-fit-samples")
-    return {**opts, "n_samples": int(samples)} if samples else opts
+def fit_options(request):
+    return options(request.config)
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +49,8 @@ def problem(fit_options):
 
 
 @pytest.mark.benchmark
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("model", sklearn_fit.MODELS)
 def test_fit(benchmark, problem, fit_options, model, dtype, threads):
     o = fit_options
-    if dtype not in o["dtypes"].split(","):
-        pytest.skip(f"{dtype} is not in the section's dtypes ({o['dtypes']})")
     benchmark.group = f"fit|{o['n_samples']}x{o['n_features']}x{o['n_classes']}|{dtype}"
     sklearn_fit.warm_up(dtype)
     params = {k: o[k] for k in ("C", "tol", "max_iter")}

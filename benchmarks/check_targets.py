@@ -1,8 +1,9 @@
 """Check a benchmark report's numbers against the project's speed targets.
 
-Reads the ``results.json`` that ``numxent-bench`` wrote and prints, for every
-target the run measured (a shape or peer the run left out is not listed), the
-measured value, its limit and whether it is met::
+Reads the ``results.json`` that ``numxent-bench`` or ``benchmarks/report.py``
+wrote and prints, for every target the run measured (a shape, peer or section
+the run left out is not listed), the measured value, its limit and whether it
+is met::
 
     python benchmarks/check_targets.py benchmarks/results/results.json
     python benchmarks/check_targets.py report/ --markdown   # a Markdown table
@@ -34,6 +35,13 @@ WIDE_PEERS = [
     ("jax_jit", 4.0),
     ("torch_compile", 4.0),
 ]
+
+
+def _rows(results: dict, key: str) -> list[dict]:
+    """A scenario section's rows: under ``sections`` (``benchmarks/report.py``)
+    or, in results written before the sections moved there, at the top."""
+    section = (results.get("sections") or {}).get(key) or results.get(key) or {}
+    return section.get("rows") or []
 
 
 def targets(results: dict) -> list[dict]:
@@ -73,7 +81,7 @@ def targets(results: dict) -> list[dict]:
         elif op == "bce" and shape == (1_000_000, 100):
             check("numxent BCE out= ≤ × copy", where, to_copy.get("numxent_out"),
                   1.5, True)  # fmt: skip
-    tr = (results.get("training") or {}).get("rows") or []
+    tr = _rows(results, "training")
     # rows come in (torch, numxent) pairs per task and thread count
     for t, n in zip(tr[0::2], tr[1::2], strict=True):
         where = (
@@ -85,7 +93,7 @@ def targets(results: dict) -> list[dict]:
         if t["task"] == "lm":
             check("PyTorch step ÷ numxent step ≥", where,
                   t["step_ms"] / n["step_ms"], 1.2, False)  # fmt: skip
-    fits = (results.get("sklearn_fit") or {}).get("rows") or []
+    fits = _rows(results, "sklearn_fit")
     by = {(r["model"], r["dtype"]): r for r in fits}
     for dtype in dict.fromkeys(r["dtype"] for r in fits):
         n, sk = by.get(("numxent", dtype)), by.get(("sklearn", dtype))
@@ -99,7 +107,7 @@ def targets(results: dict) -> list[dict]:
               sk["fit_s"] / n["fit_s"], 2.0, False)  # fmt: skip
         check("test accuracy difference ≤", where,
               abs(n["test_accuracy"] - sk["test_accuracy"]), 0.002, True)  # fmt: skip
-    dask_rows = (results.get("dask_scale") or {}).get("rows") or []
+    dask_rows = _rows(results, "dask_scale")
     by_task: dict = {}
     for r in dask_rows:
         if "skipped" not in r:

@@ -3,74 +3,115 @@
 Off in a plain ``pytest`` run (``benchmarks/`` is not in ``testpaths`` and
 every test is marked ``benchmark``, which the default ``-m`` deselects). Run::
 
-    pytest benchmarks -m benchmark --benchmark-only
-    pytest benchmarks -m benchmark --benchmark-only --nx-shapes large
+    pytest benchmarks -m benchmark --benchmark-only               # the report's grid
+    pytest benchmarks -m benchmark --benchmark-only --nx-quick    # its --quick grid
+    pytest benchmarks -m benchmark --benchmark-disable --nx-quick # each once (CI)
     NUMXENT_BENCH_SHAPES=large NUMXENT_BENCH_DTYPES=float32 pytest benchmarks \\
         -m benchmark --benchmark-only --benchmark-json bench.json
 
-Options (each with an environment variable for CI):
+The grid, the peers and how a call is timed are ``numxent-bench``'s
+(``numxent.bench``): its settings (``--quick``, shapes, dtypes, ops, peers,
+repeats, the time a sample lasts) make the workloads; each peer is built by
+the report's factory (torch pinned to numba's thread count), warmed up and
+calibrated by the report's :func:`~numxent.bench._timing.warm_up` (so
+compilation stays outside the timings), then pytest-benchmark takes the
+report's number of samples of that many calls each.
 
-``--nx-shapes`` / ``NUMXENT_BENCH_SHAPES``
-    ``NxC`` list and names of built-in lists: ``large`` (up to 1 GB per
-    array), ``small``, ``quick``, ``default``; default: moderate shapes.
-``--nx-dtypes`` / ``NUMXENT_BENCH_DTYPES``  default ``float32,float64``.
-``--nx-ops`` / ``NUMXENT_BENCH_OPS``  default ``ce,ce_fwd,bce,bce_fwd``.
+Options, each with an environment variable:
+
+``--nx-quick`` / ``NUMXENT_BENCH_QUICK=1``  the report's ``--quick`` settings.
+``--nx-shapes`` / ``NUMXENT_BENCH_SHAPES``  ``NxC`` list or a built-in list's
+    name (``large``, ``small``, ``quick``, ``default``), also for the bce ops.
+``--nx-dtypes`` / ``NUMXENT_BENCH_DTYPES``
+``--nx-ops`` / ``NUMXENT_BENCH_OPS``  default ``ce,ce_fwd,bce,bce_fwd,startup``.
 ``--nx-peers`` / ``NUMXENT_BENCH_PEERS``  default: every peer but
-    torch.compile (seconds of compiling per shape; name ``torch_compile``,
+    torch.compile's (seconds of compiling per shape; name ``torch_compile``,
     ``torch_compile_fwd`` to add them).
 ``--nx-threads`` / ``NUMXENT_BENCH_THREADS``  numba's and torch's threads.
+``--nx-fit-samples`` / ``NUMXENT_BENCH_SKLEARN_SAMPLES``  the estimator fits'
+    samples (default: the report's ``--sklearn-fit`` section's).
 
 PyTorch with transparent huge pages: ``THP_MEM_ALLOC_ENABLE`` must be set
 before torch is imported, so run the suite again with
-``THP_MEM_ALLOC_ENABLE=1``; the PyTorch peers are then named ``torch_thp_*``
-(every ratio is still measured in one process).
-
-The same peers as ``numxent-bench`` (``numxent.bench._peers``); each is
-called twice before timing so Numba's compilation stays out of it. At the end
-the terminal summary prints each group's medians as ratios to ``np.copyto``
-(the roofline) and to numxent.
+``THP_MEM_ALLOC_ENABLE=1``; the PyTorch peers are then the report's
+``torch_thp_*`` ones.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 
 import pytest
 
-from numxent.bench._peers import PEERS, REFERENCE, PeerUnavailable, make_peer
-from numxent.bench._workloads import OPS, Workload, make_data, parse_shapes
+from numxent.bench._cli import build_parser, settings, workloads
+from numxent.bench._peers import (
+    PEERS,
+    REFERENCE,
+    PeerUnavailable,
+    make_peer,
+)
+from numxent.bench._timing import warm_up
+from numxent.bench._workloads import OPS, Workload, make_data
 
-DEFAULT_SHAPES = "262144x10,65536x100,8192x1000,512x32000,256x1000"
 THP = os.environ.get("THP_MEM_ALLOC_ENABLE", "") not in ("", "0")
+#: (option, environment variable, default); each but the last two is the
+#: numxent-bench option of its name
+OPTIONS = [
+    ("shapes", "NUMXENT_BENCH_SHAPES", ""),
+    ("dtypes", "NUMXENT_BENCH_DTYPES", ""),
+    ("ops", "NUMXENT_BENCH_OPS", ",".join([*OPS, "startup"])),
+    ("peers", "NUMXENT_BENCH_PEERS",
+     ",".join(p for p in PEERS if not PEERS[p].slow_setup)),
+    ("threads", "NUMXENT_BENCH_THREADS", ""),
+    ("fit-samples", "NUMXENT_BENCH_SKLEARN_SAMPLES", ""),
+]  # fmt: skip
 
 _medians: dict[str, dict[str, float]] = {}
 
 
 def pytest_addoption(parser):
     group = parser.getgroup("numxent benchmarks")
-    for name, env, default, help_ in [
-        ("shapes", "NUMXENT_BENCH_SHAPES", DEFAULT_SHAPES, "NxC list or list names"),
-        ("dtypes", "NUMXENT_BENCH_DTYPES", "float32,float64", "dtypes"),
-        ("ops", "NUMXENT_BENCH_OPS", ",".join(OPS), "ops"),
-        ("peers", "NUMXENT_BENCH_PEERS", "", "peer ids (default: all)"),
-        ("threads", "NUMXENT_BENCH_THREADS", "", "numba/torch threads"),
-    ]:
+    group.addoption(
+        "--nx-quick",
+        action="store_true",
+        default=os.environ.get("NUMXENT_BENCH_QUICK", "") not in ("", "0"),
+        help="numxent-bench --quick's grid and settings (env NUMXENT_BENCH_QUICK)",
+    )
+    for name, env, default in OPTIONS:
         group.addoption(
             f"--nx-{name}",
             default=os.environ.get(env, default),
-            help=f"{help_} (env {env}; default {default or 'all'})",
+            help=f"see benchmarks/conftest.py (env {env}; default {default or 'its'})",
         )
 
 
-def _csv(text: str) -> list[str]:
-    return [p.strip() for p in text.split(",") if p.strip()]
+def nx_settings(config) -> dict:
+    """numxent-bench's settings from the ``--nx-*`` options, made once."""
+    if not hasattr(config, "_nx_settings"):
+        argv = ["--quick"] if config.getoption("--nx-quick") else []
+        for name, _, _ in OPTIONS[:4]:
+            value = config.getoption(f"--nx-{name}")
+            if value:
+                argv += [f"--{name}", value]
+        try:
+            config._nx_settings = settings(build_parser().parse_args(argv))
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    return config._nx_settings
 
 
-def peer_id_shown(peer: str) -> str:
-    """The name a peer is reported under (torch_* becomes torch_thp_* with THP)."""
-    if THP and PEERS[peer].library == "torch":
-        return peer.replace("torch_", "torch_thp_", 1)
-    return peer
+def suite_peers(op: str, s: dict) -> list[str]:
+    """The peers of ``op`` in settings ``s`` that run in this process: the
+    THP ones when it was started with THP_MEM_ALLOC_ENABLE=1, in place of
+    PyTorch's plain ones."""
+
+    def here(p) -> bool:
+        return THP if p.where == "thp" else not (THP and p.library == "torch")
+
+    return [
+        p.id for p in PEERS.values() if op in p.ops and p.id in s["peers"] and here(p)
+    ]
 
 
 def pytest_generate_tests(metafunc):
@@ -78,32 +119,13 @@ def pytest_generate_tests(metafunc):
     op = getattr(metafunc.module, "OP", None)
     if op is None or "workload" not in metafunc.fixturenames:
         return
-    cfg = metafunc.config
-    ops = _csv(cfg.getoption("--nx-ops"))
-    shapes = parse_shapes(cfg.getoption("--nx-shapes"))
-    dtypes = _csv(cfg.getoption("--nx-dtypes"))
-    wanted = _csv(cfg.getoption("--nx-peers"))
-    workloads = [
-        Workload(op, n, c, dt) for dt in dtypes for n, c in shapes if op in ops
-    ]
-    # THP peers need a process of their own: see the module docstring
-    peers = [
-        p.id
-        for p in PEERS.values()
-        if op in p.ops
-        and p.where == "main"
-        and (p.id in wanted if wanted else not p.slow_setup)
-    ]
-    if "copyto" not in peers:
-        peers.insert(0, "copyto")
+    s = nx_settings(metafunc.config)
+    grid = [w for w in workloads(s) if w.op == op]
+    peers = suite_peers(op, s)
     metafunc.parametrize(
-        "workload",
-        workloads,
-        ids=[w.group for w in workloads],
-        indirect=True,
-        scope="module",
+        "workload", grid, ids=[w.group for w in grid], indirect=True, scope="module"
     )
-    metafunc.parametrize("peer", peers, ids=[peer_id_shown(p) for p in peers])
+    metafunc.parametrize("peer", peers)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -118,6 +140,12 @@ def pytest_collection_modifyitems(config, items):
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+@pytest.fixture(scope="session")
+def report_settings(request) -> dict:
+    """numxent-bench's settings for this run (see :func:`nx_settings`)."""
+    return nx_settings(request.config)
 
 
 @pytest.fixture(scope="session")
@@ -137,33 +165,35 @@ def workload(request) -> Workload:
 
 
 @pytest.fixture(scope="module")
-def data(workload):
+def data(workload, report_settings):
     """The workload's arrays, built once for all its peers."""
-    return make_data(workload)
+    return make_data(workload, seed=report_settings["seed"])
 
 
 @pytest.fixture
-def bench_peer(benchmark, threads):
+def bench_peer(benchmark, threads, report_settings):
     """Time one peer on one workload in the group ``op|NxC|dtype``."""
 
     def run(workload: Workload, data: dict, peer: str):
-        benchmark.group = f"{workload.op}|{workload.n}x{workload.c}|{workload.dtype}"
-        shown = peer_id_shown(peer)
+        benchmark.group = workload.group
         try:
             fn = make_peer(peer, workload, data, threads)
         except PeerUnavailable as exc:
             pytest.skip(str(exc))
-        fn()  # warm-up: compilation (numba, torch.compile, jax) and first touch
-        fn()
+        number, _ = warm_up(fn, report_settings["min_time"])
         benchmark.extra_info.update(
-            peer=shown,
+            peer=peer,
             label=PEERS[peer].label,
             threads=threads,
+            number=number,
+            compile_s=getattr(fn, "compile_s", None),
             elements=workload.elements,
             copy_bytes=workload.copy_bytes,
             THP_MEM_ALLOC_ENABLE=os.environ.get("THP_MEM_ALLOC_ENABLE"),
         )
-        benchmark(fn)
+        if not benchmark.disabled:
+            gc.collect()  # the previous peer's garbage, outside the timed calls
+        benchmark.pedantic(fn, rounds=report_settings["repeat"], iterations=number)
         stats = getattr(benchmark.stats, "stats", None) if benchmark.stats else None
         if stats is not None:
             _medians.setdefault(benchmark.group, {})[peer] = stats.median
@@ -188,5 +218,5 @@ def pytest_terminal_summary(terminalreporter):
                 continue
             to_copy = format_ratio(t / copy) if copy else "—"
             to_nx = format_ratio(t / ref) if ref else "—"
-            cells.append(f"{peer_id_shown(peer)} {to_copy} ({to_nx})")
+            cells.append(f"{peer} {to_copy} ({to_nx})")
         tr.write_line(f"{group}: " + ", ".join(cells))

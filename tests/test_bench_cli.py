@@ -275,225 +275,37 @@ def test_check_targets_met_and_missed(tmp_path, capsys):
     assert sum(row[-1] == "**no**" for row in table[2:]) == 4
 
 
-def test_training_benchmark_smoke(capsys):
-    """The training-step benchmark at toy sizes: both losses train the same
-    model to the same loss; the report's table and the targets are made."""
-    pytest.importorskip("torch")
-    from numxent.bench.training import markdown, run_training
+def test_ops_none_and_an_extra_section(tmp_path, capsys):
+    """``extra`` (what benchmarks/report.py passes): its options reach the
+    parser, its run follows the grid, and its sections are rendered."""
 
-    tiny = dict(mlp_in=8, mlp_hidden=16, mlp_classes=10, batch=64, lm_hidden=8,
-                vocab=50, lm_tokens=32, steps=2, warmup=1, loss_reps=2)  # fmt: skip
-    rows = run_training(tasks="lm", threads="1", **tiny)  # 3 child processes
-    assert [(r["task"], r["impl"]) for r in rows] == [
-        ("lm", "torch"),
-        ("lm", "numxent"),
-    ]
-    for r in rows:
-        assert r["step_ms"] > 0 and r["loss_ms"] > 0
-        assert r["loss_rel_diff"] < 1e-5
-        assert r["threading_layer"]
-    text = markdown(rows)
-    (table,) = md_tables(text)
-    assert table[2][:4] == ["lm", "32 × 50", "1", "torch"]
-    assert table[3][:4] == ["lm", "32 × 50", "1", "numxent"]
-    assert "faster with numxent" in text
-    found = check_targets()["targets"]({"training": {"rows": rows}})
-    assert [t["target"] for t in found] == [
-        "PyTorch loss fwd+bwd ÷ numxent's in the step ≥",
-        "PyTorch step ÷ numxent step ≥",
-    ]
-    assert found[1]["value"] == pytest.approx(rows[0]["step_ms"] / rows[1]["step_ms"])
-    assert {t["where"] for t in found} == {"training lm 32×50, torch threads 1"}
-    with pytest.raises(ValueError, match="unknown task"):
-        run_training(tasks="cnn", threads="1", **tiny)
+    class Extra:
+        def add_arguments(self, parser):
+            parser.add_argument("--demo", action="store_true")
 
+        def run(self, args, threads, note):
+            note("demo note")
+            assert args.demo and threads >= 1
+            return {"demo": {"title": "Demo section", "intro": "An intro.",
+                             "markdown": "| a |\n|--:|\n| 1 |\n",
+                             "summary": ["one line"], "rows": [{"a": 1}]}}  # fmt: skip
 
-def test_sklearn_fit_benchmark_in_the_report(tmp_path, capsys):
-    pytest.importorskip("sklearn")
-    from numxent.bench import sklearn_fit
-
-    rows = sklearn_fit.run_fits(n_samples=800, n_features=12, n_classes=4,
-                                dtypes=("float32",), threads=1)  # fmt: skip
-    assert [(r["model"], r["dtype"]) for r in rows] == [
-        ("numxent", "float32"),
-        ("sklearn", "float32"),
-    ]
-    for r in rows:
-        assert r["fit_s"] > 0 and r["n_iter"] >= 1 and 0 <= r["test_accuracy"] <= 1
-    assert rows[0]["coef_dtype"] == "float32"
-    text = sklearn_fit.markdown(rows)
-    (table,) = md_tables(text)
-    assert [row[:2] for row in table[2:]] == [
-        ["CrossEntropyClassifier", "float32"],
-        ["LogisticRegression", "float32"],
-    ]
-    assert "faster with numxent" in text
-    found = check_targets()["targets"]({"sklearn_fit": {"rows": rows}})
-    assert [t["target"] for t in found] == [
-        "LogisticRegression fit ÷ CrossEntropyClassifier fit ≥",
-        "test accuracy difference ≤",
-    ]
-    accuracy_gap = abs(rows[0]["test_accuracy"] - rows[1]["test_accuracy"])
-    assert found[1]["value"] == pytest.approx(accuracy_gap)
-
-
-@pytest.mark.slow  # starts a LocalCluster and runs five fits: about a minute
-def test_dask_section_in_the_report():
-    pytest.importorskip("distributed")
-    pytest.importorskip("sklearn")
-    from numxent.bench import _report, dask_scale
-
-    rows = dask_scale.run_dask(
-        n_samples=800, n_features=12, n_chunks=4, multinomial_classes=4,
-        loss_gib=0.001, loss_classes=10, loss_chunk_rows=2048, threads=1,
-        repeat=1,
-    )  # fmt: skip
-    models = [(r["task"], r["model"]) for r in rows]
-    assert models[:2] == [
-        ("binary", "numxent in memory"),
-        ("binary", "numxent on dask"),
-    ]
-    assert ("multinomial", "numxent on dask") in models
-    assert models[-2:] == [("loss", "numxent on dask"), ("loss", "numxent in memory")]
-    for r in rows:
-        if "fit_s" in r:
-            assert r["fit_s"] > 0 and 0 <= r["test_accuracy"] <= 1
-    dask_fits = [r for r in rows if r["model"] == "numxent on dask" and "fit_s" in r]
-    assert all(r["coef_rel_diff"] < 1e-3 for r in dask_fits)
-    loss = rows[-2]
-    assert loss["workers_restarted"] == 0 and loss["ns_per_element"] > 0
-    assert loss["n_rows"] * loss["n_classes"] * 4 <= 0.001 * 2**30 + 2048 * 10 * 4
-    text = dask_scale.markdown(rows)
-    tables = md_tables(text)
-    assert [row[2] for row in tables[0][2:4]] == [
-        "numxent in memory",
-        "numxent on dask",
-    ]
-    assert "the in-memory fit" in text and "ns/element" in text
-    # the report's section and the terminal summary
-    results = {"dask_scale": {"rows": rows}}
-    assert "scale-out on Dask" in _report.text_tables(
-        {"settings": {"stat": "median"}, "results": [], **results}
-    )
-
-
-def test_small_training_benchmark_smoke():
-    """The digits MLP at a toy budget: both losses train to the same loss and
-    the section's table, summary and report section are made."""
-    pytest.importorskip("torch")
-    pytest.importorskip("sklearn")
-    from numxent.bench._report import markdown_report
-    from numxent.bench.small_training import markdown, run_small_training, summary
-
-    rows = run_small_training(batches="128,512", epochs=1, hidden=8, threads="1")
-    assert [(r["batch"], r["impl"]) for r in rows] == [
-        (128, "torch"),
-        (128, "numxent"),
-        (512, "torch"),
-        (512, "numxent"),
-    ]
-    for r in rows:
-        assert r["epoch_ms"] > 0 and len(r["epochs_ms"]) == 1
-        assert r["loss_rel_diff"] < 1e-5 and r["samples"] == 1797
-    (table,) = md_tables(markdown(rows))
-    assert [row[0] for row in table[2:]] == ["128", "512"]
-    ratio = rows[0]["epoch_ms"] / rows[1]["epoch_ms"]
-    assert table[2][4] == f"{ratio:.2f}×"
-    assert len(summary(rows)) == 2 and "batch 512" in summary(rows)[1]
-    results = json.loads((RESULTS / "results.json").read_text())
-    results["small_training"] = {"options": {}, "rows": rows}
-    assert "## Small-batch training" in markdown_report(results, None)
-    with pytest.raises(ValueError, match="batch sizes"):
-        run_small_training(batches="0")
-
-
-@pytest.mark.slow  # compiles two graphs with inductor: tens of seconds
-def test_compiled_step_benchmark_smoke():
-    """One tiny shape, two timed steps: compiled and eager agree on the loss."""
-    pytest.importorskip("torch")
-    from numxent.bench.compiled_step import IMPLS, markdown, run_compiled_step
-
-    rows = run_compiled_step(shapes="16x4", steps=2, warmup=2, threads="1")
-    assert [r["impl"] for r in rows] == list(IMPLS)
-    assert all(r["step_us"] > 0 for r in rows)
-    by = {r["impl"]: r for r in rows}
-    assert by["numxent compiled"]["final_loss"] == by["numxent eager"]["final_loss"]
-    assert by["torch compiled"]["final_loss"] == pytest.approx(
-        by["numxent eager"]["final_loss"], rel=1e-5
-    )
-    text = markdown(rows)
-    (table,) = md_tables(text)
-    assert table[2][0] == "16 × 4" and "its eager step" in text
-
-
-def test_cli_sections_flags(tmp_path, monkeypatch):
-    """--small-training and --compiled-step reach their sections' runners."""
-    from numxent.bench import _cli, bf16_loss, compiled_step, small_training
-
-    calls = []
-    monkeypatch.setattr(
-        bf16_loss, "run_bf16_loss",
-        lambda on_step=None, **o: calls.append(("bf16", o)) or [],
-    )  # fmt: skip
-    monkeypatch.setattr(
-        small_training, "run_small_training",
-        lambda on_step=None, **o: calls.append(("small", o)) or [],
-    )  # fmt: skip
-    monkeypatch.setattr(
-        compiled_step, "run_compiled_step",
-        lambda on_step=None, **o: calls.append(("compiled", o)) or [],
-    )  # fmt: skip
-    argv = [*TINY, "--ops", "ce", "--shapes", "64x10", "--small-training"]
-    argv += ["--compiled-step", "--bf16-loss", "--no-plot", "--out", str(tmp_path)]
-    assert _cli.main(argv) == 0
-    assert calls == [
-        ("small", small_training.QUICK),
-        ("compiled", compiled_step.QUICK),
-        ("bf16", bf16_loss.QUICK),
-    ]
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert results["settings"]["small_training"] is True
-    assert results["settings"]["compiled_step"] is True
-    assert results["settings"]["bf16_loss"] is True
-
-
-def test_bf16_loss_benchmark_smoke():
-    pytest.importorskip("torch")
-    pytest.importorskip("ml_dtypes")
-    from numxent.bench._report import markdown_report
-    from numxent.bench.bf16_loss import IMPLS, markdown, run_bf16_loss
-
-    rows = run_bf16_loss(shapes="64x300", repeat=1, threads="1")
-    assert [r["impl"] for r in rows] == list(IMPLS)
-    by = {r["impl"]: r for r in rows}
-    assert all(r["ms"] > 0 for r in rows)
-    # the loss rounded to bfloat16 once: within one bfloat16 ulp of float32's
-    assert by["numxent bf16"]["loss_rel_diff"] <= 2.0**-7
-    text = markdown(rows)
-    (table,) = md_tables(text)
-    ratio = by["torch bf16"]["ms"] / by["numxent bf16"]["ms"]
-    assert table[2][0] == "64 × 300" and table[2][5] == f"{ratio:.2f}×"
-    results = json.loads((RESULTS / "results.json").read_text())
-    results["bf16_loss"] = {"options": {}, "rows": rows}
-    assert "## bfloat16 loss" in markdown_report(results, None)
-
-
-def test_lm_head_benchmark_tiny(capsys):
-    """The LM-head section at toy sizes: every path runs in its own child and
-    the table has one row per path."""
-    pytest.importorskip("torch")
-    from numxent.bench.lm_head import PATHS, markdown, run_lm_head
-
-    rows = run_lm_head(["tiny"], steps=1, threads=1, shapes={"tiny": (64, 8, 100)})
-    assert [r["path"] for r in rows] == list(PATHS)
-    for r in rows:
-        assert r["step_ms"] > 0
-        # at toy sizes the lifetime peak may be the warm-up's, a little below
-        # the baseline taken after it
-        assert -64 < r["extra_mib"] < 1024
-    (table,) = md_tables(markdown(rows))
-    assert [row[1] for row in table[2:]] == list(PATHS)
-    assert table[2][3] == "1.00"
+    out = tmp_path / "r"
+    argv = ["--ops", "none", "--demo", "--no-plot", "--quiet", "--out", str(out)]
+    assert main(argv, prog="python demo.py", extra=Extra()) == 0
+    printed = capsys.readouterr().out
+    assert "Demo section:\n  one line" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert results["results"] == [] and results["startup"] is None
+    assert results["sections"]["demo"]["rows"] == [{"a": 1}]
+    assert "demo note" in results["notes"]
+    assert results["machine"]["command"].startswith("python demo.py --ops none")
+    report = (out / "report.md").read_text()
+    assert "## Demo section\n\nAn intro.\n\n| a |" in report
+    assert "## Time ÷ `np.copyto` time" not in report
+    with pytest.raises(SystemExit):  # without the extra, no --demo
+        main(argv)
+    assert "--demo" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("order", ["block", "interleaved"])

@@ -7,10 +7,11 @@ with ``THP_MEM_ALLOC_ENABLE=1`` in a subprocess), ``torch.compile``,
 scikit-learn's ``HalfMultinomialLoss.loss_gradient`` and JAX when installed,
 all in one process, then writes ``report.md``, ``results.json``,
 ``readme_table.md`` and ``plot.png``. Start-up (``import numxent`` + first
-call in a fresh process, warm and cold on-disk cache) is its own group;
-``--training`` and ``--sklearn-fit`` add training-step and estimator-fit
-sections. Missing optional libraries are skipped with a note; tqdm (progress
-bar), tabulate (aligned tables) and matplotlib (the plot) are optional too.
+call in a fresh process, warm and cold on-disk cache) is its own group.
+Missing optional libraries are skipped with a note; tqdm (progress bar),
+tabulate (aligned tables) and matplotlib (the plot) are optional too. The
+scenario sections (training steps, estimator fits, ...) are a checkout's:
+``python benchmarks/report.py``.
 
 Typical commands::
 

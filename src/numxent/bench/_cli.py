@@ -16,7 +16,7 @@ from ._timing import time_workload
 from ._torch_worker import run_worker
 from ._workloads import NAMED_SHAPES, OPS, Workload, parse_shapes
 
-__all__ = ["build_parser", "main", "run", "write_report"]
+__all__ = ["build_parser", "main", "run", "settings", "workloads", "write_report"]
 
 SCHEMA = "numxent-bench/1"
 ALL_OPS = [*OPS, "startup"]
@@ -43,9 +43,9 @@ def _shapes_text(shapes) -> str:
     return ",".join(f"{n}x{c}" for n, c in shapes)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "numxent-bench") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="numxent-bench",
+        prog=prog,
         description="Time numxent's fused cross-entropy against np.copyto (the "
         "memory roofline), NumPy, PyTorch, scikit-learn and JAX; print tables and "
         "write report.md, results.json, readme_table.md and plot.png to --out.",
@@ -55,102 +55,34 @@ def build_parser() -> argparse.ArgumentParser:
         + ", ".join(PEERS)
         + ".",
     )
+    # fmt: off
     add = p.add_argument
     full, quick = (_shapes_text(x) for x in _DEFAULTS["shapes"])
     names = ", ".join(NAMED_SHAPES)
     add("--shapes", help=f"NxC,... or {names} (default {full}; --quick {quick})")
     full, quick = (_shapes_text(x) for x in _DEFAULTS["bce_shapes"])
-    add(
-        "--bce-shapes",
-        help=f"bce ops' shapes (default --shapes, else {full}; --quick {quick})",
-    )
+    add("--bce-shapes",
+        help=f"bce ops' shapes (default --shapes, else {full}; --quick {quick})")
     add("--dtypes", help="float32,float64 (--quick: float32)")
-    add(
-        "--ops",
-        default=",".join(DEFAULT_OPS),
-        help=f"from {','.join(ALL_OPS)} (default %(default)s)",
-    )
-    add(
-        "--peers",
-        help="peer ids to time (default all; --quick: all but the "
-        "torch.compile ones); np.copyto always runs",
-    )
-    add(
-        "--threads",
-        type=int,
-        help="numba, torch and scikit-learn threads (default: numba's count)",
-    )
-    add(
-        "--quick",
-        action="store_true",
-        help="small shapes, float32, 3 repeats, "
-        "one cold and one warm start: well under a minute",
-    )
+    add("--ops", default=",".join(DEFAULT_OPS),
+        help=f"from {','.join(ALL_OPS)}, or none (default %(default)s)")
+    add("--peers", help="peer ids to time (default all; --quick: all but the "
+        "torch.compile ones); np.copyto always runs")
+    add("--threads", type=int,
+        help="numba, torch and scikit-learn threads (default: numba's count)")
+    add("--quick", action="store_true", help="small shapes, float32, 3 repeats, "
+        "one cold and one warm start: well under a minute")
     add("--repeat", type=int, help="timed samples per peer (default 5)")
     add("--min-time", type=float, help="seconds a sample lasts (default 0.02)")
-    add(
-        "--budget",
-        type=float,
-        help="seconds a peer may spend sampling one workload (default 15)",
-    )
-    add(
-        "--stat",
-        choices=["median", "min"],
-        default="median",
-        help="the samples' statistic the tables use",
-    )
-    add(
-        "--order",
-        choices=["block", "interleaved"],
-        default="block",
+    add("--budget", type=float,
+        help="seconds a peer may spend sampling one workload (default 15)")
+    add("--stat", choices=["median", "min"], default="median",
+        help="the samples' statistic the tables use")
+    add("--order", choices=["block", "interleaved"], default="block",
         help="block: each peer's samples back to back, so no library's spinning "
         "threads slow the next one's, one peer's buffers in memory at a time; "
         "interleaved: round-robin (load drift), every peer's buffers at once "
-        "(large shapes need the sum of their memory)",
-    )
-    add(
-        "--training",
-        action="store_true",
-        help="also time training steps, "
-        "PyTorch's loss vs numxent.torch's (needs torch)",
-    )
-    add(
-        "--small-training",
-        action="store_true",
-        help="also time small-batch training epochs (the digits MLP at batch "
-        "32/64/256), PyTorch's loss vs numxent.torch's (needs torch, scikit-learn)",
-    )
-    add(
-        "--compiled-step",
-        action="store_true",
-        help="also time a torch.compile'd training step against the eager one, "
-        "both losses (needs torch)",
-    )
-    add(
-        "--bf16-loss",
-        action="store_true",
-        help="also time the bfloat16 loss forward+backward, PyTorch's (bf16 and "
-        "autocast) vs numxent.torch's (needs torch, ml_dtypes)",
-    )
-    add(
-        "--lm-head",
-        action="store_true",
-        help="instead: the language-model head step (numxent.linear_cross_entropy"
-        " and its PyTorch bridge vs PyTorch's two paths and the matrix products;"
-        " --lm-head-sizes lm,llama3, --steps, --threads, --chunk-mib)",
-    )
-    add(
-        "--sklearn-fit",
-        action="store_true",
-        help="also time fits, "
-        "CrossEntropyClassifier vs LogisticRegression (needs scikit-learn)",
-    )
-    add(
-        "--dask",
-        action="store_true",
-        help="also time fits and a larger-than-memory loss on a 2-worker dask "
-        "LocalCluster (needs dask, distributed, scikit-learn; dask-ml as a peer)",
-    )
+        "(large shapes need the sum of their memory)")
     add("--warm-starts", type=int, help="warm-cache start-up runs")
     add("--cold-starts", type=int, help="cold-cache start-up runs")
     add("--no-thp", action="store_true", help="no THP_MEM_ALLOC_ENABLE=1 worker")
@@ -158,12 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--seed", type=int, default=0, help="data seed (default 0)")
     add("--out", default="numxent-bench-report", help="output directory")
     add("--quiet", action="store_true", help="no progress bar")
-    add(
-        "--readme-table",
-        metavar="RESULTS_JSON",
-        help="print the README's "
-        "tables from a results.json or report directory; runs nothing",
-    )
+    add("--readme-table", metavar="RESULTS_JSON", help="print the README's "
+        "tables from a results.json or report directory; runs nothing")
+    # fmt: on
     return p
 
 
@@ -200,56 +129,45 @@ class Progress:
             self.bar.close()
 
 
-def _command(argv: list[str]) -> str:
-    prog = os.path.basename(sys.argv[0]) if sys.argv else ""
-    head = "numxent-bench" if prog == "numxent-bench" else "python -m numxent.bench"
-    return " ".join([head, *map(shlex.quote, argv)])
+def _command(prog: str | None, argv: list[str]) -> str:
+    if prog is None:
+        name = os.path.basename(sys.argv[0]) if sys.argv else ""
+        prog = "numxent-bench" if name == "numxent-bench" else "python -m numxent.bench"
+    return " ".join([prog, *map(shlex.quote, argv)])
 
 
-def _settings(args: argparse.Namespace, parser) -> dict:
-    s: dict = {
-        "quick": bool(args.quick),
-        "stat": args.stat,
-        "order": args.order,
-        "seed": args.seed,
-        "training": bool(args.training),
-        "sklearn_fit": bool(args.sklearn_fit),
-        "dask": bool(args.dask),
-        "small_training": bool(args.small_training),
-        "compiled_step": bool(args.compiled_step),
-        "bf16_loss": bool(args.bf16_loss),
-    }
+def settings(args: argparse.Namespace) -> dict:
+    """The run's settings from the parsed options (``--quick`` fills what is
+    not given); raises ValueError on a bad value."""
+    s: dict = {"quick": bool(args.quick), "stat": args.stat, "order": args.order,
+               "seed": args.seed}  # fmt: skip
     for key, defaults in _DEFAULTS.items():
         value = getattr(args, key)
         s[key] = value if value is not None else defaults[int(args.quick)]
     if args.shapes and not args.bce_shapes:
         s["bce_shapes"] = args.shapes
-    try:
-        for key in ("shapes", "bce_shapes"):
-            if isinstance(s[key], str):
-                s[key] = parse_shapes(s[key])
-    except ValueError as exc:
-        parser.error(str(exc))
-    s["shapes"] = [f"{n}x{c}" for n, c in s["shapes"]]
-    s["bce_shapes"] = [f"{n}x{c}" for n, c in s["bce_shapes"]]
+    for key in ("shapes", "bce_shapes"):
+        shapes = parse_shapes(s[key]) if isinstance(s[key], str) else s[key]
+        s[key] = [f"{n}x{c}" for n, c in shapes]
     if isinstance(s["dtypes"], str):
         s["dtypes"] = _csv(s["dtypes"])
     for dt in s["dtypes"]:
         if dt not in ("float32", "float64"):
-            parser.error(f"--dtypes: {dt!r} is not float32 or float64")
+            raise ValueError(f"--dtypes: {dt!r} is not float32 or float64")
     if s["repeat"] < 1:
-        parser.error("--repeat must be at least 1")
-    s["ops"] = _csv(args.ops)
+        raise ValueError("--repeat must be at least 1")
+    s["ops"] = [] if args.ops.strip() == "none" else _csv(args.ops)
     for op in s["ops"]:
         if op not in ALL_OPS:
-            parser.error(f"--ops: unknown op {op!r}; choose from {', '.join(ALL_OPS)}")
-    if args.peers:
-        peers = _csv(args.peers)
-    else:
-        peers = [p for p in PEERS if not (PEERS[p].slow_setup and args.quick)]
+            raise ValueError(
+                f"--ops: unknown op {op!r}; choose from {', '.join(ALL_OPS)}"
+            )
+    peers = _csv(args.peers or "") or [
+        p for p in PEERS if not (PEERS[p].slow_setup and args.quick)
+    ]
     for pid in peers:
         if pid not in PEERS:
-            parser.error(
+            raise ValueError(
                 f"--peers: unknown peer {pid!r}; choose from {', '.join(PEERS)}"
             )
     if "copyto" not in peers:
@@ -271,7 +189,8 @@ def _set_threads(requested: int | None, parser) -> int:
     return threads
 
 
-def _workloads(s: dict) -> list[Workload]:
+def workloads(s: dict) -> list[Workload]:
+    """The grid of settings ``s``: per op, dtype and shape, in that order."""
     return [
         Workload(op, *parse_shapes(shape)[0], dtype)
         for op in s["ops"]
@@ -281,51 +200,19 @@ def _workloads(s: dict) -> list[Workload]:
     ]
 
 
-def _optional_section(module, library, label, runner, note):
-    """``runner()``'s result, or None with a note when ``module`` is missing
-    or the run fails (an optional section never stops the report)."""
-    if importlib.util.find_spec(module) is None:
-        note(f"{label} skipped: {library} is not installed")
-        return None
-    try:
-        return runner()
-    except Exception as exc:
-        note(f"{label} failed: {exc}")
-        return None
-
-
 def run(s: dict, threads: int, command: str, quiet: bool = False) -> dict:
     """Run the grid described by settings ``s``; the results dict."""
     from ._machine import load_average, machine_info
     from ._startup import measure_startup
 
     load_start = load_average()
-    workloads = _workloads(s)
+    grid = workloads(s)
     thp_peers = [p for p in s["peers"] if PEERS[p].where == "thp"]
-    thp_workloads = [
-        w for w in workloads if any(w.op in PEERS[p].ops for p in thp_peers)
-    ]
-    units = (len(workloads) + len(thp_workloads)) * (s["repeat"] + 1)
+    thp_workloads = [w for w in grid if any(w.op in PEERS[p].ops for p in thp_peers)]
+    units = (len(grid) + len(thp_workloads)) * (s["repeat"] + 1)
     if "startup" in s["ops"]:
         units += max(1, s["cold_starts"]) + s["warm_starts"]
-    training_opts, fit_opts = {}, {}
-    if s["training"]:
-        from .training import QUICK, n_children
-
-        training_opts = dict(QUICK) if s["quick"] else {}
-        units += n_children(**training_opts)
-    if s["sklearn_fit"]:
-        fit_opts = {"n_samples": 20_000 if s["quick"] else 200_000,
-                    "dtypes": tuple(s["dtypes"])}  # fmt: skip
-        units += 2 * len(s["dtypes"])
-    dask_opts: dict = {}
-    if s["dask"]:
-        from .dask_scale import QUICK as DASK_QUICK
-
-        dask_opts = dict(DASK_QUICK) if s["quick"] else {}
-        units += 6
-    units += int(s["small_training"]) + int(s["compiled_step"]) + int(s["bf16_loss"])
-    progress = Progress(units, enabled=not quiet)
+    progress = Progress(units, enabled=not quiet and units > 0)
     notes: list[str] = []
 
     def note(text: str) -> None:
@@ -333,7 +220,7 @@ def run(s: dict, threads: int, command: str, quiet: bool = False) -> dict:
             notes.append(text)
 
     results = []
-    for w in workloads:
+    for w in grid:
         peers = [p.id for p in peers_for(w.op, where="main") if p.id in s["peers"]]
         stats, unavailable, errors = time_workload(
             w, peers, threads, s,
@@ -390,90 +277,6 @@ def run(s: dict, threads: int, command: str, quiet: bool = False) -> dict:
             )
         except Exception as exc:
             note(f"start-up measurement failed: {exc}")
-
-    def training_run():
-        from .training import run_training
-
-        rows = run_training(
-            on_step=lambda m: progress.advance(1, "training", m), **training_opts
-        )
-        return {"options": training_opts, "rows": rows}
-
-    def fit_run():
-        from .sklearn_fit import run_fits
-
-        rows = run_fits(
-            threads=threads,
-            on_step=lambda m: progress.advance(1, "sklearn-fit", m),
-            **fit_opts,
-        )
-        return {"options": fit_opts, "rows": rows}
-
-    def dask_run():
-        from .dask_scale import run_dask
-
-        rows = run_dask(
-            threads=threads,
-            on_step=lambda m: progress.advance(1, "dask", m),
-            **dask_opts,
-        )
-        return {"options": dask_opts, "rows": rows}
-
-    def small_training_run():
-        from .small_training import QUICK, run_small_training
-
-        opts = dict(QUICK) if s["quick"] else {}
-        rows = run_small_training(
-            on_step=lambda m: progress.advance(1, "small-training", m), **opts
-        )
-        return {"options": opts, "rows": rows}
-
-    def compiled_step_run():
-        from .compiled_step import QUICK, run_compiled_step
-
-        opts = dict(QUICK) if s["quick"] else {}
-        rows = run_compiled_step(
-            on_step=lambda m: progress.advance(1, "compiled-step", m), **opts
-        )
-        return {"options": opts, "rows": rows}
-
-    def bf16_loss_run():
-        from .bf16_loss import QUICK, run_bf16_loss
-
-        opts = dict(QUICK) if s["quick"] else {}
-        rows = run_bf16_loss(
-            on_step=lambda m: progress.advance(1, "bf16-loss", m), **opts
-        )
-        return {"options": opts, "rows": rows}
-
-    training = sklearn_fit = dask_scale = None
-    small_training = compiled_step = bf16_loss = None
-    if s["training"]:
-        training = _optional_section(
-            "torch", "torch", "training benchmark", training_run, note
-        )
-    if s["sklearn_fit"]:
-        sklearn_fit = _optional_section(
-            "sklearn", "scikit-learn", "scikit-learn fit benchmark", fit_run, note
-        )
-    if s["dask"]:
-        dask_scale = _optional_section(
-            "distributed", "dask.distributed", "dask scale-out benchmark", dask_run,
-            note,
-        )  # fmt: skip
-    if s["small_training"]:
-        small_training = _optional_section(
-            "sklearn", "scikit-learn", "small-batch training benchmark",
-            small_training_run, note,
-        )  # fmt: skip
-    if s["compiled_step"]:
-        compiled_step = _optional_section(
-            "torch", "torch", "compiled-step benchmark", compiled_step_run, note
-        )
-    if s["bf16_loss"]:
-        bf16_loss = _optional_section(
-            "ml_dtypes", "ml_dtypes", "bf16 loss benchmark", bf16_loss_run, note
-        )
     progress.close()
 
     for e in results:
@@ -499,12 +302,6 @@ def run(s: dict, threads: int, command: str, quiet: bool = False) -> dict:
         },
         "results": results,
         "startup": startup,
-        "training": training,
-        "sklearn_fit": sklearn_fit,
-        "dask_scale": dask_scale,
-        "small_training": small_training,
-        "compiled_step": compiled_step,
-        "bf16_loss": bf16_loss,
         "thp_worker": thp_info,
         "notes": notes,
     }
@@ -546,13 +343,16 @@ def load_results(path: str) -> dict:
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: list[str] | None = None, *, prog: str | None = None, extra=None) -> int:
+    """Run the report. ``extra`` (``benchmarks/report.py``'s scenario sections)
+    has ``add_arguments(parser)`` and ``run(args, threads, note)``, which runs
+    after the grid and returns ``{key: section}``, each section a dict with
+    ``title``, ``intro``, ``markdown`` and ``summary`` (lines) for the report:
+    the results' ``"sections"``."""
+    parser = build_parser(prog or "numxent-bench")
+    if extra is not None:
+        extra.add_arguments(parser)
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "--lm-head" in argv:  # the LM-head section: its own options
-        from .lm_head import main as lm_head_main
-
-        return lm_head_main([a for a in argv if a != "--lm-head"])
     args = parser.parse_args(argv)
     if args.readme_table:
         try:
@@ -561,10 +361,15 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--readme-table: {exc}")
         sys.stdout.write(readme_table(results))
         return 0
-    s = _settings(args, parser)
+    try:
+        s = settings(args)
+    except ValueError as exc:
+        parser.error(str(exc))
     threads = _set_threads(args.threads, parser)
     t0 = time.perf_counter()
-    results = run(s, threads, _command(argv), quiet=args.quiet)
+    results = run(s, threads, _command(prog, argv), quiet=args.quiet)
+    if extra is not None:
+        results["sections"] = extra.run(args, threads, results["notes"].append)
     results["elapsed_s"] = time.perf_counter() - t0
     files = write_report(results, args.out, want_plot=not args.no_plot)
     sys.stdout.write(text_tables(results))

@@ -7,7 +7,6 @@ is not; the plot needs matplotlib, and without it the report says so.
 
 from __future__ import annotations
 
-import importlib
 import math
 
 from ._peers import FLOOR, PEERS, REFERENCE
@@ -183,101 +182,23 @@ def _startup_rows(st: dict) -> list[tuple[str, dict]]:
     return [(kind, st[kind]) for kind in ("warm", "cold") if st.get(kind)]
 
 
-_TRAINING_INTRO = (
-    "`numxent.bench.training`: the same model, data and seed trained "
-    "with `torch.nn.functional.cross_entropy` and with "
-    "`numxent.torch.cross_entropy`, their steps interleaved in one "
-    "process per torch thread count (median of the timed steps); "
-    "the loss's forward+backward timed alone on the model's output; "
-    "peak memory from separate processes (extra resident MiB)."
-)
-_FIT_INTRO = (
-    "`numxent.bench.sklearn_fit`: `CrossEntropyClassifier` vs "
-    '`LogisticRegression(solver="lbfgs")` on the same split, each fit '
-    "timed once after a warm-up fit that compiles numxent's kernels."
-)
-
-_DASK_INTRO = (
-    "`numxent.bench.dask_scale`: `CrossEntropyClassifier` on dask arrays on a "
-    "`distributed.LocalCluster` (worker processes, one thread each) against "
-    "the same estimator in memory and dask-ml's "
-    '`LogisticRegression(solver="lbfgs")`, and `cross_entropy` over logits '
-    "larger than the workers' memory limit; one timed run each after a "
-    "warm-up (the loss: best of the repeats)."
-)
-_SMALL_TRAINING_INTRO = (
-    "`numxent.bench.small_training`: an MLP 64 → 128 → 10 on scikit-learn's "
-    "digits (1,797 images), SGD, trained with `torch.nn.functional.cross_entropy` "
-    "and with `numxent.torch.cross_entropy` from the same seed and shuffles, "
-    "their epochs alternating in one process; the best epoch's wall time of each."
-)
-_COMPILED_INTRO = (
-    "`numxent.bench.compiled_step`: an MLP 64 → 128 → C step (forward, loss, "
-    "backward, SGD) eager and `torch.compile(fullgraph=True)`'d, with numxent's "
-    "loss (the `numxent::cross_entropy` custom op when compiled) and with "
-    "PyTorch's; the four models' steps round-robin in one process, medians."
-)
-_BF16_INTRO = (
-    "`numxent.bench.bf16_loss`: the loss forward + backward on a bfloat16 "
-    "(N, C) model output with int64 labels: PyTorch's on the bfloat16 logits, "
-    "PyTorch's under autocast (upcast to float32, gradient cast back) and "
-    "numxent's (bfloat16 read in place, float32 arithmetic, bfloat16 gradient); "
-    "interleaved in one process, best of the repeats."
-)
-
-#: The optional sections, each a module of this package with ``summary(rows)``
-#: and ``markdown(rows)``: (results key = module name, terminal title, report
-#: title, report introduction).
-_SECTIONS = [
-    ("training", "training steps (PyTorch ÷ numxent)", "Training step",
-     _TRAINING_INTRO),
-    ("sklearn_fit", "scikit-learn estimator fit (LogisticRegression ÷ numxent)",
-     "scikit-learn estimator fit", _FIT_INTRO),
-    ("dask_scale", "scale-out on Dask (LocalCluster)", "Scale-out on Dask",
-     _DASK_INTRO),
-    ("small_training", "small-batch training epochs (PyTorch ÷ numxent)",
-     "Small-batch training", _SMALL_TRAINING_INTRO),
-    ("compiled_step", "torch.compile'd training step against eager",
-     "Compiled training step", _COMPILED_INTRO),
-    ("bf16_loss", "bfloat16 loss forward+backward (PyTorch ÷ numxent)",
-     "bfloat16 loss", _BF16_INTRO),
-]  # fmt: skip
-
-
-def _section(results: dict, key: str):
-    """``(rows, module)`` of an optional section, or ``(None, None)``."""
-    rows = (results.get(key) or {}).get("rows")
-    if not rows:
-        return None, None
-    return rows, importlib.import_module(f".{key}", __package__)
-
-
 def text_tables(results: dict) -> str:
     """The terminal summary: per op and dtype, each peer's time ÷ np.copyto's,
-    then ÷ numxent's; start-up, training steps and estimator fits if run."""
+    then ÷ numxent's; start-up and the scenario sections' summaries if run."""
     stat = results["settings"]["stat"]
-    parts = []
-    groups = _groups(results)
-    for op, dtype, entries in groups:
-        parts += [
-            f"{op} {dtype}: {_OP_TITLES.get(op, op)} — {stat} time ÷ np.copyto time",
-            _ratio_table(entries, "ratio_to_copy", markdown=False),
-            "",
-        ]
-    for op, dtype, entries in groups:
-        if _has_floor(entries):
-            parts += [
-                f"{op} {dtype}: {stat} time ÷ {_floor_name(results)} time",
-                _ratio_table(entries, "ratio_to_floor", markdown=False),
-                "",
-            ]
-    for op, dtype, entries in groups:
-        ref = PEERS[entries[0]["reference"]].label
-        parts += [
-            f"{op} {dtype}: {stat} time ÷ {ref} time (> 1×: numxent faster)",
-            _ratio_table(entries, "ratio_to_numxent", markdown=False),
-            "",
-        ]
+    parts: list[str] = []
+    for key in ("ratio_to_copy", "ratio_to_floor", "ratio_to_numxent"):
+        for op, dtype, entries in _groups(results):
+            title = {
+                "ratio_to_copy": f"{_OP_TITLES.get(op, op)} — {stat} time ÷ "
+                "np.copyto time",
+                "ratio_to_floor": f"{stat} time ÷ {_floor_name(results)} time",
+                "ratio_to_numxent": f"{stat} time ÷ "
+                f"{PEERS[entries[0]['reference']].label} time (> 1×: numxent faster)",
+            }[key]
+            if key != "ratio_to_floor" or _has_floor(entries):
+                table_ = _ratio_table(entries, key, markdown=False)
+                parts += [f"{op} {dtype}: {title}", table_, ""]
     compiles = _compile_rows(results)
     if compiles:
         parts.append("compile time (first call, left out of the timings):")
@@ -293,10 +214,8 @@ def text_tables(results: dict) -> str:
             f"{s['process_s']:.2f} s; best of {s['runs']})"
             for kind, s in _startup_rows(st)
         ]
-    for key, title, _, _ in _SECTIONS:
-        rows, module = _section(results, key)
-        if rows:
-            parts += [f"{title}:"] + [f"  {x}" for x in module.summary(rows)] + [""]
+    for sec in (results.get("sections") or {}).values():
+        parts += [f"{sec['title']}:", *(f"  {x}" for x in sec["summary"]), ""]
     return "\n".join(parts).rstrip() + "\n"
 
 
@@ -473,10 +392,8 @@ def markdown_report(results: dict, plot_file: str | None) -> str:
         ]
     if results.get("startup"):
         out += ["## Start-up", "", _startup_md(results["startup"]), ""]
-    for key, _, title, intro in _SECTIONS:
-        rows, module = _section(results, key)
-        if rows:
-            out += [f"## {title}", "", intro, "", module.markdown(rows)]
+    for sec in (results.get("sections") or {}).values():
+        out += [f"## {sec['title']}", "", sec["intro"], "", sec["markdown"]]
     if plot_file:
         out += [
             "## Plot",

@@ -23,7 +23,9 @@ Two orders, both in one process:
     once.
 
 :func:`time_workload` does it for one workload's peers; the report's process
-and the THP worker both use it.
+and the THP worker both use it. The pytest-benchmark suite (``benchmarks/``)
+builds each peer the same way and calls :func:`warm_up` for its calls per
+sample, then lets pytest-benchmark take the samples.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from collections.abc import Callable
 from ._peers import PeerUnavailable, make_peer
 from ._workloads import Workload, make_data
 
-__all__ = ["measure", "summarise", "time_workload"]
+__all__ = ["measure", "summarise", "time_workload", "warm_up"]
 
 
 def _time_calls(fn: Callable[[], object], number: int) -> float:
@@ -58,6 +60,16 @@ def _calibrate(fn: Callable[[], object], t_one: float, min_time: float) -> int:
             return max(1, math.ceil(number * min_time / t))
         number *= 4
     return number
+
+
+def warm_up(fn: Callable[[], object], min_time: float) -> tuple[int, float]:
+    """Call ``fn`` untimed (compilation and first touch stay outside the
+    timings), then time one call; ``(calls per sample, seconds of a call)``."""
+    fn()
+    t = _time_calls(fn, 1)
+    if t < min_time:  # cheap: a second look, in case the first stalled
+        t = min(t, _time_calls(fn, 1))
+    return _calibrate(fn, t, min_time), t
 
 
 def summarise(samples: list[float], number: int) -> dict:
@@ -101,18 +113,13 @@ def measure(
     unit = 1 / max(len(fns), 1)
     step = on_step or (lambda message, advance: None)
 
-    def warm_up(name: str) -> None:
-        fn = fns[name]
+    def prepare(name: str) -> None:
         time.sleep(settle)
         try:
-            fn()  # compilation and first touch stay outside the timings
-            t = _time_calls(fn, 1)
-            if t < min_time:  # cheap: a second look, in case the first stalled
-                t = min(t, _time_calls(fn, 1))
+            numbers[name], t = warm_up(fns[name], min_time)
         except Exception as exc:  # a peer's failure is a result, not a crash
             errors[name] = f"{type(exc).__name__}: {exc}"
         else:
-            numbers[name] = _calibrate(fn, t, min_time)
             spent[name] = 3 * t
             samples[name] = []
         step(f"{name} warm-up" + (" failed" if name in errors else ""), unit)
@@ -134,7 +141,7 @@ def measure(
         if order == "block":
             for name in fns:
                 gc.enable()
-                warm_up(name)
+                prepare(name)
                 gc.collect()  # outside the timed calls: the previous garbage
                 gc.disable()
                 for r in range(repeat):
@@ -142,7 +149,7 @@ def measure(
                     step(f"{name} {r + 1}/{repeat}", unit)
         else:
             for name in fns:
-                warm_up(name)
+                prepare(name)
             gc.disable()
             for r in range(repeat):
                 for name in fns:

@@ -1,13 +1,13 @@
 """Small-batch training: an MLP on scikit-learn's digits, PyTorch's loss vs numxent's.
 
-Run it as ``numxent-bench --small-training`` (a section of the report) or
-``python -m numxent.bench.small_training``. The training most people run on
+The report's ``--small-training`` section (``python benchmarks/report.py
+--small-training``). The training most people run on
 CPUs: Linear(64, 128) -> ReLU -> Linear(128, 10) on the 1,797 digits images
 (pixels / 16, float32), plain SGD, a few epochs, at batch sizes 32, 64 and
 256. At these sizes a loss call is mostly per-call overhead, so this is
 where a drop-in could make training slower.
 
-One fresh process (torch's intra-op pool at ``--threads``) trains two
+One fresh process (torch's intra-op pool at the report's ``--threads``) trains two
 copies of the model (same seed, same shuffles), one with
 ``torch.nn.functional.cross_entropy`` and one with
 ``numxent.torch.cross_entropy``, alternating whole epochs (the order flips
@@ -18,19 +18,18 @@ SGD step) and the final loss of each model on the whole data set.
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any
 
-from ._child import run_child, section_main, thread_count
+from ._section import Section, ints, run_child
 
-DEFAULTS = dict(batches="32,64,256", epochs=3, hidden=128, lr=0.1, threads="all")
-QUICK = dict(epochs=2)
-_HELP = {
-    "batches": "comma list of batch sizes",
-    "epochs": "epochs each model trains (the best one is reported)",
-    "threads": "torch intra-op threads ('all': every CPU)",
+OPTIONS = {
+    "batches": ("32,64,256", "comma list of batch sizes"),
+    "epochs": (3, "epochs each model trains (the best one is reported)"),
+    "hidden": (128, "hidden units"),
+    "lr": (0.1, "SGD learning rate"),
 }
+QUICK = {"epochs": 2}
 
 
 def _digits(torch):
@@ -99,30 +98,30 @@ def child(cfg) -> dict:
     return {"rows": rows}
 
 
-def run_small_training(on_step=None, **opts) -> list[dict]:
-    """One row per (batch size, loss), PyTorch's first; ``opts`` override
-    :data:`DEFAULTS`; ``on_step(message)`` is called when the child is done."""
-
-    o = {**DEFAULTS, **opts}
-    threads = thread_count(o["threads"])
-    batches = [int(b) for b in str(o["batches"]).split(",") if b.strip()]
+def run(opts: dict, threads: int, on_step=lambda message: None) -> dict:
+    """One row per (batch size, loss), PyTorch's first, on ``threads`` torch
+    threads."""
+    batches = ints(opts["batches"])
     if not batches or min(batches) < 1:
-        raise ValueError(f"batches: positive batch sizes needed, got {o['batches']!r}")
-    cfg = dict(batches=batches, epochs=int(o["epochs"]), hidden=int(o["hidden"]),
-               lr=float(o["lr"]), threads=threads)  # fmt: skip
-    rows = run_child("small_training", cfg, "small-training")
-    (on_step or (lambda message: None))("digits MLP")
-    return rows
+        raise ValueError(
+            f"batches: positive batch sizes needed, got {opts['batches']!r}"
+        )
+    cfg = dict(batches=batches, epochs=int(opts["epochs"]), hidden=int(opts["hidden"]),
+               lr=float(opts["lr"]), threads=threads)  # fmt: skip
+    result = run_child("small_training", cfg)
+    on_step("digits MLP")
+    return result
 
 
 def _pairs(rows):
     return list(zip(rows[0::2], rows[1::2], strict=False))
 
 
-def markdown(rows: list[dict]) -> str:
+def markdown(result: dict) -> str:
     """The rows as a Markdown table plus one summary line per batch size."""
-    from ._report import table
+    from numxent.bench._report import table
 
+    rows = result["rows"]
     headers = ["batch", "torch threads", "PyTorch epoch ms", "numxent epoch ms",
                "PyTorch ÷ numxent", "final loss PyTorch",
                "final loss numxent"]  # fmt: skip
@@ -133,12 +132,13 @@ def markdown(rows: list[dict]) -> str:
         for t, n in _pairs(rows)
     ]  # fmt: skip
     return "\n".join([table(headers, cells, "lr"), ""] + [
-        f"- {line}" for line in summary(rows)
+        f"- {line}" for line in summary(result)
     ]) + "\n"  # fmt: skip
 
 
-def summary(rows: list[dict]) -> list[str]:
+def summary(result: dict) -> list[str]:
     """One line per batch size: the epoch speed-up and the loss agreement."""
+    rows = result["rows"]
     return [
         f"digits MLP 64→{t['hidden']}→10, batch {t['batch']}: epoch "
         f"{t['epoch_ms'] / n['epoch_ms']:.2f}× with numxent (best of {t['epochs']} "
@@ -148,13 +148,20 @@ def summary(rows: list[dict]) -> list[str]:
     ]
 
 
-def main(argv=None) -> int:
-    return section_main(
-        argv, doc=__doc__ or "", defaults=DEFAULTS, helps=_HELP, quick=QUICK,
-        quick_help="2 epochs", run=run_small_training, child=child, markdown=markdown,
-        status=lambda rows: int(any(r["loss_rel_diff"] > 1e-4 for r in rows)),
-    )  # fmt: skip
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+SECTION = Section(
+    key="small_training",
+    flag="small-training",
+    help="small-batch training epochs (the digits MLP at batch 32/64/256), "
+    "PyTorch's loss vs numxent.torch's (needs torch, scikit-learn)",
+    title="Small-batch training",
+    intro="An MLP 64 → 128 → 10 on scikit-learn's digits (1,797 images), SGD, "
+    "trained with `torch.nn.functional.cross_entropy` and with "
+    "`numxent.torch.cross_entropy` from the same seed and shuffles, their epochs "
+    "alternating in one process; the best epoch's wall time of each.",
+    run=run,
+    markdown=markdown,
+    summary=summary,
+    options=OPTIONS,
+    quick=QUICK,
+    requires=("torch", "sklearn"),
+)

@@ -1,9 +1,8 @@
 """CPU training step with PyTorch's cross-entropy vs numxent.torch's drop-in.
 
-Run it as ``numxent-bench --training`` (a section of the report),
-``python -m numxent.bench.training`` or ``python benchmarks/train_step.py``
-(``--quick`` runs batch and tokens 1,024). Two workloads, same model, data
-and seed for both losses:
+The report's ``--training`` section (``python benchmarks/report.py
+--training``; ``--quick`` runs batch and tokens 1,024). Two workloads, same
+model, data and seed for both losses:
 
 - ``mlp``: Linear(in, hidden) -> ReLU -> Linear(hidden, classes), batch N;
 - ``lm``:  an LM head, Linear(hidden, vocab) on N tokens (+ the loss).
@@ -27,36 +26,35 @@ loss) runs in a fresh process; on Linux the resident high-water mark
   torch at all cores);
 - ``final_loss``: the loss of the last step (both losses must agree).
 
-Numba's thread count is left at its default (all cores) while torch's
-intra-op pool is set to 1 or to all cores, to show whether the two pools
-oversubscribe the machine.
+Numba runs on the report's ``--threads`` while torch's intra-op pool is set
+to each of ``--training-threads`` (1 and all cores), to show whether the two
+pools oversubscribe the machine.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import time
 
-DEFAULTS = dict(
-    tasks="mlp,lm", threads="1,all", batch=4096, lm_tokens=4096, mlp_classes=1000,
-    mlp_in=256, mlp_hidden=512, lm_hidden=512, vocab=32000, steps=5, warmup=1,
-    loss_reps=21,
-)  # fmt: skip
-QUICK = dict(batch=1024, lm_tokens=1024)
-_HELP = {
-    "tasks": "comma list of mlp, lm",
-    "threads": "comma list of torch thread counts ('all': every CPU)",
-    "batch": "MLP samples a batch",
-    "lm_tokens": "LM tokens a batch",
-    "steps": "timed steps",
-    "loss_reps": "timed loss forward+backward calls",
+from ._section import Section, ints, run_child
+
+OPTIONS = {
+    "tasks": ("mlp,lm", "comma list of mlp, lm"),
+    "threads": ("1,all", "comma list of torch thread counts ('all': every CPU)"),
+    "batch": (4096, "MLP samples a batch"),
+    "lm_tokens": (4096, "LM tokens a batch"),
+    "mlp_classes": (1000, "MLP classes"),
+    "mlp_in": (256, "MLP input features"),
+    "mlp_hidden": (512, "MLP hidden units"),
+    "lm_hidden": (512, "LM hidden units"),
+    "vocab": (32000, "LM vocabulary"),
+    "steps": (5, "timed steps"),
+    "warmup": (1, "untimed steps first"),
+    "loss_reps": (21, "timed loss forward+backward calls"),
 }
+QUICK = {"batch": 1024, "lm_tokens": 1024}
 
 
 def _status_mib(field: str) -> float | None:
@@ -74,6 +72,8 @@ def _peak_mib() -> float:
     hwm = _status_mib("VmHWM")
     if hwm is not None:
         return hwm
+    import resource
+
     kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kib / 1024 if sys.platform != "darwin" else kib / 2**20
 
@@ -108,10 +108,12 @@ def _build(cfg, torch):
 
 
 def _setup(cfg):
+    import numba
     import torch
 
     import numxent.torch as nt
 
+    numba.set_num_threads(min(cfg["numba_threads"], numba.config.NUMBA_NUM_THREADS))
     torch.set_num_threads(cfg["threads"])
     fns = {"torch": torch.nn.functional.cross_entropy, "numxent": nt.cross_entropy}
     # Load compiled kernels and start both thread pools outside the figures.
@@ -188,74 +190,50 @@ def child_time(cfg) -> dict:
     }
 
 
-def _run_child(cfg) -> dict:
-    from ._machine import child_env
-
-    proc = subprocess.run(
-        [sys.executable, "-m", "numxent.bench.training", "--child", json.dumps(cfg)],
-        capture_output=True,
-        text=True,
-        env=child_env(),
-    )
-    if proc.returncode != 0:
-        tail = proc.stderr.strip().splitlines()[-3:]
-        raise RuntimeError(
-            f"training child exited {proc.returncode}: {' | '.join(tail)}"
-        )
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def run_training(on_step=None, **opts) -> list[dict]:
-    """Run the grid; one row per (task, torch threads, loss), torch's first.
-
-    ``opts`` override :data:`DEFAULTS`; ``on_step(message)`` is called after
-    each child process.
-    """
-    o = {**DEFAULTS, **opts}
+def run(opts: dict, threads: int, on_step=lambda message: None) -> dict:
+    """One row per (task, torch threads, loss), torch's first; ``on_step``
+    is called after each child process."""
     ncpu = os.cpu_count() or 1
-    threads = [
-        ncpu if str(s) == "all" else int(s) for s in str(o["threads"]).split(",")
-    ]
-    step = on_step or (lambda message: None)
     rows = []
-    for task in o["tasks"].split(","):
+    for task in opts["tasks"].split(","):
         if task == "mlp":
-            shape = dict(in_features=o["mlp_in"], hidden=o["mlp_hidden"],
-                         classes=o["mlp_classes"], batch=o["batch"])  # fmt: skip
+            shape = dict(in_features=opts["mlp_in"], hidden=opts["mlp_hidden"],
+                         classes=opts["mlp_classes"], batch=opts["batch"])  # fmt: skip
         elif task == "lm":
-            shape = dict(hidden=o["lm_hidden"], classes=o["vocab"],
-                         batch=o["lm_tokens"])  # fmt: skip
+            shape = dict(hidden=opts["lm_hidden"], classes=opts["vocab"],
+                         batch=opts["lm_tokens"])  # fmt: skip
         else:
             raise ValueError(f"tasks: unknown task {task!r} (mlp, lm)")
-        base = dict(task=task, seed=0, lr=0.1, **shape)
+        base = dict(task=task, seed=0, lr=0.1, numba_threads=threads, **shape)
         mem = {}
         for impl in ("torch", "numxent"):
-            mem[impl] = _run_child(dict(base, mode="memory", impl=impl, threads=ncpu))
-            step(f"{task} memory {impl}")
-        for th in threads:
-            cfg = dict(base, mode="time", threads=th, steps=o["steps"],
-                       warmup=o["warmup"], loss_reps=o["loss_reps"])  # fmt: skip
-            res = _run_child(cfg)
-            step(f"{task} time threads={th}")
+            cfg = dict(base, impl=impl, threads=ncpu)
+            mem[impl] = run_child("training", cfg, "child_memory")
+            on_step(f"{task} memory {impl}")
+        for th in ints(opts["threads"]):
+            cfg = dict(base, threads=th, steps=opts["steps"],
+                       warmup=opts["warmup"], loss_reps=opts["loss_reps"])  # fmt: skip
+            res = run_child("training", cfg, "child_time")
+            on_step(f"{task} time threads={th}")
             t, n = res["torch"]["final_loss"], res["numxent"]["final_loss"]
             for impl in ("torch", "numxent"):
                 rows.append(
                     {**cfg, "impl": impl, **res[impl], **mem[impl],
                      "loss_rel_diff": abs(t - n) / abs(t)}
                 )  # fmt: skip
-    return rows
+    return {"rows": rows}
 
 
-def n_children(**opts) -> int:
-    """How many child processes :func:`run_training` starts (progress units)."""
-    o = {**DEFAULTS, **opts}
-    return len(o["tasks"].split(",")) * (2 + len(str(o["threads"]).split(",")))
+def steps(opts: dict) -> int:
+    """How many child processes :func:`run` starts (progress steps)."""
+    return len(opts["tasks"].split(",")) * (2 + len(ints(opts["threads"])))
 
 
-def markdown(rows: list[dict]) -> str:
+def markdown(result: dict) -> str:
     """The rows as a Markdown table plus one summary line per comparison."""
-    from ._report import table
+    from numxent.bench._report import table
 
+    rows = result["rows"]
     headers = ["task", "N × C", "torch threads", "loss", "step ms",
                "loss fwd+bwd ms", "loss share", "loss peak MiB", "step peak MiB",
                "final loss"]  # fmt: skip
@@ -267,7 +245,7 @@ def markdown(rows: list[dict]) -> str:
         for r in rows
     ]  # fmt: skip
     out = [table(headers, cells, "llrl"), ""]
-    out += [f"- {line}" for line in summary(rows)]
+    out += [f"- {line}" for line in summary(result)]
     if rows:
         n0 = rows[1]
         out.append(
@@ -277,8 +255,9 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
-def summary(rows: list[dict]) -> list[str]:
+def summary(result: dict) -> list[str]:
     """One line per (torch, numxent) pair of rows: the speed-ups and memory."""
+    rows = result["rows"]
     return [
         f"{t['task']} {t['batch']:,}×{t['classes']:,}, torch threads={t['threads']}: "
         f"step {t['step_ms'] / n['step_ms']:.2f}×, "
@@ -289,39 +268,21 @@ def summary(rows: list[dict]) -> list[str]:
     ]
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--child", help=argparse.SUPPRESS)
-    for key, default in DEFAULTS.items():
-        p.add_argument(
-            "--" + key.replace("_", "-"),
-            type=type(default),
-            help=f"{_HELP.get(key, key.replace('_', ' '))} (default {default})",
-        )
-    p.add_argument("--json", help="also write the rows here")
-    p.add_argument("--quick", action="store_true", help="batch and tokens 1024")
-    a = p.parse_args(argv)
-    if a.child:
-        cfg = json.loads(a.child)
-        run = child_memory if cfg["mode"] == "memory" else child_time
-        print(json.dumps(run(cfg)))
-        return 0
-    opts = {k: v for k, v in vars(a).items() if k in DEFAULTS and v is not None}
-    if a.quick:
-        opts = {**QUICK, **opts}
-    rows = run_training(
-        on_step=lambda m: print(f"  done: {m}", file=sys.stderr), **opts
-    )
-    print(markdown(rows))
-    print(
-        f"{os.cpu_count()} CPUs; command: "
-        + " ".join([os.path.basename(sys.executable)] + sys.argv)
-    )
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(rows, f, indent=1)
-    return 1 if any(r["loss_rel_diff"] > 1e-4 for r in rows) else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+SECTION = Section(
+    key="training",
+    flag="training",
+    help="training steps, PyTorch's loss vs numxent.torch's (needs torch)",
+    title="Training step",
+    intro="The same model, data and seed trained with "
+    "`torch.nn.functional.cross_entropy` and with `numxent.torch.cross_entropy`, "
+    "their steps interleaved in one process per torch thread count (median of "
+    "the timed steps); the loss's forward+backward timed alone on the model's "
+    "output; peak memory from separate processes (extra resident MiB).",
+    run=run,
+    markdown=markdown,
+    summary=summary,
+    options=OPTIONS,
+    quick=QUICK,
+    requires=("torch",),
+    steps=steps,
+)

@@ -1,7 +1,7 @@
 """A ``torch.compile``d training step against the eager one, with both losses.
 
-Run it as ``numxent-bench --compiled-step`` (a section of the report) or
-``python -m numxent.bench.compiled_step``. The model is
+The report's ``--compiled-step`` section (``python benchmarks/report.py
+--compiled-step``). The model is
 Linear(64, 128) -> ReLU -> Linear(128, C) on random data; the forward plus
 loss is compiled with ``torch.compile(fullgraph=True)`` (inductor), which
 with ``numxent.torch.cross_entropy`` calls the ``numxent::cross_entropy``
@@ -15,20 +15,18 @@ each and the last step's loss (compiled and eager must agree).
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 from typing import Any
 
-from ._child import run_child, section_main, shape_tuples, thread_count
+from ._section import Section, run_child
 
-DEFAULTS = dict(shapes="64x10,4096x1000", steps=30, warmup=3, threads="all")
-QUICK = dict(shapes="64x10", steps=10)
-IMPLS = ("numxent eager", "numxent compiled", "torch eager", "torch compiled")
-_HELP = {
-    "shapes": "comma list of batch x classes",
-    "steps": "timed steps of each model",
-    "threads": "torch intra-op threads ('all': every CPU)",
+OPTIONS = {
+    "shapes": ("64x10,4096x1000", "comma list of batch x classes"),
+    "steps": (30, "timed steps of each model"),
+    "warmup": (3, "untimed steps first (compiling), at least 2"),
 }
+QUICK = {"shapes": "64x10", "steps": 10}
+IMPLS = ("numxent eager", "numxent compiled", "torch eager", "torch compiled")
 
 
 def child(cfg) -> dict:
@@ -82,18 +80,16 @@ def child(cfg) -> dict:
     return {"rows": rows}
 
 
-def run_compiled_step(on_step=None, **opts) -> list[dict]:
-    """Rows per (shape, impl) in :data:`IMPLS` order; ``opts`` override
-    :data:`DEFAULTS`; ``on_step(message)`` is called when the child is done."""
-    from ._workloads import parse_shapes
+def run(opts: dict, threads: int, on_step=lambda message: None) -> dict:
+    """Rows per (shape, impl) in :data:`IMPLS` order, on ``threads`` torch
+    threads."""
+    from numxent.bench import parse_shapes
 
-    o = {**DEFAULTS, **opts}
-    threads = thread_count(o["threads"])
-    cfg = dict(shapes=parse_shapes(str(o["shapes"])), steps=int(o["steps"]),
-               warmup=max(2, int(o["warmup"])), threads=threads)  # fmt: skip
-    rows = run_child("compiled_step", cfg, "compiled-step")
-    (on_step or (lambda message: None))("compiled step")
-    return rows
+    cfg = dict(shapes=parse_shapes(str(opts["shapes"])), steps=int(opts["steps"]),
+               warmup=max(2, int(opts["warmup"])), threads=threads)  # fmt: skip
+    result = run_child("compiled_step", cfg)
+    on_step("compiled step")
+    return result
 
 
 def _groups(rows):
@@ -103,10 +99,11 @@ def _groups(rows):
     return out
 
 
-def markdown(rows: list[dict]) -> str:
+def markdown(result: dict) -> str:
     """The rows as a Markdown table plus one summary line per shape."""
-    from ._report import table
+    from numxent.bench._report import table
 
+    rows = result["rows"]
     headers = ["N × C", "torch threads", *(f"{i} µs" for i in IMPLS),
                "numxent eager ÷ compiled", "loss eager / compiled"]  # fmt: skip
     cells = []
@@ -118,14 +115,14 @@ def markdown(rows: list[dict]) -> str:
             + [f"{e['step_us'] / c['step_us']:.2f}×",
                f"{e['final_loss']:.6f} / {c['final_loss']:.6f}"]
         )  # fmt: skip
-    lines = [f"- {line}" for line in summary(rows)]
+    lines = [f"- {line}" for line in summary(result)]
     return "\n".join([table(headers, cells, "lr"), "", *lines]) + "\n"
 
 
-def summary(rows: list[dict]) -> list[str]:
+def summary(result: dict) -> list[str]:
     """One line per shape: compiled against eager, and against PyTorch's."""
     out = []
-    for g in _groups(rows):
+    for g in _groups(result["rows"]):
         e, c = g["numxent eager"], g["numxent compiled"]
         te, tc = g["torch eager"], g["torch compiled"]
         out.append(
@@ -138,14 +135,20 @@ def summary(rows: list[dict]) -> list[str]:
     return out
 
 
-def main(argv=None) -> int:
-    return section_main(
-        argv, doc=__doc__ or "", defaults=DEFAULTS, helps=_HELP, quick=QUICK,
-        quick_help="64x10, 10 steps", run=run_compiled_step, child=child,
-        markdown=markdown,
-        child_cfg=shape_tuples,
-    )  # fmt: skip
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+SECTION = Section(
+    key="compiled_step",
+    flag="compiled-step",
+    help="a torch.compile'd training step against the eager one, both losses "
+    "(needs torch)",
+    title="Compiled training step",
+    intro="An MLP 64 → 128 → C step (forward, loss, backward, SGD) eager and "
+    "`torch.compile(fullgraph=True)`'d, with numxent's loss (the "
+    "`numxent::cross_entropy` custom op when compiled) and with PyTorch's; the "
+    "four models' steps round-robin in one process, medians.",
+    run=run,
+    markdown=markdown,
+    summary=summary,
+    options=OPTIONS,
+    quick=QUICK,
+    requires=("torch",),
+)

@@ -1,7 +1,7 @@
 """The bfloat16 loss: PyTorch's cross-entropy forward+backward vs numxent.torch's.
 
-Run it as ``numxent-bench --bf16-loss`` (a section of the report) or
-``python -m numxent.bench.bf16_loss``. bfloat16 logits are what
+The report's ``--bf16-loss`` section (``python benchmarks/report.py
+--bf16-loss``). bfloat16 logits are what
 ``torch.autocast("cpu", dtype=torch.bfloat16)`` gives a model's last layer.
 Timed in one fresh process, the three calls interleaved, best of the
 repeats: the loss forward + backward on an (N, C) bfloat16 model output (a
@@ -19,19 +19,16 @@ dropped, as a model's backward drops it), with int64 labels:
 
 from __future__ import annotations
 
-import sys
 import time
 
-from ._child import run_child, section_main, shape_tuples, thread_count
+from ._section import Section, run_child
 
-DEFAULTS = dict(shapes="4096x32000", repeat=5, threads="all")
-QUICK = dict(shapes="1024x8000", repeat=3)
-IMPLS = ("torch bf16", "torch autocast", "numxent bf16")
-_HELP = {
-    "shapes": "comma list of N x C",
-    "repeat": "timed calls of each (the best is reported)",
-    "threads": "torch intra-op threads ('all': every CPU)",
+OPTIONS = {
+    "shapes": ("4096x32000", "comma list of N x C"),
+    "repeat": (5, "timed calls of each (the best is reported)"),
 }
+QUICK = {"shapes": "1024x8000", "repeat": 3}
+IMPLS = ("torch bf16", "torch autocast", "numxent bf16")
 
 
 def child(cfg) -> dict:
@@ -78,18 +75,16 @@ def child(cfg) -> dict:
     return {"rows": rows}
 
 
-def run_bf16_loss(on_step=None, **opts) -> list[dict]:
-    """Rows per (shape, impl) in :data:`IMPLS` order; ``opts`` override
-    :data:`DEFAULTS`; ``on_step(message)`` is called when the child is done."""
-    from ._workloads import parse_shapes
+def run(opts: dict, threads: int, on_step=lambda message: None) -> dict:
+    """Rows per (shape, impl) in :data:`IMPLS` order, on ``threads`` torch
+    threads."""
+    from numxent.bench import parse_shapes
 
-    o = {**DEFAULTS, **opts}
-    threads = thread_count(o["threads"])
-    cfg = dict(shapes=parse_shapes(str(o["shapes"])), repeat=max(1, int(o["repeat"])),
-               threads=threads)  # fmt: skip
-    rows = run_child("bf16_loss", cfg, "bf16-loss")
-    (on_step or (lambda message: None))("bf16 loss")
-    return rows
+    cfg = dict(shapes=parse_shapes(str(opts["shapes"])),
+               repeat=max(1, int(opts["repeat"])), threads=threads)  # fmt: skip
+    result = run_child("bf16_loss", cfg)
+    on_step("bf16 loss")
+    return result
 
 
 def _groups(rows):
@@ -99,10 +94,11 @@ def _groups(rows):
     ]
 
 
-def markdown(rows: list[dict]) -> str:
+def markdown(result: dict) -> str:
     """The rows as a Markdown table plus one summary line per shape."""
-    from ._report import table
+    from numxent.bench._report import table
 
+    rows = result["rows"]
     headers = ["N × C", "torch threads", *(f"{i} ms" for i in IMPLS),
                "torch bf16 ÷ numxent", "torch autocast ÷ numxent"]  # fmt: skip
     cells = []
@@ -113,14 +109,14 @@ def markdown(rows: list[dict]) -> str:
             + [f"{g[i]['ms']:,.1f}" for i in IMPLS]
             + [f"{g[i]['ms'] / nx_['ms']:.2f}×" for i in IMPLS[:2]]
         )
-    lines = [f"- {line}" for line in summary(rows)]
+    lines = [f"- {line}" for line in summary(result)]
     return "\n".join([table(headers, cells, "lr"), "", *lines]) + "\n"
 
 
-def summary(rows: list[dict]) -> list[str]:
+def summary(result: dict) -> list[str]:
     """One line per shape: the speed-ups and the loss agreement."""
     out = []
-    for g in _groups(rows):
+    for g in _groups(result["rows"]):
         nx_, tb, ta = g["numxent bf16"], g["torch bf16"], g["torch autocast"]
         out.append(
             f"bf16 loss fwd+bwd {nx_['n']:,}×{nx_['c']:,}: "
@@ -131,14 +127,21 @@ def summary(rows: list[dict]) -> list[str]:
     return out
 
 
-def main(argv=None) -> int:
-    return section_main(
-        argv, doc=__doc__ or "", defaults=DEFAULTS, helps=_HELP, quick=QUICK,
-        quick_help="1024x8000, 3 repeats", run=run_bf16_loss, child=child,
-        markdown=markdown,
-        child_cfg=shape_tuples,
-    )  # fmt: skip
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+SECTION = Section(
+    key="bf16_loss",
+    flag="bf16-loss",
+    help="the bfloat16 loss forward+backward, PyTorch's (bf16 and autocast) vs "
+    "numxent.torch's (needs torch, ml_dtypes)",
+    title="bfloat16 loss",
+    intro="The loss forward + backward on a bfloat16 (N, C) model output with "
+    "int64 labels: PyTorch's on the bfloat16 logits, PyTorch's under autocast "
+    "(upcast to float32, gradient cast back) and numxent's (bfloat16 read in "
+    "place, float32 arithmetic, bfloat16 gradient); interleaved in one process, "
+    "best of the repeats.",
+    run=run,
+    markdown=markdown,
+    summary=summary,
+    options=OPTIONS,
+    quick=QUICK,
+    requires=("torch", "ml_dtypes"),
+)

@@ -1,30 +1,29 @@
 """Scale-out on Dask: fits and a larger-than-memory loss on a LocalCluster.
 
-Three measurements on a ``distributed.LocalCluster`` of ``--workers``
-processes (one thread each, 127.0.0.1, no dashboard), each against the same
-work done in memory in this process (Numba and BLAS on ``--threads``
-threads):
+The report's ``--dask`` section. Three measurements on a
+``distributed.LocalCluster`` of ``--dask-workers`` processes (one thread
+each, 127.0.0.1, no dashboard), each against the same work done in memory in
+this process (Numba and BLAS on the report's ``--threads`` threads):
 
 - **binary fit**: ``make_classification(n_samples, 100 features, 60
-  informative)``, 75/25 split, the training rows in ``--chunks`` row chunks
-  persisted on the workers; ``CrossEntropyClassifier`` on the dask arrays,
-  the same estimator in memory, and dask-ml's
+  informative)``, 75/25 split, the training rows in ``--dask-chunks`` row
+  chunks persisted on the workers; ``CrossEntropyClassifier`` on the dask
+  arrays, the same estimator in memory, and dask-ml's
   ``LogisticRegression(solver="lbfgs")`` (if installed) on the same chunks,
   with test accuracy;
 - **multinomial fit**: the same with 50 classes (dask-ml has no
   multinomial solver);
-- **loss over larger-than-memory logits**: ``--loss-gib`` GiB of float32
-  logits generated chunk by chunk from a seed (``da.random``), on workers
-  limited to ``--memory-limit`` each, reduced by ``numxent.cross_entropy``
+- **loss over larger-than-memory logits**: ``--dask-loss-gib`` GiB of
+  float32 logits generated chunk by chunk from a seed (``da.random``), on
+  workers limited to ``--dask-memory-limit`` each, reduced by ``numxent.cross_entropy``
   ("mean", hard labels); against generating one chunk in memory with the
   same generator plus the in-memory call, per element. The workers' process
   ids before and after show whether any was restarted.
 
 ::
 
-    python -m numxent.bench.dask_scale                 # the issue-sized run
-    python -m numxent.bench.dask_scale --n-samples 20000 --loss-gib 0.25
-    numxent-bench --dask ...                           # a report section
+    python benchmarks/report.py --ops none --dask                     # full size
+    python benchmarks/report.py --ops none --dask --quick             # 20,000, 0.25 GiB
 
 Numba's compilation is kept out of the timings by a small warm-up fit on the
 cluster and in memory.
@@ -32,19 +31,28 @@ cluster and in memory.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
 import time
 import warnings
 
-import numba
 import numpy as np
 
-__all__ = ["QUICK", "run_dask", "summary", "markdown", "main"]
+from ._section import Section
 
-#: ``numxent-bench --quick --dask``: the same section, small.
+__all__ = ["SECTION", "markdown", "run", "run_dask", "summary"]
+
+OPTIONS = {
+    "n_samples": (200_000, "samples of the fits (a quarter held out)"),
+    "n_features": (100, "features of the fits"),
+    "chunks": (8, "row chunks of the fits' training rows"),
+    "multinomial_classes": (50, "classes of the multinomial fit"),
+    "loss_gib": (4.0, "GiB of float32 logits the loss reduces"),
+    "loss_classes": (1000, "classes of the loss's logits"),
+    "workers": (2, "worker processes"),
+    "memory_limit": ("1GiB", "memory limit of each worker"),
+    "repeat": (3, "timed loss runs (the best is reported)"),
+    "tasks": ("binary,multinomial,loss", "comma list of binary, multinomial, loss"),
+}
 QUICK = {"n_samples": 20_000, "loss_gib": 0.25}
 
 
@@ -103,6 +111,7 @@ def _timed_fit(est, X, y, X_test, y_test):
 def _fits(client, task, n_samples, n_features, n_classes, n_chunks, threads, seed,
           C, tol, max_iter, on_step):  # fmt: skip
     import dask.array as da
+    import numba
     from threadpoolctl import threadpool_limits
 
     from numxent.sklearn import CrossEntropyClassifier
@@ -164,6 +173,7 @@ def _pids(client) -> dict:
 def _loss(client, loss_gib, n_classes, rows_per_chunk, threads, seed, repeat,
           memory_limit):  # fmt: skip
     import dask.array as da
+    import numba
 
     import numxent as nx
 
@@ -245,6 +255,8 @@ def run_dask(
     """Run the section's measurements on a fresh LocalCluster; one row per
     model and task. ``threads``: the in-memory peers' Numba and BLAS threads
     (default: Numba's count)."""
+    import numba
+
     from numxent.sklearn import CrossEntropyClassifier
 
     threads = threads or numba.get_num_threads()
@@ -281,13 +293,21 @@ def run_dask(
     return rows
 
 
+def run(opts: dict, threads: int, on_step=lambda message: None) -> dict:
+    """:func:`run_dask` with the section's options."""
+    o = dict(opts)
+    o["n_chunks"] = o.pop("chunks")
+    o["tasks"] = tuple(o["tasks"].split(","))
+    return {"rows": run_dask(threads=threads, on_step=on_step, **o)}
+
+
 def _by(rows, task):
     return {r["model"]: r for r in rows if r["task"] == task and "skipped" not in r}
 
 
-def summary(rows) -> list[str]:
+def summary(result: dict) -> list[str]:
     """One line per task: the ratios the section is about."""
-    out = []
+    rows, out = result["rows"], []
     for task in ("binary", "multinomial"):
         by = _by(rows, task)
         d, m = by.get("numxent on dask"), by.get("numxent in memory")
@@ -319,10 +339,11 @@ def summary(rows) -> list[str]:
     return out
 
 
-def markdown(rows) -> str:
+def markdown(result: dict) -> str:
     """The rows as Markdown tables plus the summary lines."""
-    from ._report import table
+    from numxent.bench._report import table
 
+    rows = result["rows"]
     fit_rows = [r for r in rows if r["task"] != "loss"]
     out = []
     if fit_rows:
@@ -365,36 +386,26 @@ def markdown(rows) -> str:
             table(["", "logits", "s (best)", "ns / element"], cells, "llrr"),
             "",
         ]
-    out += [f"- {line}" for line in summary(rows)]
+    out += [f"- {line}" for line in summary(result)]
     return "\n".join(out) + "\n"
 
 
-def main(argv=None) -> list[dict]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--n-samples", type=int, default=200_000)
-    p.add_argument("--n-features", type=int, default=100)
-    p.add_argument("--chunks", dest="n_chunks", type=int, default=8)
-    p.add_argument("--multinomial-classes", type=int, default=50)
-    p.add_argument("--loss-gib", type=float, default=4.0)
-    p.add_argument("--loss-classes", type=int, default=1000)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--memory-limit", default="1GiB")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--tasks", default="binary,multinomial,loss")
-    p.add_argument("--json", default=None, help="write the rows here")
-    opts = vars(p.parse_args(argv))
-    out = opts.pop("json")
-    opts["tasks"] = tuple(opts["tasks"].split(","))
-    rows = run_dask(
-        on_step=lambda m: print(f"  done: {m}", file=sys.stderr, flush=True), **opts
-    )
-    print(markdown(rows))
-    if out:
-        with open(out, "w") as f:
-            json.dump(rows, f, indent=2)
-    return rows
-
-
-if __name__ == "__main__":
-    main()
+SECTION = Section(
+    key="dask_scale",
+    flag="dask",
+    help="fits and a larger-than-memory loss on a 2-worker dask LocalCluster "
+    "(needs dask, distributed, scikit-learn; dask-ml as a peer)",
+    title="Scale-out on Dask",
+    intro="`CrossEntropyClassifier` on dask arrays on a `distributed.LocalCluster` "
+    "(worker processes, one thread each) against the same estimator in memory "
+    'and dask-ml\'s `LogisticRegression(solver="lbfgs")`, and `cross_entropy` '
+    "over logits larger than the workers' memory limit; one timed run each after "
+    "a warm-up (the loss: best of the repeats).",
+    run=run,
+    markdown=markdown,
+    summary=summary,
+    options=OPTIONS,
+    quick=QUICK,
+    requires=("distributed", "sklearn"),
+    steps=lambda opts: 6,
+)

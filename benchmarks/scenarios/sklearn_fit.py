@@ -1,44 +1,39 @@
 """Fit time: numxent's CrossEntropyClassifier vs LogisticRegression(lbfgs).
 
-The problem: ``make_classification(n_samples, n_features=100,
-n_informative=60, n_classes=50, n_clusters_per_class=1)``, ``C=1,
-tol=1e-4``, float64 and float32, a 75/25 train/test split. Prints fit time,
-L-BFGS iterations and test accuracy for each model and dtype (a Markdown
-table)::
+The report's ``--sklearn-fit`` section. The problem:
+``make_classification(n_samples, n_features=100, n_informative=60,
+n_classes=50, n_clusters_per_class=1)``, ``C=1, tol=1e-4``, float32 and
+float64, a 75/25 train/test split; fit time, L-BFGS iterations and test
+accuracy for each model and dtype::
 
-    python -m numxent.bench.sklearn_fit                   # 200,000 samples
-    python benchmarks/sklearn_fit.py --n-samples 20000 --threads 2
-    numxent-bench --sklearn-fit ...                       # a report section
+    python benchmarks/report.py --ops none --sklearn-fit              # 200,000 samples
+    python benchmarks/report.py --ops none --sklearn-fit --threads 1 \\
+        --sklearn-fit-n-samples 20000 --out fit/
 
 Numba's compilation is kept out of the timings by a small warm-up fit per
-dtype. ``--threads`` sets Numba's threads and BLAS's (threadpoolctl) for both
-models; scikit-learn's loss itself runs on one thread.
+dtype. The report's ``--threads`` sets Numba's threads and BLAS's
+(threadpoolctl) for both models; scikit-learn's loss itself runs on one
+thread. The pytest-benchmark suite times the same fits
+(``benchmarks/test_bench_sklearn.py``).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
-import sys
 import time
 import warnings
 
-import numba
 import numpy as np
-from sklearn.datasets import make_classification
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import train_test_split
-from threadpoolctl import threadpool_limits
 
-from numxent.sklearn import CrossEntropyClassifier
+from ._section import Section
 
 MODELS = ("numxent", "sklearn")
 
 
 def make_problem(n_samples: int, n_features: int, n_classes: int, seed: int = 0):
     """(X_train, X_test, y_train, y_test) in float64."""
+    from sklearn.datasets import make_classification
+    from sklearn.model_selection import train_test_split
+
     X, y = make_classification(
         n_samples=n_samples,
         n_features=n_features,
@@ -52,6 +47,10 @@ def make_problem(n_samples: int, n_features: int, n_classes: int, seed: int = 0)
 
 def warm_up(dtype) -> None:
     """Compile numxent's kernels for ``dtype`` outside the timings."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    from numxent.sklearn import CrossEntropyClassifier
+
     X, _, y, _ = make_problem(2000, 20, 5)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -60,6 +59,11 @@ def warm_up(dtype) -> None:
 
 def time_fit(model: str, data, dtype, C=1.0, tol=1e-4, max_iter=1000) -> dict:
     """Fit ``model`` ("numxent" or "sklearn") on ``data`` as ``dtype``, timed."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    from numxent.sklearn import CrossEntropyClassifier
+
     X_train, X_test, y_train, y_test = data
     X_train = np.ascontiguousarray(X_train, dtype=dtype)
     X_test = np.ascontiguousarray(X_test, dtype=dtype)
@@ -85,48 +89,56 @@ def time_fit(model: str, data, dtype, C=1.0, tol=1e-4, max_iter=1000) -> dict:
     }
 
 
-def run_fits(
-    n_samples=200_000,
-    n_features=100,
-    n_classes=50,
-    dtypes=("float64", "float32"),
-    models=MODELS,
-    threads=None,
-    C=1.0,
-    tol=1e-4,
-    max_iter=1000,
-    on_step=None,
-) -> list[dict]:
+OPTIONS = {
+    "n_samples": (200_000, "samples (a quarter of them held out)"),
+    "n_features": (100, "features"),
+    "n_classes": (50, "classes"),
+    "dtypes": ("float32,float64", "comma list of dtypes"),
+    "models": (",".join(MODELS), "comma list of numxent, sklearn"),
+    "C": (1.0, "inverse regularisation strength"),
+    "tol": (1e-4, "L-BFGS tolerance"),
+    "max_iter": (1000, "L-BFGS iterations at most"),
+}
+QUICK = {"n_samples": 20_000, "dtypes": "float32"}
+
+
+def run(opts: dict, threads: int, on_step=lambda message: None) -> dict:
     """Time each model's fit per dtype; one row each (same data and split).
 
-    ``threads`` sets Numba's thread count and BLAS's (threadpoolctl) for both
-    models (default: Numba's current count); ``on_step(message)`` is called
-    after each fit.
+    ``threads`` are Numba's and BLAS's (threadpoolctl) for both models;
+    ``on_step(message)`` is called after each fit.
     """
-    threads = threads or numba.get_num_threads()
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    o = opts
     before = numba.get_num_threads()
     numba.set_num_threads(threads)
     try:
-        data = make_problem(n_samples, n_features, n_classes)
-        params = dict(C=C, tol=tol, max_iter=max_iter)
+        data = make_problem(o["n_samples"], o["n_features"], o["n_classes"])
+        params = dict(C=o["C"], tol=o["tol"], max_iter=o["max_iter"])
         rows = []
         with threadpool_limits(limits=threads, user_api="blas"):
-            for dtype in dtypes:
+            for dtype in o["dtypes"].split(","):
                 warm_up(dtype)
-                for model in models:
+                for model in o["models"].split(","):
                     r = time_fit(model, data, dtype, **params)
-                    r.update(n_samples=n_samples, n_features=n_features,
-                             n_classes=n_classes, threads=threads)  # fmt: skip
+                    r.update(n_samples=o["n_samples"], n_features=o["n_features"],
+                             n_classes=o["n_classes"], threads=threads)  # fmt: skip
                     rows.append(r)
-                    if on_step:
-                        on_step(f"{model} {dtype}")
+                    on_step(f"{model} {dtype}")
     finally:
         numba.set_num_threads(before)
-    return rows
+    return {"rows": rows}
 
 
-def summary(rows) -> list[str]:
+def steps(opts: dict) -> int:
+    return len(opts["dtypes"].split(",")) * len(opts["models"].split(","))
+
+
+def summary(result: dict) -> list[str]:
     """One line per dtype where both models ran: speed-up, iterations, accuracy."""
+    rows = result["rows"]
     by = {(r["model"], r["dtype"]): r for r in rows}
     return [
         f"{n['dtype']}: fit {s['fit_s'] / n['fit_s']:.2f}× faster with numxent "
@@ -138,10 +150,11 @@ def summary(rows) -> list[str]:
     ]
 
 
-def markdown(rows) -> str:
+def markdown(result: dict) -> str:
     """The rows as a Markdown table plus the per-dtype comparison lines."""
-    from ._report import table
+    from numxent.bench._report import table
 
+    rows = result["rows"]
     r0 = rows[0]
     cells = [
         ["CrossEntropyClassifier" if r["model"] == "numxent" else "LogisticRegression",
@@ -159,39 +172,24 @@ def markdown(rows) -> str:
         table(headers, cells, "llrrrl"),
         "",
     ]
-    out += [f"- {line}" for line in summary(rows)]
+    out += [f"- {line}" for line in summary(result)]
     return "\n".join(out) + "\n"
 
 
-def main(argv=None) -> list[dict]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--n-samples", type=int, default=200_000)
-    p.add_argument("--n-features", type=int, default=100)
-    p.add_argument("--n-classes", type=int, default=50)
-    p.add_argument("--dtypes", default="float64,float32")
-    p.add_argument("--models", default=",".join(MODELS))
-    p.add_argument("--C", type=float, default=1.0)
-    p.add_argument("--tol", type=float, default=1e-4)
-    p.add_argument("--max-iter", type=int, default=1000)
-    p.add_argument("--threads", type=int, default=None, help="numba + BLAS threads")
-    p.add_argument("--json", default=None, help="write the results here")
-    opts = vars(p.parse_args(argv))  # the names of run_fits' parameters
-    out = opts.pop("json")
-    opts["dtypes"], opts["models"] = (
-        opts["dtypes"].split(","),
-        opts["models"].split(","),
-    )
-    results = run_fits(
-        on_step=lambda m: print(f"  done: {m}", file=sys.stderr, flush=True), **opts
-    )
-    print(markdown(results))
-    cpu = platform.processor() or platform.machine()
-    print(f"C={opts['C']}, tol={opts['tol']}, {cpu}")
-    if out:
-        with open(out, "w") as f:
-            json.dump(results, f, indent=2)
-    return results
-
-
-if __name__ == "__main__":
-    main()
+SECTION = Section(
+    key="sklearn_fit",
+    flag="sklearn-fit",
+    help="estimator fits, CrossEntropyClassifier vs LogisticRegression (needs "
+    "scikit-learn)",
+    title="scikit-learn estimator fit",
+    intro='`CrossEntropyClassifier` vs `LogisticRegression(solver="lbfgs")` on '
+    "the same split, each fit timed once after a warm-up fit that compiles "
+    "numxent's kernels.",
+    run=run,
+    markdown=markdown,
+    summary=summary,
+    options=OPTIONS,
+    quick=QUICK,
+    requires=("sklearn",),
+    steps=steps,
+)

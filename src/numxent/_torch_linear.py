@@ -17,7 +17,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._torch_serve import _ce_reference, plain_tensor
+from ._torch_serve import (
+    _ce_reference,
+    fallback,
+    plain_tensor,
+    rejected,
+    tensor_problem,
+)
 from .errors import NumxentError
 from .linear import DEFAULT_CHUNK_BYTES, _linear_ce
 
@@ -57,18 +63,19 @@ def _tensor(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(a)
 
 
-def _run(tensors, args, chunk_bytes, need_grad: bool):
+def _run(tensors, args, chunk_bytes, need_grad: bool, row_scale=None):
     """(loss, [grad_input, grad_linear_weight, grad_linear_bias] as tensors,
     or None without ``need_grad``) of the chunked NumPy computation on the
     tensors' memory, PyTorch's BLAS for the products. ``tensors``: input,
     linear_weight, target, linear_bias, weight; ``args``: ignore_index,
-    reduction, label_smoothing, lse_square_scale, softcap."""
+    reduction, label_smoothing, lse_square_scale, softcap; ``row_scale``: the
+    per-token factors of the gradients ("none")."""
     input, linear_weight, target, linear_bias, weight = tensors
     ignore, reduction, eps, z, cap = args
     res = _linear_ce(
         _np(input), _np(linear_weight), _np(target), _np(linear_bias), _np(weight),
         None, ignore, reduction, eps, z, cap, False, need_grad, None, chunk_bytes,
-        _torch_gemm,
+        _torch_gemm, row_scale,
     )  # fmt: skip
     if not need_grad:
         return res, None
@@ -83,7 +90,10 @@ class _LinearCEFunction(torch.autograd.Function):
     def forward(ctx, input, linear_weight, target, linear_bias, weight, reduction,
                 ignore_index, label_smoothing, lse_square_scale, softcap,
                 chunk_bytes):  # fmt: skip
-        need = any(ctx.needs_input_grad[i] for i in (0, 1, 3))
+        # "none": the backward's per-token factors are not known yet, so the
+        # forward takes the loss only and the backward computes the gradients
+        # with them (one more pass of logits, the same memory bound)
+        need = reduction != "none" and any(ctx.needs_input_grad[i] for i in (0, 1, 3))
         tensors = (input, linear_weight, target, linear_bias, weight)
         ctx.args = (ignore_index, reduction, label_smoothing, lse_square_scale,
                     softcap)  # fmt: skip
@@ -99,6 +109,11 @@ class _LinearCEFunction(torch.autograd.Function):
         # (a second weight-sized buffer: 1 GiB at V = 128,256, H = 2,048). A
         # second backward (retain_graph=True) computes them again.
         grads, ctx.grads = ctx.grads, None
+        if ctx.args[1] == "none":
+            row_scale = grad_output.detach().reshape(-1).numpy()
+            _, (gi, gw, gb) = _run(ctx.saved_tensors, ctx.args, ctx.chunk_bytes, True,
+                                   row_scale)  # fmt: skip
+            return gi, gw, None, gb, None, None, None, None, None, None, None
         if grads is None:
             _, grads = _run(ctx.saved_tensors, ctx.args, ctx.chunk_bytes, True)
         gi, gw, gb = grads
@@ -110,25 +125,28 @@ class _LinearCEFunction(torch.autograd.Function):
         return gi, gw, None, gb, None, None, None, None, None, None, None
 
 
-def _served(input, linear_weight, target, linear_bias, weight, reduction) -> bool:
-    ts = [input, linear_weight, target] + [
-        t for t in (linear_bias, weight) if t is not None
-    ]
-    if not all(plain_tensor(t) for t in ts):
-        return False
+def _unserved(input, linear_weight, target, linear_bias, weight, reduction):
+    """Why numxent cannot serve this call, or None."""
+    named = [("input", input), ("linear_weight", linear_weight), ("target", target),
+             ("linear_bias", linear_bias), ("weight", weight)]  # fmt: skip
+    for name, t in named:
+        if t is not None and not plain_tensor(t):
+            return tensor_problem(t, name)
     if input.dtype not in _SERVED or linear_weight.dtype != input.dtype:
-        return False
+        return f"input {input.dtype} and linear_weight {linear_weight.dtype}"
     if target.dtype != torch.int64 or target.requires_grad:
-        return False
-    if reduction not in ("mean", "sum"):
-        return False  # "none": per-row backward scales need G, PyTorch's path
+        return f"target of dtype {target.dtype} (served: int64, no grad)"
+    if reduction not in ("mean", "sum", "none"):
+        return f"reduction={reduction!r}"
     if linear_bias is not None and (
         linear_bias.dtype != input.dtype or linear_bias.dim() != 1
     ):
-        return False
+        return "linear_bias of another dtype than the input's, or not 1-D"
     if weight is not None and (weight.requires_grad or weight.dtype != input.dtype):
-        return False
-    return not torch.is_grad_enabled() or input.dim() >= 1
+        return "weight of another dtype than the input's, or requiring grad"
+    if torch.is_grad_enabled() and input.dim() < 1:
+        return "a 0-d input"
+    return None
 
 
 def _reference(input, linear_weight, target, linear_bias, weight, reduction,
@@ -173,7 +191,9 @@ def linear_cross_entropy(
     weight : Tensor of shape (V,), optional
         Class weights.
     reduction : {"mean", "sum", "none"}
-        "none" goes to PyTorch's implementation.
+        "none" returns the per-token losses; its backward computes the
+        gradients with the upstream per-token factors (one more pass of chunk
+        logits, the same memory bound as "mean").
     ignore_index : int, optional
         None means -100, as in PyTorch.
     label_smoothing : float in [0, 1]
@@ -205,12 +225,25 @@ def linear_cross_entropy(
     args = (input, linear_weight, target, linear_bias, weight, reduction, ignore,
             float(label_smoothing), float(lse_square_scale),
             None if softcap is None else float(softcap))  # fmt: skip
-    if _served(input, linear_weight, target, linear_bias, weight, reduction):
+    if torch.compiler.is_compiling():
+        # Dynamo would trace into the NumPy code: a graph break runs the
+        # served call eagerly (the rest of the model stays compiled)
+        return _linear_ce_eager(args, chunk_bytes)
+    return _served_or_reference(args, chunk_bytes)
+
+
+def _served_or_reference(args, chunk_bytes):
+    why = _unserved(*args[:6])
+    if why is None:
         try:
             return _LinearCEFunction.apply(*args, chunk_bytes)
-        except NumxentError:
-            pass  # PyTorch's path raises its own error, or agrees
+        except NumxentError as exc:  # PyTorch's path raises its own error, or agrees
+            why = rejected(exc)
+    fallback("linear_cross_entropy", why)
     return _reference(*args)
+
+
+_linear_ce_eager = torch.compiler.disable(_served_or_reference)
 
 
 class LinearCrossEntropyLoss(torch.nn.Module):

@@ -66,7 +66,8 @@ def cross_entropy_op(
             input, target, weight, ignore_index, reduction, label_smoothing,
             need_grad, True,
         )  # fmt: skip
-    except _bridge._Unserved:
+    except _bridge._Unserved as exc:
+        _bridge.fallback("cross_entropy", _bridge.rejected(exc))
         return _torch_fallback(
             lambda x: F.cross_entropy(
                 x,
@@ -123,7 +124,8 @@ def bce_op(
         loss, grad = _bridge.bce_run(
             input, target, weight, pos_weight, reduction, need_grad, True
         )
-    except _bridge._Unserved:
+    except _bridge._Unserved as exc:
+        _bridge.fallback("binary_cross_entropy_with_logits", _bridge.rejected(exc))
         return _torch_fallback(
             lambda x: F.binary_cross_entropy_with_logits(
                 x, target, weight=weight, reduction=reduction, pos_weight=pos_weight

@@ -11,6 +11,7 @@ import math
 import os
 import sys
 import threading
+import warnings
 from collections import OrderedDict
 from typing import Any
 
@@ -48,6 +49,73 @@ def plain_tensor(t) -> bool:
     ):
         return False
     return t.is_cpu and t.layout is torch.strided
+
+
+class FallbackWarning(UserWarning):
+    """A call the bridge handed to PyTorch's own implementation.
+
+    The message says why. Under Python's default warning filter each distinct
+    reason is shown once; ``warnings.simplefilter("error", FallbackWarning)``
+    turns every hand-off into an error (a test that no call falls back).
+    """
+
+
+def fallback(op: str, why: str) -> None:
+    """Warn that ``op`` was handed to PyTorch, and why. (Not while Dynamo
+    traces: a warning there would break the graph; the compiled graph's
+    run-time hand-offs, inside the custom ops, do warn.)"""
+    if torch.compiler.is_compiling():
+        return
+    # (stacklevel 1: one warning location, so the default filter shows each
+    # reason once, whoever called)
+    warnings.warn(
+        f"numxent.torch.{op}: handed to PyTorch's own implementation: {why}",
+        FallbackWarning,
+        stacklevel=1,
+    )
+
+
+def rejected(exc: BaseException) -> str:
+    """The reason of a hand-off after numxent's checks rejected the call."""
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    return f"numxent's checks rejected it ({type(cause).__name__}: {cause})"
+
+
+def tensor_problem(t, name: str) -> str | None:
+    """Why ``t`` cannot be read as plain memory, or None."""
+    if not isinstance(t, torch.Tensor):
+        return f"{name} is not a tensor ({type(t).__name__})"
+    if not plain_tensor(t):
+        if not (t.is_cpu and t.layout is torch.strided):
+            return f"{name} is on {t.device} with layout {t.layout}"
+        return (
+            f"{name} is a {type(t).__name__}, a tensor subclass with a "
+            "__torch_function__ of its own"
+        )
+    return None
+
+
+# The C-level ``apply`` of ``autograd.Function``: the Python wrapper around it
+# only binds default arguments (for Functions with ``setup_context``, which
+# the bridge's have not) and unwraps functorch's dead wrappers, a few
+# microseconds per call that the bridge spends only where functorch is in play.
+_functorch_active = torch._C._are_functorch_transforms_active
+_is_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+
+
+def fast_apply(fn, *args):
+    """``fn.apply(*args)``, through the C-level apply where nothing needs the
+    Python wrapper."""
+    if _functorch_active() or _is_wrapped(args[0]):
+        return fn.apply(*args)
+    return fn.c_apply(*args)
+
+
+def with_c_apply(cls):
+    """Give an ``autograd.Function`` subclass its C-level apply as
+    ``cls.c_apply`` (see :func:`fast_apply`)."""
+    cls.c_apply = super(torch.autograd.Function, cls).apply
+    return cls
 
 
 _SERVED_DTYPES = (torch.float32, torch.float64)

@@ -370,7 +370,7 @@ def classify_target(target, x: np.ndarray) -> tuple[np.ndarray, bool]:
 
 def check_bce_target(target, x: np.ndarray) -> np.ndarray:
     t = np.asarray(target)
-    if t.dtype.kind not in "biuf":
+    if t.dtype.kind not in "biuf" and not is_bfloat16(t.dtype):
         raise InvalidTypeError(
             f"target must be a real numeric array, got dtype {t.dtype}"
         )

@@ -147,16 +147,19 @@ def linear_cross_entropy(
     return _linear_ce(
         input, linear_weight, target, linear_bias, weight, sample_weight,
         ignore_index, reduction, label_smoothing, lse_square_scale, softcap,
-        return_z_loss, return_grad, chunk_size, chunk_bytes, _gemm,
+        return_z_loss, return_grad, chunk_size, chunk_bytes, _gemm, None,
     )  # fmt: skip
 
 
 def _linear_ce(input, linear_weight, target, linear_bias, weight, sample_weight,
                ignore_index, reduction, label_smoothing, lse_square_scale, softcap,
-               return_z_loss, return_grad, chunk_size, chunk_bytes, gemm):  # fmt: skip
+               return_z_loss, return_grad, chunk_size, chunk_bytes, gemm,
+               row_scale):  # fmt: skip
     """:func:`linear_cross_entropy` with the matrix products done by
     ``gemm(alpha, a, b, c, beta)`` (``c = alpha * a @ b + beta * c`` in place on
-    NumPy arrays): the PyTorch bridge passes PyTorch's own."""
+    NumPy arrays): the PyTorch bridge passes PyTorch's own. ``row_scale``:
+    None, or one factor per token multiplying that token's gradient (the
+    bridge's backward of ``reduction="none"``: the upstream gradient)."""
     h, w_lin, bias = V.check_linear(input, linear_weight, linear_bias)
     n_classes, hidden = w_lin.shape
     red = V.check_reduction(reduction)
@@ -185,6 +188,8 @@ def _linear_ce(input, linear_weight, target, linear_bias, weight, sample_weight,
     empty_mean = mean and denom == 0.0
     gscale = 1.0 / denom if mean and not empty_mean else 1.0
 
+    if row_scale is not None:  # (N, 1): a factor per row of each chunk
+        row_scale = V.as_compute(np.asarray(row_scale).reshape(n_rows, 1), cdtype)
     rows = _chunk_rows(chunk_size, chunk_bytes, n_classes, cdtype.itemsize)
     rows = max(1, min(rows, n_rows))
     buf = np.empty((rows, n_classes), dtype=cdtype)
@@ -211,6 +216,8 @@ def _linear_ce(input, linear_weight, target, linear_bias, weight, sample_weight,
         )  # fmt: skip
         zc = zrows[c0:c1] if zrows.shape[0] else O.NO_ROWS
         O.launch_ce(chunk, z, cap, zc, scratch_logits=True)
+        if row_scale is not None and return_grad:
+            bc *= row_scale[c0:c1]
         if return_grad and not empty_mean:
             gemm(gscale, bc, wk, g_in[c0:c1], 0.0)
             gemm(gscale, bc.T, hc, g_w, 1.0)

@@ -34,6 +34,8 @@ differ from PyTorch's.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch.nn.modules.loss import _Reduction
@@ -47,16 +49,23 @@ from ._torch_serve import (
     _POOL,
     _REDUCTIONS,
     _SERVED_DTYPES,
+    FallbackWarning,
     _ce_reference,
     _class_first,
     _scale,
     _Unserved,
     bce_run,
     ce_run,
+    fallback,
+    fast_apply,
     plain_tensor,
+    rejected,
+    tensor_problem,
+    with_c_apply,
 )
 
 __all__ = [
+    "FallbackWarning",
     "cross_entropy",
     "binary_cross_entropy_with_logits",
     "CrossEntropyLoss",
@@ -94,30 +103,34 @@ def set_gradient_pool_bytes(nbytes: int) -> int:
 # --------------------------------------------------------------------------
 # layer 1: autograd Functions
 # --------------------------------------------------------------------------
+# The options of a call live on a subclass per distinct set of them (class
+# attributes, made once and cached), so that ``apply`` takes the tensors
+# only: every argument costs the autograd machinery time on a small call.
 class _CrossEntropyFunction(torch.autograd.Function):
+    options: tuple = ()  # ignore_index, reduction, label_smoothing
+    extras: tuple = ()  # (lse_square_scale, softcap) or ()
+
     @staticmethod
-    def forward(ctx, input, target, weight, ignore_index, reduction, label_smoothing,
-                lse_square_scale=0.0, softcap=None):  # fmt: skip
-        args = (ignore_index, reduction, label_smoothing)
-        extras = () if not lse_square_scale and softcap is None else (
-            lse_square_scale, softcap)  # fmt: skip
+    def forward(ctx, input, target, weight=None):
+        cls = ctx._forward_cls
         need_grad = ctx.needs_input_grad[0]
-        loss, ctx.grad_nl = ce_run(
-            input, target, weight, *args, need_grad, not input.is_leaf, extras
-        )
+        loss, ctx.grad_nl = ce_run(input, target, weight, *cls.options, need_grad,
+                                   not input.is_leaf, cls.extras)  # fmt: skip
         ctx.save_for_backward(input, target, weight)
-        ctx.args = args  # ctx.grad_nl (numxent layout): taken by the first backward
-        ctx.extras = extras
         return loss
 
     @staticmethod
     def backward(ctx, grad_output):
+        # the gradient (numxent's layout) computed in the forward: taken by
+        # the first backward
         grad, ctx.grad_nl = ctx.grad_nl, None
-        reduction = ctx.args[1]
+        cls = ctx._forward_cls
+        reduction = cls.options[1]
         if grad is None or torch.is_grad_enabled():
             input, target, weight = ctx.saved_tensors
-            ignore_index, _, label_smoothing = ctx.args
             if torch.is_grad_enabled():  # create_graph=True: PyTorch's graph
+                fallback("cross_entropy", _DOUBLE_BACKWARD)
+                ignore_index, _, label_smoothing = cls.options
                 return _double_backward(
                     lambda x: _ce_reference(
                         x,
@@ -126,37 +139,45 @@ class _CrossEntropyFunction(torch.autograd.Function):
                         ignore_index,
                         reduction,
                         label_smoothing,
-                        *ctx.extras,
-                    ),
+                        *cls.extras,
+                    ),  # fmt: skip
                     input,
                     grad_output,
-                    8,
+                    len(ctx.needs_input_grad),
                 )
             # a second backward (retain_graph=True): recompute
-            _, grad = ce_run(input, target, weight, *ctx.args, True,
-                             not input.is_leaf, ctx.extras)  # fmt: skip
+            _, grad = ce_run(input, target, weight, *cls.options, True,
+                             not input.is_leaf, cls.extras)  # fmt: skip
         grad = _scale(grad, grad_output, reduction == "none")
-        return _class_first(grad), None, None, None, None, None, None, None
+        return (_class_first(grad),) + (None,) * (len(ctx.needs_input_grad) - 1)
+
+
+@functools.lru_cache(maxsize=256)
+def _ce_function(options: tuple, extras: tuple):
+    attrs = {"options": options, "extras": extras}
+    return with_c_apply(type("_CrossEntropyFunction", (_CrossEntropyFunction,), attrs))
 
 
 class _BCEWithLogitsFunction(torch.autograd.Function):
+    reduction = "mean"
+
     @staticmethod
-    def forward(ctx, input, target, weight, pos_weight, reduction):
+    def forward(ctx, input, target, weight=None, pos_weight=None):
+        reduction = ctx._forward_cls.reduction
         need_grad = ctx.needs_input_grad[0]
-        loss, ctx.grad = bce_run(
-            input, target, weight, pos_weight, reduction, need_grad, not input.is_leaf
-        )
+        loss, ctx.grad = bce_run(input, target, weight, pos_weight, reduction,
+                                 need_grad, not input.is_leaf)  # fmt: skip
         ctx.save_for_backward(input, target, weight, pos_weight)
-        ctx.reduction = reduction
         return loss
 
     @staticmethod
     def backward(ctx, grad_output):
         grad, ctx.grad = ctx.grad, None
-        reduction = ctx.reduction
+        reduction = ctx._forward_cls.reduction
         if grad is None or torch.is_grad_enabled():
             input, target, weight, pos_weight = ctx.saved_tensors
             if torch.is_grad_enabled():
+                fallback("binary_cross_entropy_with_logits", _DOUBLE_BACKWARD)
                 return _double_backward(
                     lambda x: F.binary_cross_entropy_with_logits(
                         x,
@@ -164,19 +185,30 @@ class _BCEWithLogitsFunction(torch.autograd.Function):
                         weight=weight,
                         reduction=reduction,
                         pos_weight=pos_weight,
-                    ),
+                    ),  # fmt: skip
                     input,
                     grad_output,
-                    5,
+                    len(ctx.needs_input_grad),
                 )
-            _, grad = bce_run(
-                input, target, weight, pos_weight, reduction, True, not input.is_leaf
-            )
+            _, grad = bce_run(input, target, weight, pos_weight, reduction, True,
+                              not input.is_leaf)  # fmt: skip
         if reduction == "none":
             grad = grad.mul_(grad_output)
         else:
             grad = _scale(grad, grad_output, False)
-        return (grad,) + (None,) * 4
+        return (grad,) + (None,) * (len(ctx.needs_input_grad) - 1)
+
+
+_BCE_FUNCTIONS = {
+    r: with_c_apply(
+        type("_BCEWithLogitsFunction", (_BCEWithLogitsFunction,), {"reduction": r})
+    )
+    for r in _REDUCTIONS
+}
+_DOUBLE_BACKWARD = (
+    "double backward (create_graph=True): PyTorch's functions recompute the "
+    "loss from the saved input and differentiate it"
+)
 
 
 def _double_backward(loss_fn, input, grad_output, n_inputs):
@@ -207,44 +239,47 @@ def _needs_grad(input: torch.Tensor) -> bool:
     return input.requires_grad and torch.is_grad_enabled()
 
 
-def _reduction_arg(size_average, reduce, reduction: str) -> str:
-    if size_average is not None or reduce is not None:
-        # PyTorch's own translation of the deprecated pair (and its warning).
-        return _Reduction.legacy_get_string(size_average, reduce)
-    return reduction
-
-
-def _ce_served(input, target, weight, reduction) -> bool:
+def _ce_unserved(input, target, weight, reduction) -> str | None:
+    """Why numxent cannot serve this cross_entropy call, or None."""
     if not (plain_tensor(input) and plain_tensor(target)):
-        return False
+        return tensor_problem(input, "input") or tensor_problem(target, "target")
     if target.requires_grad:
-        return False
-    if input.dtype not in _SERVED_DTYPES and not (
-        input.dtype in _CE_16BIT and target.dtype in _LABEL_DTYPES
-    ):
-        return False
+        return "target requires grad"
     if reduction not in _REDUCTIONS or not isinstance(reduction, str):
-        return False
-    if weight is not None and not (
-        plain_tensor(weight)
-        and weight.dtype == input.dtype
-        and not weight.requires_grad
-    ):
-        return False
-    if target.dtype in _LABEL_DTYPES:
+        return f"reduction={reduction!r}"
+    dtype, tdtype = input.dtype, target.dtype
+    if tdtype in _LABEL_DTYPES:
+        if dtype not in _SERVED_DTYPES and dtype not in _CE_16BIT:
+            return f"input dtype {dtype}"
         shape, tshape = input.shape, target.shape
         if len(shape) == 2:  # (the common case first)
-            return len(tshape) == 1 and tshape[0] == shape[0]
-        if len(shape) == 0:
-            return False
-        return tshape == (shape[:1] + shape[2:] if len(shape) >= 2 else ())
-    if target.is_floating_point():
+            ok = len(tshape) == 1 and tshape[0] == shape[0]
+        elif len(shape) == 1:  # unbatched: a 0-d target
+            ok = len(tshape) == 0
+        else:
+            ok = len(shape) > 0 and tshape == (shape[:1] + shape[2:])
+        if not ok:
+            return f"target shape {tuple(tshape)} for input shape {tuple(shape)}"
+    elif target.is_floating_point():
+        if dtype not in _SERVED_DTYPES:
+            return f"input dtype {dtype} with probability targets"
+        if tdtype != dtype or target.shape != input.shape or input.dim() == 0:
+            return (
+                f"probability target of dtype {tdtype} and shape "
+                f"{tuple(target.shape)} for input {dtype} {tuple(input.shape)}"
+            )
+    else:
         return (
-            input.dim() > 0
-            and target.dtype == input.dtype
-            and target.shape == input.shape
+            f"target dtype {tdtype} (served: int64, uint8 or the input's float dtype)"
         )
-    return False
+    if weight is not None and not (
+        plain_tensor(weight) and weight.dtype == dtype and not weight.requires_grad
+    ):
+        return (
+            tensor_problem(weight, "weight")
+            or "weight of another dtype than the input's, or requiring grad"
+        )
+    return None
 
 
 def cross_entropy(
@@ -307,49 +342,66 @@ def cross_entropy(
     tensor([[ 0.2500, -0.7500,  0.2500,  0.2500],
             [ 0.2500,  0.2500,  0.2500, -0.7500]])
     """
-    reduction = _reduction_arg(size_average, reduce, reduction)
+    if size_average is not None or reduce is not None:
+        # PyTorch's own translation of the deprecated pair (and its warning).
+        reduction = _Reduction.legacy_get_string(size_average, reduce)
     extras: tuple = ()
     if lse_square_scale or softcap is not None:
-        cap = None if softcap is None else float(softcap)
-        extras = (float(lse_square_scale), cap)
-    if torch.compiler.is_compiling():
-        # (the registered op serves the plain loss; the extras trace PyTorch's
-        # formulas)
-        if not extras and _ce_served(input, target, weight, reduction):
-            loss, _ = _ops.cross_entropy_op(
-                input, target, weight, int(ignore_index), reduction,
-                float(label_smoothing), _needs_grad(input),
-            )  # fmt: skip
-            return _autocast_loss(loss)
-    elif _ce_served(input, target, weight, reduction):
+        extras = (lse_square_scale, softcap)
+    why = _ce_unserved(input, target, weight, reduction)
+    if why is None:
         try:
-            loss = _CrossEntropyFunction.apply(
-                input, target, weight, int(ignore_index), reduction, label_smoothing,
-                *extras,
-            )  # fmt: skip
-        except _Unserved:
-            pass
+            options = (int(ignore_index), reduction, float(label_smoothing))
+            if extras:
+                extras = (float(lse_square_scale),
+                          None if softcap is None else float(softcap))  # fmt: skip
+        except (TypeError, ValueError, OverflowError) as exc:
+            why = f"an option is not a number ({exc})"
+    if why is None and torch.compiler.is_compiling():
+        if not extras:  # the registered op
+            loss, _ = _ops.cross_entropy_op(input, target, weight, *options,
+                                            _needs_grad(input))  # fmt: skip
+            return _autocast_loss(loss)
+        why = "z-loss or soft-capping while compiling: traced as PyTorch's formulas"
+    elif why is None:
+        fn = _ce_function(options, extras)
+        try:
+            if weight is None:
+                loss = fast_apply(fn, input, target)
+            else:
+                loss = fast_apply(fn, input, target, weight)
+        except _Unserved as exc:
+            why = rejected(exc)
         else:
             return _autocast_loss(loss) if loss.dtype in _CE_16BIT else loss
+    fallback("cross_entropy", why)
     return _ce_reference(input, target, weight, ignore_index, reduction,
                          label_smoothing, *extras)  # fmt: skip
 
 
-def _bce_served(input, target, weight, pos_weight, reduction) -> bool:
+def _bce_unserved(input, target, weight, pos_weight, reduction) -> str | None:
+    """Why numxent cannot serve this BCE call, or None."""
     if not (plain_tensor(input) and plain_tensor(target)):
-        return False
+        return tensor_problem(input, "input") or tensor_problem(target, "target")
     if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
-        return False
-    if input.dtype not in _SERVED_DTYPES or target.requires_grad:
-        return False
+        return f"reduction={reduction!r}"
+    if input.dtype not in _SERVED_DTYPES and input.dtype not in _CE_16BIT:
+        return f"input dtype {input.dtype}"
+    if target.requires_grad:
+        return "target requires grad"
     if target.dtype != input.dtype or target.shape != input.shape:
-        return False
-    for w in (weight, pos_weight):
+        return (
+            f"target of dtype {target.dtype} and shape {tuple(target.shape)} for "
+            f"input {input.dtype} {tuple(input.shape)}"
+        )
+    for w, name in ((weight, "weight"), (pos_weight, "pos_weight")):
         if w is not None and not (
             plain_tensor(w) and w.dtype == input.dtype and not w.requires_grad
         ):
-            return False
-    return True
+            return tensor_problem(w, name) or (
+                f"{name} of another dtype than the input's, or requiring grad"
+            )
+    return None
 
 
 def binary_cross_entropy_with_logits(
@@ -397,20 +449,25 @@ def binary_cross_entropy_with_logits(
     >>> binary_cross_entropy_with_logits(x, torch.tensor([1.0, 0.0, 1.0])).item()
     0.6931471824645996
     """
-    reduction = _reduction_arg(size_average, reduce, reduction)
-    if torch.compiler.is_compiling():
-        if _bce_served(input, target, weight, pos_weight, reduction):
-            loss, _ = _ops.bce_op(
-                input, target, weight, pos_weight, reduction, _needs_grad(input)
-            )
-            return loss
-    elif _bce_served(input, target, weight, pos_weight, reduction):
+    if size_average is not None or reduce is not None:
+        reduction = _Reduction.legacy_get_string(size_average, reduce)
+    why = _bce_unserved(input, target, weight, pos_weight, reduction)
+    if why is None and torch.compiler.is_compiling():
+        loss, _ = _ops.bce_op(input, target, weight, pos_weight, reduction,
+                              _needs_grad(input))  # fmt: skip
+        return loss
+    if why is None:
+        fn = _BCE_FUNCTIONS[reduction]
         try:
-            return _BCEWithLogitsFunction.apply(
-                input, target, weight, pos_weight, reduction
-            )
-        except _Unserved:
-            pass
+            if weight is None and pos_weight is None:
+                loss = fast_apply(fn, input, target)
+            else:
+                loss = fast_apply(fn, input, target, weight, pos_weight)
+        except _Unserved as exc:
+            why = rejected(exc)
+        else:
+            return _autocast_loss(loss) if loss.dtype in _CE_16BIT else loss
+    fallback("binary_cross_entropy_with_logits", why)
     return F.binary_cross_entropy_with_logits(
         input, target, weight=weight, reduction=reduction, pos_weight=pos_weight
     )

@@ -291,17 +291,14 @@ def _loss_tensor(loss) -> torch.Tensor:
     return torch.from_numpy(a)
 
 
-_SKIP_UNIT_SCALE_FROM = 1 << 15
-
-
 def _scale(grad: torch.Tensor, grad_output: torch.Tensor, per_row: bool):
     """grad * grad_output, in place on a buffer nobody else holds."""
     if per_row:
         # grad_output has the leading (per-sample) shape; grad has one more axis.
         return grad.mul_(grad_output.unsqueeze(-1))
-    # Skipping a multiplication by 1 saves a pass over a large gradient; a
-    # small one is multiplied outright (cheaper than reading grad_output).
-    if grad.numel() >= _SKIP_UNIT_SCALE_FROM and grad_output.item() == 1.0:
+    # loss.backward() passes 1: reading it costs less than a multiplication,
+    # even of a small gradient
+    if grad_output.item() == 1.0:
         return grad
     return grad.mul_(grad_output)
 
@@ -334,17 +331,21 @@ def ce_run(input, target, weight, ignore_index, reduction, label_smoothing,
         and 0.0 <= label_smoothing <= 1.0
         and _I64_MIN <= ignore_index <= _I64_MAX
     ):
+        # fresh NumPy views of the tensors, made read-only in place (the
+        # kernels' one signature reads read-only inputs; no second view)
         x_np = x.numpy()
+        x_np.setflags(write=False)
+        y_np = target.numpy()
+        y_np.setflags(write=False)
         buf = g_np = None
         if need_grad:
             if pooled and x.numel() * x.element_size() >= _GradientPool.MIN_BYTES:
                 buf = _POOL.take(x)
-                g_np = buf.numpy()
             else:
                 # (not NumPy's allocation, though cheaper: PyTorch aligns its
                 # buffers for its matrix kernels, which read this gradient next)
                 buf = _fresh(x)
-                g_np = buf.numpy()
+            g_np = buf.numpy()
         try:
             w = None
             if weight is not None:
@@ -352,15 +353,8 @@ def ce_run(input, target, weight, ignore_index, reduction, label_smoothing,
                     weight.detach().numpy(), "weight", (x.shape[1],)
                 )
                 w = _V.as_compute(w, _F64)
-            res = _O.ce_hard_checked(
-                _V.readonly(x_np),
-                _V.readonly(target.numpy()),
-                w,
-                ignore_index,
-                label_smoothing,
-                reduction,
-                g_np,
-            )
+            res = _O.ce_hard_checked(x_np, y_np, w, ignore_index, label_smoothing,
+                                     reduction, g_np)  # fmt: skip
         except NumxentError as exc:
             raise _Unserved from exc
         loss = res[0] if need_grad else res

@@ -36,6 +36,8 @@ collect_ignore = [
     for path, module in (
         ("src/numxent/torch.py", "torch"),
         ("src/numxent/_torch_linear.py", "torch"),
+        ("src/numxent/_torch_ops.py", "torch"),
+        ("src/numxent/_torch_serve.py", "torch"),
         ("src/numxent/sklearn.py", "sklearn"),
         ("src/numxent/bench/_torch_worker.py", "torch"),
         ("src/numxent/bench/sklearn_fit.py", "sklearn"),

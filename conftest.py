@@ -42,6 +42,7 @@ collect_ignore = [
         ("src/numxent/bench/_torch_worker.py", "torch"),
         ("src/numxent/bench/sklearn_fit.py", "sklearn"),
         ("docs/torch.md", "torch"),
+        ("docs/precision.md", "ml_dtypes"),
         ("docs/sklearn.md", "sklearn"),
         ("src/numxent/dask.py", "dask"),
         ("src/numxent/_dask_fit.py", "sklearn"),

@@ -143,7 +143,9 @@ def test_uint8_labels_and_no_grad():
     x = torch.randn(6, 4, generator=gen)
     t = torch.randint(0, 4, (6,), generator=gen)
     ref = F.cross_entropy(x, t)
-    _close(nt.cross_entropy(x, t.to(torch.uint8)), ref, torch.float32, "uint8")
+    u8 = nt.cross_entropy(x.clone().requires_grad_(True), t.to(torch.uint8))
+    assert type(u8.grad_fn).__name__ == CE_NODE
+    _close(u8.detach(), ref, torch.float32, "uint8")
     with torch.no_grad():  # loss only, no gradient buffer
         xr = x.clone().requires_grad_(True)
         out = nt.cross_entropy(xr, t)
@@ -235,6 +237,10 @@ def test_gradcheck_float64(reduction):
             x, bt, weight=w[:2], pos_weight=pw, reduction=reduction
         )
 
+    # served (a hand-off to PyTorch would pass gradcheck on its own)
+    assert type(ce(x, hard).grad_fn).__name__ == CE_NODE
+    assert type(ce(x, soft).grad_fn).__name__ == CE_NODE
+    assert type(bce(x).grad_fn).__name__ == BCE_NODE
     assert torch.autograd.gradcheck(lambda x: ce(x, hard), (x,))
     assert torch.autograd.gradcheck(lambda x: ce(x, soft), (x,))
     assert torch.autograd.gradcheck(bce, (x,))
@@ -266,6 +272,7 @@ def test_retain_graph_second_backward():
     x = torch.randn(6, 4, generator=gen, requires_grad=True)
     t = torch.randint(0, 4, (6,), generator=gen)
     loss = nt.cross_entropy(x, t, reduction="sum")
+    assert type(loss.grad_fn).__name__ == CE_NODE
     (g1,) = torch.autograd.grad(loss, x, retain_graph=True)
     g1 = g1.clone()
     (g2,) = torch.autograd.grad(loss, x, torch.tensor(2.0))
@@ -467,6 +474,8 @@ def _train(loss_fn, steps=20):
     for i in range(steps):
         opt.zero_grad()
         loss = loss_fn(model(data[i]), labels[i])
+        if isinstance(loss_fn, nt.CrossEntropyLoss):  # served
+            assert type(loss.grad_fn).__name__ == CE_NODE
         loss.backward()
         opt.step()
         losses.append(loss.item())
@@ -716,6 +725,7 @@ def _big_case(seed):
 def _bridge_loss_grad(x, t):
     x = x.clone().requires_grad_(True)
     loss = nt.cross_entropy(x, t)
+    assert type(loss.grad_fn).__name__ == CE_NODE
     loss.backward()
     return loss.detach(), x.grad
 

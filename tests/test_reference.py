@@ -211,6 +211,28 @@ def test_naive_bce_sample_weight_is_np_average():
     _close64(loss, np.average(per_elem, weights=s1))
 
 
+@pytest.mark.parametrize(
+    "case", ["empty", "all_ignored", "zero_class_weight", "soft_empty"]
+)
+def test_naive_mean_over_nothing_is_nan_like_torch(case):
+    """A "mean" whose denominator is 0: NaN in both (the reference's gradient
+    is then all zeros, numxent's convention: test_naive_reference.py)."""
+    x = np.random.default_rng(7).normal(size=(4, 3))
+    y = np.array([0, 1, 1, 0])
+    kw = {}
+    if case == "empty":
+        x, y = x[:0], y[:0]
+    elif case == "all_ignored":
+        y = np.full(4, -100)
+    elif case == "zero_class_weight":
+        kw["weight"] = np.array([0.0, 0.0, 1.0])
+    else:
+        x, y = x[:0], np.zeros((0, 3))
+    loss, _ = cross_entropy_ref(x, y, **kw)
+    t_loss, _ = torch_ce(x, y, **kw)
+    assert np.isnan(loss) and np.isnan(t_loss)
+
+
 def _torch_extras(x, y, w, sw, eps, reduction, z, cap):
     """z-loss and soft-capping written with PyTorch's float64 ops (its
     cross_entropy on the capped logits plus ``z w_y lse**2``), gradient by

@@ -36,10 +36,13 @@ collect_ignore = [
     for path, module in (
         ("src/numxent/torch.py", "torch"),
         ("src/numxent/_torch_linear.py", "torch"),
+        ("src/numxent/_torch_ops.py", "torch"),
+        ("src/numxent/_torch_serve.py", "torch"),
         ("src/numxent/sklearn.py", "sklearn"),
         ("src/numxent/bench/_torch_worker.py", "torch"),
         ("src/numxent/bench/sklearn_fit.py", "sklearn"),
         ("docs/torch.md", "torch"),
+        ("docs/precision.md", "ml_dtypes"),
         ("docs/sklearn.md", "sklearn"),
         ("src/numxent/dask.py", "dask"),
         ("src/numxent/_dask_fit.py", "sklearn"),

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 
-def assert_close(actual, expected, dtype, *, rtol=None, atol=None):
+def assert_close(actual, expected, dtype, *, rtol=None, atol=None, err_msg=""):
     """rtol 1e-12 (float64) / 1e-5 (float32); atol scaled by the magnitude.
 
-    NaN and inf must sit in the same places (``equal_nan``).
+    NaN and inf must sit in the same places (``equal_nan``). ``err_msg`` names
+    the case (for tests that loop over option combinations).
     """
     actual = np.asarray(actual, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
@@ -20,7 +21,9 @@ def assert_close(actual, expected, dtype, *, rtol=None, atol=None):
     else:
         rtol = 1e-5 if rtol is None else rtol
         atol = 1e-6 * scale if atol is None else atol
-    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol, equal_nan=True)
+    np.testing.assert_allclose(
+        actual, expected, rtol=rtol, atol=atol, equal_nan=True, err_msg=err_msg
+    )
 
 
 def check_result(loss, grad, logits, reduction, lead):
@@ -77,3 +80,33 @@ def bce_weight(rng, kind, shape, dtype):
         return None
     wshape = {"full": shape, "last": shape[-1:], "lead": shape[:-1] + (1,)}[kind]
     return (rng.random(wshape) + 0.1).astype(dtype)
+
+
+def to_torch_layout(a: np.ndarray) -> np.ndarray:
+    """Class axis last (numxent) -> class axis 1 (PyTorch)."""
+    return np.moveaxis(a, -1, 1) if a.ndim >= 2 else a
+
+
+def from_torch_layout(a: np.ndarray) -> np.ndarray:
+    """Class axis 1 (PyTorch) -> class axis last (numxent)."""
+    return np.moveaxis(a, 1, -1) if a.ndim >= 2 else a
+
+
+def ce_nonfinite_logits():
+    """Eight rows of four classes, each with a non-finite case, and their
+    hard labels."""
+    inf, nan = np.inf, np.nan
+    x = np.array(
+        [
+            [0.5, -1.0, 2.0, 0.1],  # finite
+            [nan, 0.0, 1.0, 2.0],  # NaN elsewhere than the target
+            [0.0, 1.0, inf, 2.0],  # +inf elsewhere than the target
+            [0.0, inf, 1.0, 2.0],  # +inf at the target
+            [0.0, -inf, 1.0, 2.0],  # -inf at the target
+            [-inf, 1.0, 0.5, 2.0],  # -inf elsewhere
+            [-inf, -inf, -inf, -inf],  # all -inf
+            [1.0, 2.0, nan, nan],  # NaN at the target
+        ]
+    )
+    y = np.array([2, 2, 1, 1, 1, 2, 0, 3])
+    return x, y

@@ -73,6 +73,9 @@ def cross_entropy_ref(
     ignore_index: int = -100,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
+    lse_square_scale: float = 0.0,
+    softcap: float | None = None,
+    return_z_loss: bool = False,
 ):
     """Reference of ``torch.nn.functional.cross_entropy`` (class axis last).
 
@@ -89,6 +92,16 @@ def cross_entropy_ref(
 
         loss_i = -sum_k w_k q_ik logp_ik      (xlogy: w_k q_ik == 0 adds 0)
         d loss_i / d x_ij = p_ij * sum_k w_k q_ik - w_j q_ij
+
+    Hard labels only, the large-vocabulary extras: ``softcap`` ``c`` replaces
+    every logit by ``c tanh(x / c)`` first (the gradient is taken through it,
+    times ``1 - tanh**2``), and the z-loss ``lse_square_scale`` ``z`` adds to a
+    kept row::
+
+        z w[y_i] lse_i**2,    d / d x_ij = 2 z w[y_i] lse_i p_ij
+
+    with ``lse_i`` the log-sum-exp of the (capped) row. ``return_z_loss`` also
+    returns that part alone, reduced like the loss: ``(loss, z_loss, grad)``.
 
     ``sample_weight`` ``s_i`` multiplies loss_i. "mean" divides the weighted
     sum by ``sum_{i kept} s_i w[y_i]`` (hard) or ``sum_i s_i`` (soft); a zero
@@ -113,11 +126,22 @@ def cross_entropy_ref(
         s = s.reshape(N)
     eps = float(label_smoothing)
     soft = np.issubdtype(target.dtype, np.floating)
+    z = float(lse_square_scale)
+    cap_grad = np.ones((N, C))
+    if softcap is not None:
+        assert not soft, "softcap applies to class-index targets only"
+        th = np.tanh(X / softcap)
+        X = softcap * th
+        cap_grad = 1.0 - th * th
+    if soft:
+        assert z == 0.0, "the z-loss applies to class-index targets only"
 
     losses = np.zeros(N)
     grads = np.zeros((N, C))
+    zlosses = np.zeros(N)
     denom = 0.0
     logp_rows = log_softmax_ref(X)  # row by row: each row its own softmax
+    lse_rows = logsumexp_ref(X)
     if soft:
         assert target.shape == x.shape
         T = target.astype(np.float64).reshape(N, C)
@@ -156,18 +180,25 @@ def cross_entropy_ref(
                 with np.errstate(invalid="ignore"):
                     loss += (eps / C) * np.sum(np.where(zero, 0.0, w * -logp))
                 g += (eps / C) * (p * np.sum(w) - w)
+            if z > 0.0:
+                zlosses[i] = s[i] * z * w[y] * lse_rows[i] ** 2
+                loss += z * w[y] * lse_rows[i] ** 2
+                g += 2.0 * z * w[y] * lse_rows[i] * p
             losses[i] = s[i] * loss
-            grads[i] = s[i] * g
+            grads[i] = s[i] * g * cap_grad[i]  # chain rule through the cap
             denom += s[i] * w[y]
 
     grad = grads.reshape(x.shape)
     if reduction == "none":
-        return losses.reshape(lead), grad
-    if reduction == "sum":
-        return float(np.sum(losses)), grad
-    if denom == 0.0:
-        return float("nan"), np.zeros_like(grad)
-    return float(np.sum(losses) / denom), grad / denom
+        loss, z_loss = losses.reshape(lead), zlosses.reshape(lead)
+    elif reduction == "sum":
+        loss, z_loss = float(np.sum(losses)), float(np.sum(zlosses))
+    elif denom == 0.0:
+        loss, z_loss, grad = float("nan"), float("nan"), np.zeros_like(grad)
+    else:
+        loss, z_loss = float(np.sum(losses) / denom), float(np.sum(zlosses) / denom)
+        grad = grad / denom
+    return (loss, z_loss, grad) if return_z_loss else (loss, grad)
 
 
 # --------------------------------------------------------------------------

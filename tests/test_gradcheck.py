@@ -74,6 +74,17 @@ CE_FD_CASES = [
     dict(lead=(2, 3), weight=True, label_smoothing=0.1),
     dict(lead=(2, 3), soft=True, sample_weight=True),
     dict(lead=(), weight=True, label_smoothing=0.2),
+    dict(lse_square_scale=0.05),
+    dict(softcap=2.0),
+    dict(
+        weight=True,
+        sample_weight=True,
+        label_smoothing=0.1,
+        ignore_index=0,
+        n_ignored=1,
+        lse_square_scale=0.02,
+        softcap=3.0,
+    ),
 ]
 
 
@@ -117,6 +128,9 @@ def test_cross_entropy_gradient_finite_differences(impl, reduction, case):
     if case.get("sample_weight"):
         kw["sample_weight"] = rng.random(lead) * 2
     kw["label_smoothing"] = case.get("label_smoothing", 0.0)
+    for extra in ("lse_square_scale", "softcap"):  # hard labels only
+        if extra in case:
+            kw[extra] = case[extra]
     _check_fd(IMPLS_CE[impl], x, t, reduction, kw, rng, per_element=False)
 
 

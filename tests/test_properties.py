@@ -28,7 +28,8 @@ from _cases import (
     rows_sizes,
 )
 
-SETTINGS = settings(max_examples=25, deadline=None)
+# the budget of the loaded hypothesis profile (tests/conftest.py)
+SETTINGS = settings(deadline=None)
 REDUCTIONS = ["none", "mean", "sum"]
 
 

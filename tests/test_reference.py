@@ -8,7 +8,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from _checks import dense_soft_target, hard_target_ignoring
+from _checks import (
+    dense_soft_target,
+    from_torch_layout,
+    hard_target_ignoring,
+    to_torch_layout,
+)
 from naive import (
     bce_with_logits_ref,
     cross_entropy_ref,
@@ -26,24 +31,15 @@ REDUCTIONS = ["none", "mean", "sum"]
 # --------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------
-def _to_torch_layout(a: np.ndarray) -> np.ndarray:
-    """Class axis last (numxent) -> class axis 1 (PyTorch)."""
-    return np.moveaxis(a, -1, 1) if a.ndim >= 2 else a
-
-
-def _from_torch_layout(a: np.ndarray) -> np.ndarray:
-    return np.moveaxis(a, 1, -1) if a.ndim >= 2 else a
-
-
 def torch_ce(logits, target, upstream=None, **kwargs):
     """PyTorch float64 cross-entropy loss and input gradient, class axis last."""
-    x = torch.tensor(_to_torch_layout(np.asarray(logits, np.float64)))
+    x = torch.tensor(to_torch_layout(np.asarray(logits, np.float64)))
     x.requires_grad_(True)
     target = np.asarray(target)
     if np.issubdtype(target.dtype, np.integer):
         t = torch.tensor(target.astype(np.int64))
     else:
-        t = torch.tensor(_to_torch_layout(target.astype(np.float64)))
+        t = torch.tensor(to_torch_layout(target.astype(np.float64)))
     if kwargs.get("weight") is not None:
         kwargs["weight"] = torch.tensor(np.asarray(kwargs["weight"], np.float64))
     loss = F.cross_entropy(x, t, **kwargs)
@@ -51,7 +47,7 @@ def torch_ce(logits, target, upstream=None, **kwargs):
         loss.backward(torch.ones_like(loss))
     else:
         loss.backward(torch.tensor(np.asarray(upstream, np.float64)))
-    return loss.detach().numpy(), _from_torch_layout(x.grad.numpy())
+    return loss.detach().numpy(), from_torch_layout(x.grad.numpy())
 
 
 def torch_bce(logits, target, upstream=None, weight=None, pos_weight=None, **kw):
@@ -213,6 +209,87 @@ def test_naive_bce_sample_weight_is_np_average():
     per_elem = torch_bce(x[0], t[0], reduction="none")[0]
     loss, _ = bce_with_logits_ref(x[0], t[0], sample_weight=s1)
     _close64(loss, np.average(per_elem, weights=s1))
+
+
+@pytest.mark.parametrize(
+    "case", ["empty", "all_ignored", "zero_class_weight", "soft_empty"]
+)
+def test_naive_mean_over_nothing_is_nan_like_torch(case):
+    """A "mean" whose denominator is 0: NaN in both (the reference's gradient
+    is then all zeros, numxent's convention: test_naive_reference.py)."""
+    x = np.random.default_rng(7).normal(size=(4, 3))
+    y = np.array([0, 1, 1, 0])
+    kw = {}
+    if case == "empty":
+        x, y = x[:0], y[:0]
+    elif case == "all_ignored":
+        y = np.full(4, -100)
+    elif case == "zero_class_weight":
+        kw["weight"] = np.array([0.0, 0.0, 1.0])
+    else:
+        x, y = x[:0], np.zeros((0, 3))
+    loss, _ = cross_entropy_ref(x, y, **kw)
+    t_loss, _ = torch_ce(x, y, **kw)
+    assert np.isnan(loss) and np.isnan(t_loss)
+
+
+def _torch_extras(x, y, w, sw, eps, reduction, z, cap):
+    """z-loss and soft-capping written with PyTorch's float64 ops (its
+    cross_entropy on the capped logits plus ``z w_y lse**2``), gradient by
+    autograd: (loss, z_loss, grad)."""
+    xt = torch.tensor(x, requires_grad=True)
+    xx = cap * torch.tanh(xt / cap) if cap else xt
+    yt = torch.tensor(y)
+    wt = None if w is None else torch.tensor(w)
+    ce = F.cross_entropy(xx, yt, weight=wt, reduction="none", label_smoothing=eps)
+    keep = (yt != -100).double()
+    ones = torch.ones(len(y), dtype=torch.float64)
+    wy = (wt[yt.clamp(min=0)] if wt is not None else ones) * keep
+    zl = z * wy * torch.logsumexp(xx, -1) ** 2
+    rows = ce + zl
+    if sw is not None:
+        s = torch.tensor(sw)
+        rows, zl, wy = rows * s, zl * s, wy * s
+    if reduction == "mean":
+        loss, zloss = rows.sum() / wy.sum(), zl.sum() / wy.sum()
+    elif reduction == "sum":
+        loss, zloss = rows.sum(), zl.sum()
+    else:
+        loss, zloss = rows, zl
+    loss.sum().backward()
+    return loss.detach().numpy(), zloss.detach().numpy(), xt.grad.numpy()
+
+
+EXTRAS_CASES = [
+    dict(z=1e-2, cap=None),
+    dict(z=0.0, cap=3.0),
+    dict(z=1e-3, cap=5.0, weighted=True),
+]
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("case", EXTRAS_CASES, ids=str)
+def test_naive_extras_match_torch_formula(reduction, case):
+    """naive.py's z-loss and soft-capping (hard labels)."""
+    rng = np.random.default_rng(6)
+    N, C = 12, 30
+    x = rng.normal(scale=4.0, size=(N, C))
+    y = rng.integers(0, C, N)
+    y[2] = -100
+    weighted = case.get("weighted", False)
+    w = rng.random(C) if weighted else None
+    sw = rng.random(N) if weighted else None
+    eps = 0.1 if weighted else 0.0
+    z, cap = case["z"], case["cap"]
+    loss, z_loss, grad = cross_entropy_ref(
+        x, y, weight=w, sample_weight=sw, label_smoothing=eps, reduction=reduction,
+        lse_square_scale=z, softcap=cap, return_z_loss=True,
+    )  # fmt: skip
+    t_loss, t_z, t_grad = _torch_extras(x, y, w, sw, eps, reduction, z, cap)
+    scale = float(np.max(np.abs(t_loss)))
+    _close64(loss, t_loss, scale)
+    _close64(z_loss, t_z, scale)
+    _close64(grad, t_grad)
 
 
 @pytest.mark.parametrize("axis", [-1, 0, 1])

@@ -1,4 +1,11 @@
-"""numxent against PyTorch: loss and gradient for every option combination.
+"""numxent's NumPy functions against PyTorch.
+
+The full option grid runs once, against the float64 reference naive.py, in
+test_naive_reference.py (and naive.py against PyTorch in test_reference.py).
+Here numxent meets PyTorch directly: a few option combinations, and what
+only PyTorch defines -- how NaN and inf propagate, label and target dtypes,
+float32 and float16 accuracy against PyTorch float64, and the deliberate
+differences (ignored rows holding garbage).
 
 PyTorch puts the class axis at dim 1; numxent puts it last. Every comparison
 moves the axis when building the torch input and moves it back on the
@@ -9,15 +16,23 @@ gradient times ``g`` must equal it.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
 import numxent as nx
-from _checks import BCE_SHAPES, assert_close, bce_weight, check_result
+from _checks import (
+    assert_close,
+    bce_weight,
+    ce_nonfinite_logits,
+    check_result,
+    from_torch_layout,
+    to_torch_layout,
+)
 from _checks import hard_target as _hard_target
 from _checks import soft_target as _soft_target
 from naive import (
-    cross_entropy_ref,
     log_softmax_ref,
     logsumexp_ref,
     softmax_ref,
@@ -28,16 +43,6 @@ F = torch.nn.functional
 
 REDUCTIONS = ["none", "mean", "sum"]
 FLOATS = [np.float32, np.float64]
-INT_DTYPES = [
-    np.int8,
-    np.int16,
-    np.int32,
-    np.int64,
-    np.uint8,
-    np.uint16,
-    np.uint32,
-    np.uint64,
-]
 TORCH_DTYPE = {np.float32: torch.float32, np.float64: torch.float64}
 INF = np.inf
 NAN = np.nan
@@ -46,33 +51,24 @@ NAN = np.nan
 # --------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------
-def _to_torch_layout(a: np.ndarray) -> np.ndarray:
-    """Class axis last (numxent) -> class axis 1 (PyTorch)."""
-    return np.moveaxis(a, -1, 1) if a.ndim >= 2 else a
-
-
-def _from_torch_layout(a: np.ndarray) -> np.ndarray:
-    return np.moveaxis(a, 1, -1) if a.ndim >= 2 else a
-
-
 def _tensor(a, dtype):
     return torch.tensor(np.asarray(a), dtype=TORCH_DTYPE[dtype])
 
 
 def torch_ce(logits, target, *, dtype, upstream=None, weight=None, **kw):
     """torch.nn.functional.cross_entropy in ``dtype``; (loss, grad), class last."""
-    x = _tensor(_to_torch_layout(np.asarray(logits)), dtype).requires_grad_(True)
+    x = _tensor(to_torch_layout(np.asarray(logits)), dtype).requires_grad_(True)
     target = np.asarray(target)
     if np.issubdtype(target.dtype, np.integer):
         t = torch.tensor(target.astype(np.int64))
     else:
-        t = _tensor(_to_torch_layout(target), dtype)
+        t = _tensor(to_torch_layout(target), dtype)
     if weight is not None:
         weight = _tensor(weight, dtype)
     loss = F.cross_entropy(x, t, weight=weight, **kw)
     g = torch.ones_like(loss) if upstream is None else _tensor(upstream, dtype)
     loss.backward(g)
-    return loss.detach().numpy(), _from_torch_layout(x.grad.numpy())
+    return loss.detach().numpy(), from_torch_layout(x.grad.numpy())
 
 
 def torch_bce(
@@ -101,103 +97,87 @@ def _scale_none_grad(grad, g, reduction, per_element=False):
 
 
 # --------------------------------------------------------------------------
-# the issue's seed examples
+# a few option combinations, loss and gradient
 # --------------------------------------------------------------------------
-def test_seed_example_cross_entropy():
-    logits = np.array([[3.0, 1.0, 0.2], [0.5, 2.0, 0.3]])
-    target = np.array([0, 1])
-    loss = nx.cross_entropy(logits, target)
-    assert loss.dtype == np.float64
-    assert abs(float(loss) - 0.2598602) < 5e-8
-    t_loss, t_grad = torch_ce(logits, target, dtype=np.float64)
-    assert_close(loss, t_loss, np.float64)
-    loss2, grad = nx.cross_entropy(logits, target, return_grad=True)
-    assert loss2 == loss
-    assert_close(grad, t_grad, np.float64)
+CE_COMBOS = {  # (soft labels, leading shape, reduction, options)
+    "hard-mean": (False, (7,), "mean", {}),
+    "hard-none-weight-smooth-ignore": (
+        False,
+        (2, 3),
+        "none",
+        dict(weight=True, label_smoothing=0.1, ignore_index=3),
+    ),
+    "hard-sum-unbatched-weight-eps1": (
+        False,
+        (),
+        "sum",
+        dict(weight=True, label_smoothing=1.0),
+    ),
+    "soft-none-weight-smooth": (
+        True,
+        (2, 3),
+        "none",
+        dict(weight=True, label_smoothing=0.1),
+    ),
+    "soft-mean-eps1": (True, (7,), "mean", dict(label_smoothing=1.0)),
+}
 
 
-def test_seed_example_bce():
-    logits = np.array([[2.0], [0.5], [-1.0]])
-    target = np.array([[1.0], [1.0], [0.0]])
-    loss = nx.binary_cross_entropy_with_logits(logits, target)
-    assert loss.dtype == np.float64
-    assert abs(float(loss) - 0.3047556) < 5e-8
-    t_loss, t_grad = torch_bce(logits, target, dtype=np.float64)
-    assert_close(loss, t_loss, np.float64)
-    _, grad = nx.binary_cross_entropy_with_logits(logits, target, return_grad=True)
-    assert_close(grad, t_grad, np.float64)
-
-
-# --------------------------------------------------------------------------
-# cross-entropy, hard labels
-# --------------------------------------------------------------------------
-C_HARD = 5
-LEADS = [(7,), (2, 3), ()]  # () = unbatched logits (C,) with a 0-d target
-
-
+@pytest.mark.parametrize("combo", list(CE_COMBOS))
 @pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: d.__name__)
-@pytest.mark.parametrize("lead", LEADS, ids=str)
-@pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("label_smoothing", [0.0, 0.1, 1.0])
-@pytest.mark.parametrize("ignore_index", [-100, 3])
-@pytest.mark.parametrize("weighted", [False, True], ids=["w=None", "w=rand"])
-def test_cross_entropy_hard_matches_torch(
-    dtype, lead, reduction, label_smoothing, ignore_index, weighted
-):
-    rng = np.random.default_rng(100)
-    x = rng.normal(scale=3.0, size=lead + (C_HARD,)).astype(dtype)
-    y = _hard_target(rng, lead, C_HARD, ignore_index, ignored=(1, 4))
-    if lead == ():
-        y = np.array(1 if ignore_index == 3 else 3)  # a kept 0-d target
-    w = (rng.random(C_HARD) + 0.1).astype(dtype) if weighted else None
+def test_cross_entropy_matches_torch(dtype, combo):
+    soft, lead, reduction, opts = CE_COMBOS[combo]
+    rng = np.random.default_rng(100 + list(CE_COMBOS).index(combo))
+    C = 5
+    x = rng.normal(scale=3.0, size=lead + (C,)).astype(dtype)
+    kw = dict(reduction=reduction, label_smoothing=opts.get("label_smoothing", 0.0))
+    if soft:
+        t = _soft_target(rng, lead + (C,)).astype(dtype)
+    else:
+        kw["ignore_index"] = opts.get("ignore_index", -100)
+        t = _hard_target(rng, lead, C, kw["ignore_index"], ignored=(1, 4))
+    w = (rng.random(C) + 0.1).astype(dtype) if opts.get("weight") else None
     g = rng.normal(size=lead) if reduction == "none" else None
-    kw = dict(
-        ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing
-    )
-    loss, grad = nx.cross_entropy(x, y, weight=w, return_grad=True, **kw)
+    loss, grad = nx.cross_entropy(x, t, weight=w, return_grad=True, **kw)
     check_result(loss, grad, x, reduction, lead)
-    t_loss, t_grad = torch_ce(x, y, dtype=dtype, upstream=g, weight=w, **kw)
+    t_loss, t_grad = torch_ce(x, t, dtype=dtype, upstream=g, weight=w, **kw)
     assert_close(loss, t_loss, dtype)
     assert_close(_scale_none_grad(grad, g, reduction), t_grad, dtype)
-    # return_grad=False gives the same loss
-    loss_only = nx.cross_entropy(x, y, weight=w, **kw)
-    np.testing.assert_array_equal(loss_only, loss)
 
 
-LABEL_DTYPE_CASES = [
-    (d, ii)
-    for d in INT_DTYPES
-    for ii in (-100, 3, -1)
-    if not (ii == -1 and np.iinfo(d).min == 0)  # unsigned labels cannot hold -1
-]
+BCE_COMBOS = {  # (shape, reduction, weight, pos_weight)
+    "none-full-pos": ((4, 3), "none", "full", True),
+    "mean-1d-pos": ((6,), "mean", None, True),
+    "sum-3d-lead": ((2, 3, 4), "sum", "lead", False),
+}
 
 
-@pytest.mark.parametrize(
-    ("int_dtype", "ignore_index"),
-    LABEL_DTYPE_CASES,
-    ids=[f"{d.__name__}-{ii}" for d, ii in LABEL_DTYPE_CASES],
-)
-@pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_cross_entropy_label_dtypes_match_torch(int_dtype, ignore_index, reduction):
-    # -100 does not fit an unsigned label: then no row is ignored
-    fits = np.iinfo(int_dtype).min <= ignore_index
-    ignored = (0, 5) if fits else ()
-    rng = np.random.default_rng(101)
-    N = 8
-    x = rng.normal(size=(N, C_HARD))
-    y = _hard_target(rng, (N,), C_HARD, ignore_index, ignored).astype(int_dtype)
-    w = rng.random(C_HARD) + 0.1
-    g = rng.normal(size=N) if reduction == "none" else None
-    kw = dict(ignore_index=ignore_index, reduction=reduction, label_smoothing=0.1)
-    loss, grad = nx.cross_entropy(x, y, weight=w, return_grad=True, **kw)
-    check_result(loss, grad, x, reduction, (N,))
-    t_loss, t_grad = torch_ce(
-        x, y.astype(np.int64), dtype=np.float64, upstream=g, weight=w, **kw
+@pytest.mark.parametrize("combo", list(BCE_COMBOS))
+@pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: d.__name__)
+def test_bce_matches_torch(dtype, combo):
+    shape, reduction, weight, pos_weighted = BCE_COMBOS[combo]
+    rng = np.random.default_rng(300 + list(BCE_COMBOS).index(combo))
+    x = rng.normal(scale=4.0, size=shape).astype(dtype)
+    t = rng.random(shape)
+    t.reshape(-1)[:3] = [0.0, 1.0, 1.0]  # exact labels too
+    t = t.astype(dtype)
+    w = bce_weight(rng, weight, shape, dtype)
+    pw = (rng.random(shape[-1:]) * 3).astype(dtype) if pos_weighted else None
+    g = rng.normal(size=shape) if reduction == "none" else None
+    loss, grad = nx.binary_cross_entropy_with_logits(
+        x, t, weight=w, pos_weight=pw, reduction=reduction, return_grad=True
     )
-    assert_close(loss, t_loss, np.float64)
-    assert_close(_scale_none_grad(grad, g, reduction), t_grad, np.float64)
+    check_result(loss, grad, x, reduction, shape)
+    t_loss, t_grad = torch_bce(
+        x, t, dtype=dtype, upstream=g, weight=w, pos_weight=pw, reduction=reduction
+    )
+    assert_close(loss, t_loss, dtype)
+    assert_close(_scale_none_grad(grad, g, reduction, per_element=True), t_grad, dtype)
 
 
+# --------------------------------------------------------------------------
+# label and target dtypes
+# --------------------------------------------------------------------------
 @pytest.mark.parametrize("int_dtype", [np.uint8, np.int8, np.uint16, np.uint32])
 def test_cross_entropy_ignore_index_at_dtype_edge(int_dtype):
     """ignore_index equal to the label dtype's max (e.g. 255 for uint8)."""
@@ -225,31 +205,6 @@ def test_cross_entropy_uint64_max_label_equal_to_ignore_index_is_ignored():
     assert np.all(grad[1] == 0.0)
 
 
-# --------------------------------------------------------------------------
-# cross-entropy, soft labels
-# --------------------------------------------------------------------------
-@pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: d.__name__)
-@pytest.mark.parametrize("lead", LEADS, ids=str)
-@pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("label_smoothing", [0.0, 0.1, 1.0])
-@pytest.mark.parametrize("weighted", [False, True], ids=["w=None", "w=rand"])
-def test_cross_entropy_soft_matches_torch(
-    dtype, lead, reduction, label_smoothing, weighted
-):
-    rng = np.random.default_rng(200)
-    C = 4
-    x = rng.normal(scale=3.0, size=lead + (C,)).astype(dtype)
-    t = _soft_target(rng, lead + (C,)).astype(dtype)
-    w = (rng.random(C) + 0.1).astype(dtype) if weighted else None
-    g = rng.normal(size=lead) if reduction == "none" else None
-    kw = dict(reduction=reduction, label_smoothing=label_smoothing)
-    loss, grad = nx.cross_entropy(x, t, weight=w, return_grad=True, **kw)
-    check_result(loss, grad, x, reduction, lead)
-    t_loss, t_grad = torch_ce(x, t, dtype=dtype, upstream=g, weight=w, **kw)
-    assert_close(loss, t_loss, dtype)
-    assert_close(_scale_none_grad(grad, g, reduction), t_grad, dtype)
-
-
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_cross_entropy_soft_negative_ignore_index_is_ignored(reduction):
     rng = np.random.default_rng(201)
@@ -264,38 +219,6 @@ def test_cross_entropy_soft_negative_ignore_index_is_ignored(reduction):
     )
     assert_close(loss, t_loss, np.float64)
     assert_close(_scale_none_grad(grad, g, reduction), t_grad, np.float64)
-
-
-# --------------------------------------------------------------------------
-# binary cross-entropy with logits
-# --------------------------------------------------------------------------
-@pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: d.__name__)
-@pytest.mark.parametrize("shape", BCE_SHAPES, ids=str)
-@pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("weight", [None, "full", "last", "lead"])
-@pytest.mark.parametrize("pos_weighted", [False, True], ids=["pw=None", "pw=rand"])
-def test_bce_matches_torch(dtype, shape, reduction, weight, pos_weighted):
-    rng = np.random.default_rng(300)
-    x = rng.normal(scale=4.0, size=shape).astype(dtype)
-    t = rng.random(shape)
-    t.reshape(-1)[:3] = [0.0, 1.0, 1.0]  # exact labels too
-    t = t.astype(dtype)
-    w = bce_weight(rng, weight, shape, dtype)
-    pw = (rng.random(shape[-1:]) * 3).astype(dtype) if pos_weighted else None
-    g = rng.normal(size=shape) if reduction == "none" else None
-    loss, grad = nx.binary_cross_entropy_with_logits(
-        x, t, weight=w, pos_weight=pw, reduction=reduction, return_grad=True
-    )
-    check_result(loss, grad, x, reduction, shape)
-    t_loss, t_grad = torch_bce(
-        x, t, dtype=dtype, upstream=g, weight=w, pos_weight=pw, reduction=reduction
-    )
-    assert_close(loss, t_loss, dtype)
-    assert_close(_scale_none_grad(grad, g, reduction, per_element=True), t_grad, dtype)
-    loss_only = nx.binary_cross_entropy_with_logits(
-        x, t, weight=w, pos_weight=pw, reduction=reduction
-    )
-    np.testing.assert_array_equal(loss_only, loss)
 
 
 @pytest.mark.parametrize("target_dtype", [np.bool_, np.int8, np.int64, np.uint8])
@@ -383,42 +306,6 @@ def test_cross_entropy_float16_computed_in_float32(reduction):
 
 
 # --------------------------------------------------------------------------
-# sample_weight (no PyTorch counterpart: against naive.py)
-# --------------------------------------------------------------------------
-
-
-# --------------------------------------------------------------------------
-# mean with a zero denominator: NaN loss (like PyTorch), all-zero gradient
-# --------------------------------------------------------------------------
-ZERO_DENOM_CASES = ["empty", "all_ignored", "zero_class_weight", "zero_sw", "soft"]
-
-
-@pytest.mark.parametrize("case", ZERO_DENOM_CASES)
-def test_mean_with_zero_denominator(case):
-    rng = np.random.default_rng(600)
-    x = rng.normal(size=(4, 3))
-    y = np.array([0, 1, 1, 0])
-    kw = {}
-    if case == "empty":
-        x, y = x[:0], y[:0]
-    elif case == "all_ignored":
-        y = np.full(4, -100)
-    elif case == "zero_class_weight":
-        kw["weight"] = np.array([0.0, 0.0, 1.0])
-    elif case == "zero_sw":
-        kw["sample_weight"] = np.zeros(4)
-    else:  # soft labels, empty batch
-        x, y = x[:0], np.zeros((0, 3))
-    loss, grad = nx.cross_entropy(x, y, return_grad=True, **kw)
-    assert np.isnan(loss)
-    assert grad.shape == x.shape
-    assert np.all(grad == 0.0)
-    if "sample_weight" not in kw:
-        t_loss, _ = torch_ce(x, y, dtype=np.float64, **kw)
-        assert np.isnan(t_loss)
-
-
-# --------------------------------------------------------------------------
 # the three deliberate differences from PyTorch (SPEC section 2)
 # --------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: d.__name__)
@@ -449,63 +336,6 @@ def test_ignored_rows_with_garbage_give_exact_zeros(
     assert np.all(grad[ignored] == 0.0)
     if reduction == "none":
         assert np.all(loss[ignored] == 0.0)
-
-
-@pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("weighted", [False, True], ids=["w=None", "w=rand"])
-def test_soft_zero_probability_with_minus_inf_logit_contributes_nothing(
-    reduction, weighted
-):
-    """A class with q=0 and logit -inf is as if the class were not there."""
-    rng = np.random.default_rng(701)
-    N, C = 5, 4
-    x = rng.normal(size=(N, C))
-    t = _soft_target(rng, (N, C))
-    x[[0, 2, 3], 2] = -INF
-    t[[0, 2, 3], 2] = 0.0
-    t /= t.sum(axis=-1, keepdims=True)
-    w = rng.random(C) + 0.1 if weighted else None
-    loss, grad = nx.cross_entropy(x, t, weight=w, reduction=reduction, return_grad=True)
-    assert np.all(np.isfinite(loss))
-    assert np.all(np.isfinite(grad))
-    assert np.all(grad[[0, 2, 3], 2] == 0.0)
-    r_loss, r_grad = cross_entropy_ref(x, t, weight=w, reduction=reduction)
-    assert_close(loss, r_loss, np.float64)
-    assert_close(grad, r_grad, np.float64)
-    # PyTorch on those rows with class 2 removed gives the same rows
-    rows, keep = [0, 2, 3], [0, 1, 3]
-    row_loss, row_grad = nx.cross_entropy(
-        x, t, weight=w, reduction="none", return_grad=True
-    )
-    t_loss, t_grad = torch_ce(
-        x[rows][:, keep],
-        t[rows][:, keep],
-        dtype=np.float64,
-        weight=None if w is None else w[keep],
-        reduction="none",
-    )
-    assert_close(row_loss[rows], t_loss, np.float64)
-    assert_close(row_grad[rows][:, keep], t_grad, np.float64)
-
-
-@pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: d.__name__)
-@pytest.mark.parametrize("pos_weighted", [False, True], ids=["pw=None", "pw=rand"])
-def test_bce_infinite_logits_give_the_limit(dtype, pos_weighted):
-    x = np.array([INF, -INF, INF, -INF, INF, -INF], dtype=dtype)
-    t = np.array([1.0, 0.0, 0.0, 1.0, 0.5, 0.5], dtype=dtype)
-    w = np.array([0.5, 2.0, 1.5, 1.0, 0.7, 3.0], dtype=dtype)
-    pw = np.array([0.5, 2.0, 3.0, 1.5, 0.5, 2.5], dtype=dtype) if pos_weighted else None
-    loss, grad = nx.binary_cross_entropy_with_logits(
-        x, t, weight=w, pos_weight=pw, reduction="none", return_grad=True
-    )
-    np.testing.assert_array_equal(loss, [0.0, 0.0, INF, INF, INF, INF])
-    # gradient limits: w (1 - t) at +inf, -w pw t at -inf (also PyTorch's)
-    pw64 = np.ones(6) if pw is None else pw.astype(np.float64)
-    w64, t64 = w.astype(np.float64), t.astype(np.float64)
-    expected_grad = np.where(x > 0, w64 * (1 - t64), -w64 * pw64 * t64)
-    assert_close(grad, expected_grad, dtype)
-    _, t_grad = torch_bce(x, t, dtype=dtype, weight=w, pos_weight=pw, reduction="none")
-    assert_close(grad, t_grad, dtype)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
@@ -539,23 +369,6 @@ def test_bce_infinite_logits_with_zero_limit_in_reductions(reduction, dtype):
 # --------------------------------------------------------------------------
 # otherwise, NaN/inf propagate exactly as in PyTorch
 # --------------------------------------------------------------------------
-def _ce_nonfinite_logits(C=4):
-    x = np.array(
-        [
-            [0.5, -1.0, 2.0, 0.1],  # finite
-            [NAN, 0.0, 1.0, 2.0],  # NaN elsewhere than the target
-            [0.0, 1.0, INF, 2.0],  # +inf elsewhere than the target
-            [0.0, INF, 1.0, 2.0],  # +inf at the target
-            [0.0, -INF, 1.0, 2.0],  # -inf at the target
-            [-INF, 1.0, 0.5, 2.0],  # -inf elsewhere
-            [-INF, -INF, -INF, -INF],  # all -inf
-            [1.0, 2.0, NAN, NAN],  # NaN at the target
-        ]
-    )
-    y = np.array([2, 2, 1, 1, 1, 2, 0, 3])
-    return x, y
-
-
 @pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: d.__name__)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
@@ -563,7 +376,7 @@ def _ce_nonfinite_logits(C=4):
 def test_cross_entropy_hard_nonfinite_logits_match_torch(
     dtype, reduction, label_smoothing, rows
 ):
-    x, y = _ce_nonfinite_logits()
+    x, y = ce_nonfinite_logits()
     if rows == "finite+5":  # a single non-finite row in a reduction
         x, y = x[[0, 5]], y[[0, 5]]
     elif rows == "finite+2":
@@ -633,21 +446,19 @@ FAMILY = {
 
 
 @pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: d.__name__)
-@pytest.mark.parametrize("axis", [-1, 0, 1])
-@pytest.mark.parametrize("name", list(FAMILY))
-def test_logsumexp_family_matches_torch(dtype, axis, name):
-    fn, torch_fn, ref = FAMILY[name]
+def test_logsumexp_family_matches_torch(dtype):
     rng = np.random.default_rng(900)
     x = rng.normal(scale=10.0, size=(3, 4, 5)).astype(dtype)
     x[0, 1, 2] = -INF  # rows with -inf along every axis
     x[2, 0, :] = -INF
     x[2, 0, 4] = 3.0
-    out = fn(x, axis=axis)
-    assert out.dtype == dtype
-    expected = torch_fn(torch.tensor(x), dim=axis).numpy()
-    assert out.shape == expected.shape
-    assert_close(out, expected, dtype)
-    assert_close(out, ref(x, axis=axis), dtype)
+    for name, axis in itertools.product(FAMILY, [-1, 0, 1]):
+        fn, torch_fn, _ = FAMILY[name]
+        out = fn(x, axis=axis)
+        assert out.dtype == dtype
+        expected = torch_fn(torch.tensor(x), dim=axis).numpy()
+        assert out.shape == expected.shape
+        assert_close(out, expected, dtype, err_msg=f"{name} axis={axis}")
 
 
 @pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: d.__name__)
@@ -677,7 +488,7 @@ def test_logsumexp_family_nonfinite_rows_match_torch(dtype, name):
 def test_nonfinite_rows_inside_a_tile_in_place_and_alone(dtype, label_smoothing, n):
     """Non-finite rows among finite ones in one tile of narrow rows: in place
     (out=logits), forward-only and row-by-row give the same bits."""
-    x8, y8 = _ce_nonfinite_logits()
+    x8, y8 = ce_nonfinite_logits()
     rng = np.random.default_rng(801)
     x = rng.normal(size=(n, 4)) * 3
     y = rng.integers(0, 4, n)
@@ -732,50 +543,6 @@ def test_nan_of_either_sign_is_found_by_the_row_max(dtype, n_classes, sign):
 
 
 FAMILY_TORCH = {nx.logsumexp: torch.logsumexp, nx.softmax: torch.softmax}
-
-
-# Widths on both sides of the tile / row-at-a-time switch (NARROW_CLASSES:
-# 256 float32, 100 float64), and of the wide rows' prefetch and group sizes.
-WIDTHS = [1, 2, 10, 64, 99, 100, 101, 255, 256, 257, 1000, 4097]
-
-
-@pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: d.__name__)
-@pytest.mark.parametrize("n_classes", WIDTHS)
-@pytest.mark.parametrize("n_rows", [7, 300], ids=["serial", "parallel-ish"])
-@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
-def test_every_row_width_matches_reference_and_torch(
-    dtype, n_classes, n_rows, label_smoothing
-):
-    """Both hard-label kernel shapes, serial and parallel launches, weights,
-    ignored and non-finite rows, forward-only and in place: the naive float64
-    reference and PyTorch agree with every one."""
-    rng = np.random.default_rng(n_classes * 7 + n_rows)
-    x = (rng.normal(size=(n_rows, n_classes)) * 4).astype(dtype)
-    y = rng.integers(0, n_classes, n_rows)
-    y[3] = -100
-    x[5, n_classes // 2] = np.nan
-    x[6, 0] = np.inf
-    w = rng.random(n_classes) + 0.2
-    kw = dict(weight=w, reduction="none", label_smoothing=label_smoothing)
-    loss, grad = nx.cross_entropy(x, y, return_grad=True, **kw)
-    t_loss, t_grad = torch_ce(x, y, dtype=dtype, **kw)
-    assert_close(loss, t_loss, dtype)
-    assert_close(grad, t_grad, dtype)
-    # the naive reference on the finite rows (its inf - inf is not PyTorch's)
-    keep = np.isfinite(x).all(axis=1)
-    ref_loss, ref_grad = cross_entropy_ref(x[keep].astype(np.float64), y[keep], **kw)
-    assert_close(loss[keep], ref_loss, dtype)
-    assert_close(grad[keep], ref_grad, dtype)
-    np.testing.assert_array_equal(nx.cross_entropy(x, y, **kw), loss)
-    inplace = x.copy()
-    nx.cross_entropy(inplace, y, return_grad=True, out=inplace, **kw)
-    np.testing.assert_array_equal(inplace, grad)
-    # "mean" over the finite rows
-    kw["reduction"] = "mean"
-    loss_m, grad_m = nx.cross_entropy(x[keep], y[keep], return_grad=True, **kw)
-    ref_m, ref_gm = cross_entropy_ref(x[keep].astype(np.float64), y[keep], **kw)
-    assert_close(loss_m, ref_m, dtype)
-    assert_close(grad_m, ref_gm, dtype)
 
 
 @pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: d.__name__)

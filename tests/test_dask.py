@@ -43,8 +43,8 @@ def client():
     )
     c = distributed.Client(cluster, set_as_default=False)
     yield c
-    c.close()
-    cluster.close()
+    c.close(timeout=60)
+    cluster.close(timeout=60)
 
 
 def _bits(*arrays):

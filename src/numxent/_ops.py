@@ -127,7 +127,7 @@ def finish(per_row, red: str, denom: float, total, dtype, lead, grad, kgrad):
     if grad is not None and red == "mean" and denom == 0.0:
         grad[...] = 0  # the gradient of a constant NaN is taken as 0
         return dtype.type(math.nan), grad
-    if red == "none" or total is None or dtype.itemsize == 2:
+    if red == "none" or total is None or dtype.itemsize == 2 or denom == 0.0:
         loss = reduce_loss(per_row, red, denom, total, dtype, lead)
     else:  # (the common case inline)
         loss = dtype.type(total if red == "sum" else total / denom)

@@ -13,6 +13,8 @@ materialised logits).
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -30,6 +32,19 @@ from .linear import DEFAULT_CHUNK_BYTES, _linear_ce
 __all__ = ["linear_cross_entropy", "LinearCrossEntropyLoss"]
 
 _SERVED = (torch.float32, torch.float64)
+
+
+def _has_torch_linear_ce() -> bool:
+    """Whether this PyTorch has ``F.linear_cross_entropy`` with the bias
+    argument (2.13); older ones get the materialised computation."""
+    fn = getattr(F, "linear_cross_entropy", None)
+    try:
+        return fn is not None and "linear_bias" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # pragma: no cover - no signature to read
+        return False
+
+
+_TORCH_LINEAR_CE = _has_torch_linear_ce()
 
 
 def _np(t):
@@ -152,7 +167,7 @@ def _unserved(input, linear_weight, target, linear_bias, weight, reduction):
 def _reference(input, linear_weight, target, linear_bias, weight, reduction,
                ignore_index, label_smoothing, lse_square_scale, softcap):  # fmt: skip
     """PyTorch's own computation (materialised logits), extras included."""
-    if lse_square_scale == 0.0 and softcap is None:
+    if lse_square_scale == 0.0 and softcap is None and _TORCH_LINEAR_CE:
         return F.linear_cross_entropy(
             input, linear_weight, target, linear_bias=linear_bias, weight=weight,
             reduction=reduction, ignore_index=ignore_index,

@@ -60,19 +60,36 @@ class FallbackWarning(UserWarning):
     """
 
 
+_WARNED: set[str] = set()  # the reasons warned about once already
+
+
 def fallback(op: str, why: str) -> None:
-    """Warn that ``op`` was handed to PyTorch, and why. (Not while Dynamo
+    """Warn that ``op`` was handed to PyTorch, and why: once per reason, or
+    every time where the warning filters say "error" or "always". (Python's
+    own once-per-location registry is reset whenever any code changes the
+    filters, which PyTorch does, so numxent keeps its own.) Not while Dynamo
     traces: a warning there would break the graph; the compiled graph's
-    run-time hand-offs, inside the custom ops, do warn.)"""
+    run-time hand-offs, inside the custom ops, do warn."""
     if torch.compiler.is_compiling():
         return
-    # (stacklevel 1: one warning location, so the default filter shows each
-    # reason once, whoever called)
-    warnings.warn(
-        f"numxent.torch.{op}: handed to PyTorch's own implementation: {why}",
-        FallbackWarning,
-        stacklevel=1,
-    )
+    message = f"numxent.torch.{op}: handed to PyTorch's own implementation: {why}"
+    if message in _WARNED and _action(message) not in ("error", "always", "all"):
+        return
+    _WARNED.add(message)
+    warnings.warn(message, FallbackWarning, stacklevel=3)
+
+
+def _action(message: str) -> str:
+    """The action of the first warning filter that matches a FallbackWarning
+    with this message (the matching rules of ``warnings.warn``)."""
+    for action, msg, category, module, _lineno in warnings.filters:
+        if (
+            (msg is None or msg.match(message))
+            and issubclass(FallbackWarning, category)
+            and (module is None or module.match(__name__) or module.match(""))
+        ):
+            return action
+    return warnings.defaultaction
 
 
 def rejected(exc: BaseException) -> str:

@@ -15,6 +15,7 @@ NumPy's ``matmul`` with one weight-sized temporary for the accumulation.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Literal
 
@@ -30,15 +31,22 @@ __all__ = ["linear_cross_entropy", "DEFAULT_CHUNK_BYTES"]
 #: Bytes of chunk logits held at a time, by default.
 DEFAULT_CHUNK_BYTES = 64 << 20
 
-try:  # SciPy's BLAS: gemm with alpha / beta into a given array
-    from scipy.linalg import blas as _blas
-except ImportError:  # pragma: no cover - SciPy is in the test environment
-    _blas = None
+
+@functools.cache
+def _scipy_blas():
+    """SciPy's BLAS (gemm with alpha / beta into a given array), imported on
+    the first product: ``import numxent`` does not import SciPy."""
+    try:
+        from scipy.linalg import blas
+    except ImportError:  # pragma: no cover - SciPy is in the test environment
+        return None
+    return blas
 
 
 def _gemm(alpha: float, a, b, c, beta: float) -> None:
     """``c = alpha * a @ b + beta * c`` in place, for C-ordered 2-D arrays
     (through the transposed, Fortran-ordered views BLAS reads)."""
+    _blas = _scipy_blas()
     if _blas is not None:
         f = _blas.sgemm if c.dtype == np.float32 else _blas.dgemm
         # c.T = alpha * b.T @ a.T + beta * c.T, Fortran-ordered: each factor

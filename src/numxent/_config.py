@@ -25,16 +25,31 @@ never changed. A choice that cannot be honoured (``tbb`` or ``safe`` without
 a loadable TBB) makes the first parallel call raise a ``RuntimeError`` that
 names the variable and the fix, instead of Numba's generic message.
 
-The kernels are compiled with Numba's on-disk cache (``cache=True``) unless
+The kernels are compiled with Numba's on-disk cache unless
 ``NUMXENT_CACHE=0`` is set, or ``NUMBA_CACHE_DIR`` names a directory that
-cannot be written: then they are compiled in each process, and numxent says
-so once with a :class:`CacheWarning` (writing the cache anywhere else would
-go against the user's choice of directory).
+cannot be written (or no cache directory can be): then they are compiled in
+each process, and numxent says so once with a :class:`CacheWarning` (writing
+the cache anywhere else would go against the user's choice of directory).
+
+The cache is numxent's own use of Numba's (:func:`cached`), in three ways:
+
+* Keyed: a kernel's cache files go one directory below where Numba would put
+  them, into ``numxent-<version>-<hash of every file of numxent._kernels>``
+  (:data:`CACHE_KEY`). Numba checks a cached kernel against its own source
+  file only, so an edited helper in another file (a ``git pull``, an upgrade
+  in place) would otherwise leave stale machine code in use.
+* Light loads: Numba refreshes its whole target context before loading any
+  cached function -- it imports and registers every implementation it has,
+  and its BLAS check imports most of ``scipy.linalg`` -- which is most of a
+  warm first call. Loading machine code needs none of it: only Numba's
+  runtime (NRT) must be up. A compilation still refreshes, as Numba does.
+* Lazy: a kernel's cache is set up on its first call, not at import.
 """
 
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import importlib.metadata
 import os
 import site
@@ -44,11 +59,17 @@ import threading
 import warnings
 
 import numba
+from numba.core import caching as _caching
 from numba.np.ufunc import parallel as _numba_parallel
 
+from ._version import __version__
+
 __all__ = [
+    "CACHE_KEY",
     "CacheWarning",
     "JIT_CACHE",
+    "cached",
+    "cached_kernels",
     "forked_after_openmp",
     "run_parallel",
     "threading_layer",
@@ -57,6 +78,17 @@ __all__ = [
 
 class CacheWarning(UserWarning):
     """numxent's kernels cannot use Numba's on-disk cache in this process."""
+
+
+def _warn_uncached(where: str, reason: str, stacklevel: int) -> None:
+    warnings.warn(
+        f"{where} be written ({reason}); numxent's compiled kernels are not "
+        "cached, so each process compiles them on first use. Point "
+        "NUMBA_CACHE_DIR at a writable directory, or set NUMXENT_CACHE=0 to "
+        "compile without the cache and without this warning.",
+        CacheWarning,
+        stacklevel=stacklevel + 1,
+    )
 
 
 def _cache_enabled() -> bool:
@@ -68,35 +100,149 @@ def _cache_enabled() -> bool:
             os.makedirs(cache_dir, exist_ok=True)
             tempfile.TemporaryFile(dir=cache_dir).close()
         except OSError as exc:
-            where, reason = f"NUMBA_CACHE_DIR={cache_dir!r} cannot", str(exc)
-        else:
-            return True
-    else:
-        # Numba's own places: the package's __pycache__, then the user's cache
-        # directory; with neither writable, cache=True fails at decoration.
-        try:
-            numba.njit(cache=True)(_cache_probe)
-        except RuntimeError as exc:
-            where, reason = "no cache directory can", str(exc)
-        else:
-            return True
-    warnings.warn(
-        f"{where} be written ({reason}); numxent's compiled kernels are not "
-        "cached, so each process compiles them on first use. Point "
-        "NUMBA_CACHE_DIR at a writable directory, or set NUMXENT_CACHE=0 to "
-        "compile without the cache and without this warning.",
-        CacheWarning,
-        stacklevel=2,
-    )
-    return False
+            _warn_uncached(f"NUMBA_CACHE_DIR={cache_dir!r} cannot", str(exc), 2)
+            return False
+    # Otherwise Numba's own places (the package's __pycache__, then the
+    # user's cache directory) are tried on a kernel's first call.
+    return True
 
 
-def _cache_probe():  # pragma: no cover - never called, only decorated
-    return 0
-
-
-# Whether the kernels are compiled with ``cache=True``.
+# Whether the kernels are compiled with the on-disk cache.
 JIT_CACHE = _cache_enabled()
+
+
+def _source_key() -> str:
+    """``numxent-<version>-<16 hex digits>``: the digits hash every file of
+    ``numxent._kernels`` (names and contents), the only code the kernels are
+    compiled from."""
+    h = hashlib.sha256()
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_kernels")
+    try:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+            for name in sorted(filenames):
+                if name.endswith(".py"):
+                    path = os.path.join(dirpath, name)
+                    h.update(os.path.relpath(path, root).replace(os.sep, "/").encode())
+                    h.update(b"\0")
+                    with open(path, "rb") as f:
+                        h.update(f.read())
+                    h.update(b"\0")
+    except OSError:  # pragma: no cover - sources not on disk (a zip): version only
+        h = hashlib.sha256(b"sources unreadable")
+    return f"numxent-{__version__}-{h.hexdigest()[:16]}"
+
+
+#: The directory, below Numba's cache directory for numxent's kernels, that
+#: holds this version's and these sources' compiled kernels.
+CACHE_KEY = _source_key()
+
+
+class _KeyedLocator(_caching._CacheLocator):
+    """Numba's locator for a kernel, one directory down: ``<dir>/CACHE_KEY``."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def get_cache_path(self):
+        return os.path.join(self._inner.get_cache_path(), CACHE_KEY)
+
+    def get_source_stamp(self):
+        return self._inner.get_source_stamp()
+
+    def get_disambiguator(self):
+        return self._inner.get_disambiguator()
+
+
+class _KeyedCacheImpl(_caching.CompileResultCacheImpl):
+    def __init__(self, py_func):
+        super().__init__(py_func)  # raises RuntimeError when no place is writable
+        locator = _KeyedLocator(self._locator)
+        try:
+            locator.ensure_cache_path()
+        except OSError as exc:
+            raise RuntimeError(f"cannot write {locator.get_cache_path()!r}") from exc
+        self._locator = locator
+
+
+class _KernelCache(_caching.FunctionCache):
+    """Numba's cache of compile results, keyed (``_KeyedCacheImpl``) and
+    loading without refreshing the target context."""
+
+    _impl_class = _KeyedCacheImpl
+
+    def load_overload(self, sig, target_context):
+        from numba.core.runtime import rtsys
+
+        # Numba's own load_overload runs target_context.refresh() first. The
+        # machine code links against Numba's runtime only (NRT; the C
+        # helpers, math and threading symbols are installed with the context
+        # and by the parallel kernels' reload hook).
+        rtsys.initialize(target_context)
+        with self._guard_against_spurious_io_errors():
+            return self._load_overload(sig, target_context)
+
+
+_uncached_warned = False
+
+
+class _LazyCache:
+    """A kernel's on-disk cache, set up on the kernel's first call."""
+
+    def __init__(self, py_func):
+        self._py_func = py_func
+        self._cache = None
+
+    def _get(self):
+        global _uncached_warned
+        if self._cache is None:
+            try:
+                self._cache = _KernelCache(self._py_func)
+            except RuntimeError as exc:
+                if not _uncached_warned:
+                    _uncached_warned = True
+                    _warn_uncached("no cache directory can", str(exc), 4)
+                self._cache = _caching.NullCache()
+        return self._cache
+
+    @property
+    def cache_path(self):
+        return self._get().cache_path
+
+    def load_overload(self, sig, target_context):
+        return self._get().load_overload(sig, target_context)
+
+    def save_overload(self, sig, data):
+        return self._get().save_overload(sig, data)
+
+    def enable(self):
+        self._get().enable()
+
+    def disable(self):
+        self._get().disable()
+
+    def flush(self):
+        self._get().flush()
+
+
+_CACHED: list = []  # the dispatchers decorated with ``cached``
+
+
+def cached(dispatcher):
+    """Decorator, over ``@njit``: give a kernel numxent's on-disk cache (see
+    the module's docstring), unless the cache is off. A no-op on plain
+    functions (``NUMBA_DISABLE_JIT=1``)."""
+    if hasattr(dispatcher, "_cache"):
+        _CACHED.append(dispatcher)
+        if JIT_CACHE:
+            dispatcher._cache = _LazyCache(dispatcher.py_func)
+    return dispatcher
+
+
+def cached_kernels() -> list:
+    """The kernels (Numba dispatchers) decorated with :func:`cached`."""
+    return list(_CACHED)
+
 
 _LINUX = sys.platform.startswith("linux")
 # The layers each value of NUMBA_THREADING_LAYER may resolve to on this

@@ -14,12 +14,13 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
 
-from .._config import JIT_CACHE
-
-# error_model="numpy": a float division is a plain fdiv (the default "python"
-# model adds a zero-divisor check whose branch keeps loops scalar). The
-# on-disk cache is on unless NUMXENT_CACHE=0 or NUMBA_CACHE_DIR is unusable.
-JIT = {"fastmath": False, "error_model": "numpy", "cache": JIT_CACHE, "nogil": True}
+# The entry points' options (the kernels called from Python). error_model=
+# "numpy": a float division is a plain fdiv (the default "python" model adds
+# a zero-divisor check whose branch keeps loops scalar). Each entry point is
+# decorated ``@cached`` over ``@njit(**JIT)``: numxent's on-disk cache (keyed
+# by the sources of this package; on unless NUMXENT_CACHE=0 or
+# NUMBA_CACHE_DIR is unusable), not Numba's ``cache=True``.
+JIT = {"fastmath": False, "error_model": "numpy", "nogil": True}
 # Helpers are ordinary compiled calls, not IR-inlined, except the per-row
 # functions (a call per short row costs more than the row): inlining every
 # helper into every kernel made the kernels' IR so large that a cold start

@@ -43,6 +43,7 @@ import math
 import numpy as np
 from numba import njit
 
+from .._config import cached
 from ._intrinsics import (
     HELPER,
     JIT,
@@ -399,6 +400,7 @@ def ordered_sum(v, n):
     return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
 
 
+@cached
 @njit(**JIT)
 def ordered_total(v):
     """sum(v) in a fixed order with O(log n) rounding growth: blocks of 128

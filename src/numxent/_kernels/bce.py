@@ -7,6 +7,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .._config import cached
 from ._intrinsics import HELPER, JIT, by_width, fma, wide_vectors
 from ._vecmath import _F32_LO, exp_f32, exp_f64, make_horner, ordered_sum
 
@@ -170,6 +171,7 @@ def _bce_block(x, t, w, pw, sw, fac_pat, pw_pat, row_scale, gscale, block_sums,
     block_sums[b] = total
 
 
+@cached
 @njit(parallel=True, **JIT)
 def bce_par(x, t, w, pw, sw, fac_pat, pw_pat, row_scale, gscale, block_sums,
             elem_loss, grad):  # fmt: skip
@@ -178,6 +180,7 @@ def bce_par(x, t, w, pw, sw, fac_pat, pw_pat, row_scale, gscale, block_sums,
                    elem_loss, grad, b)  # fmt: skip
 
 
+@cached
 @njit(**JIT)
 def bce_ser(x, t, w, pw, sw, fac_pat, pw_pat, row_scale, gscale, block_sums,
             elem_loss, grad):  # fmt: skip

@@ -8,6 +8,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .._config import cached
 from ._intrinsics import HELPER, JIT, unmanaged, wide_vectors
 from ._vecmath import (
     ROWS_PER_TASK,
@@ -41,6 +42,7 @@ GROUP_ROWS = 8
 REDUCE_NONE, REDUCE_SUM, REDUCE_MEAN = 0, 1, 2
 
 
+@cached
 @njit(**JIT)
 def scan_hard_labels(y, n_classes, ignore_index, w, sw):
     """(flat index of the first label outside [0, C) that is not ignored, or
@@ -489,6 +491,7 @@ def _epilogue(first_bad, denom, loss_rows, reduction):
 # from C: a call compiles only the loop shape it uses.
 
 
+@cached
 @njit(parallel=True, **JIT)
 def ce_hard_par(x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows, grad, z,
                cap, zrows):  # fmt: skip
@@ -506,6 +509,7 @@ def ce_hard_par(x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows, g
     return _epilogue(first_bad, denom, loss_rows, reduction)
 
 
+@cached
 @njit(**JIT)
 def ce_hard_ser(x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows, grad, z,
                cap, zrows):  # fmt: skip
@@ -517,6 +521,7 @@ def ce_hard_ser(x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows, g
     return _epilogue(first_bad, denom, loss_rows, reduction)
 
 
+@cached
 @njit(parallel=True, **JIT)
 def ce_narrow_par(x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows,
                   grad, z, cap, zrows):  # fmt: skip
@@ -534,6 +539,7 @@ def ce_narrow_par(x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows,
     return _epilogue(first_bad, denom, loss_rows, reduction)
 
 
+@cached
 @njit(**JIT)
 def ce_narrow_ser(x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows,
                   grad, z, cap, zrows):  # fmt: skip
@@ -560,6 +566,7 @@ def _softcap_row(x, cap, out, i):
         out[i, k] = cap * math.tanh(np.float64(x[i, k]) * inv)
 
 
+@cached
 @njit(parallel=True, **JIT)
 def softcap_par(x, cap, out):
     """out = cap * tanh(x / cap), row by row (out may be x)."""
@@ -567,6 +574,7 @@ def softcap_par(x, cap, out):
         _softcap_row(x, cap, out, i)
 
 
+@cached
 @njit(**JIT)
 def softcap_ser(x, cap, out):
     for i in range(x.shape[0]):

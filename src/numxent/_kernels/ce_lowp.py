@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .._config import cached
 from ._intrinsics import JIT, bits_to_float, float_to_bits, wide_vectors
 from .ce_hard import (
     NARROW_TILE,
@@ -190,6 +191,7 @@ def _wide_block(n_classes):
 # before its gradient is written, and blocks are disjoint.
 
 
+@cached
 @njit(parallel=True, **JIT)
 def ce_lowp_narrow_par(xb, fmt, y, w, w_total, sw, ignore_index, eps, reduction,
                        loss_rows, gb):  # fmt: skip
@@ -205,6 +207,7 @@ def ce_lowp_narrow_par(xb, fmt, y, w, w_total, sw, ignore_index, eps, reduction,
     return _epilogue(first_bad, denom, loss_rows, reduction)
 
 
+@cached
 @njit(**JIT)
 def ce_lowp_narrow_ser(xb, fmt, y, w, w_total, sw, ignore_index, eps, reduction,
                        loss_rows, gb):  # fmt: skip
@@ -219,6 +222,7 @@ def ce_lowp_narrow_ser(xb, fmt, y, w, w_total, sw, ignore_index, eps, reduction,
     return _epilogue(first_bad, denom, loss_rows, reduction)
 
 
+@cached
 @njit(parallel=True, **JIT)
 def ce_lowp_wide_par(xb, fmt, y, w, w_total, sw, ignore_index, eps, reduction,
                      loss_rows, gb):  # fmt: skip
@@ -235,6 +239,7 @@ def ce_lowp_wide_par(xb, fmt, y, w, w_total, sw, ignore_index, eps, reduction,
     return _epilogue(first_bad, denom, loss_rows, reduction)
 
 
+@cached
 @njit(**JIT)
 def ce_lowp_wide_ser(xb, fmt, y, w, w_total, sw, ignore_index, eps, reduction,
                      loss_rows, gb):  # fmt: skip

@@ -8,6 +8,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .._config import cached
 from ._intrinsics import HELPER, JIT, unmanaged, wide_vectors
 from ._vecmath import (
     ROWS_PER_TASK,
@@ -106,12 +107,14 @@ def _ce_soft_task(x, t, w, sw, eps, gscale, loss_rows, grad, b):
                          i)  # fmt: skip
 
 
+@cached
 @njit(parallel=True, **JIT)
 def ce_soft_par(x, t, w, sw, eps, gscale, loss_rows, grad):
     for b in prange((x.shape[0] + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
         _ce_soft_task(x, t, w, sw, eps, gscale, loss_rows, grad, b)
 
 
+@cached
 @njit(**JIT)
 def ce_soft_ser(x, t, w, sw, eps, gscale, loss_rows, grad):
     for b in range((x.shape[0] + ROWS_PER_TASK - 1) // ROWS_PER_TASK):

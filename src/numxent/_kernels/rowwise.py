@@ -7,6 +7,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .._config import cached
 from ._intrinsics import HELPER, JIT, unmanaged, wide_vectors
 from ._vecmath import (
     ROWS_PER_TASK,
@@ -84,12 +85,14 @@ def _softmax_task(x, mode, lse, out, b):
             _softmax_row(x, xi, mode, lse, out, scratch, 0, fix, i)
 
 
+@cached
 @njit(parallel=True, **JIT)
 def softmax_par(x, mode, lse, out):
     for b in prange((x.shape[0] + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
         _softmax_task(x, mode, lse, out, b)
 
 
+@cached
 @njit(**JIT)
 def softmax_ser(x, mode, lse, out):
     for b in range((x.shape[0] + ROWS_PER_TASK - 1) // ROWS_PER_TASK):

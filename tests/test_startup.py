@@ -1,0 +1,116 @@
+"""Start-up: what ``import numxent`` imports, and the on-disk kernel cache.
+
+The cache tests run fresh interpreters on a copy of the package (so that a
+source file can be edited) with private cache directories, and read Numba's
+dispatcher statistics there: which kernel signatures each process compiled
+and which it loaded from the cache. Nothing here is timed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numxent as nx
+
+SRC = pathlib.Path(nx.__file__).parent
+
+
+def _python(code: str, pythonpath: pathlib.Path | str, cache: pathlib.Path, **env):
+    """Run ``code`` in a fresh interpreter; its last stdout line, as JSON."""
+    full_env = {
+        **os.environ,
+        "PYTHONPATH": str(pythonpath),
+        "NUMBA_CACHE_DIR": str(cache),
+        **env,
+    }
+    full_env.pop("NUMXENT_CACHE", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=full_env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _copy_package(tmp_path: pathlib.Path) -> pathlib.Path:
+    root = tmp_path / "site"
+    shutil.copytree(SRC, root / "numxent", ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+# One small serial call (the row-wise kernel: it uses helpers of _vecmath and
+# _intrinsics), and what the process compiled and loaded.
+_CALL = """
+import json
+import numpy as np
+import numxent as nx
+from numxent import _config
+from numxent import _kernels as K
+
+nx.logsumexp(np.arange(6.0).reshape(2, 3))
+stats = K.softmax_ser.stats
+print(json.dumps({
+    "file": nx.__file__,
+    "key": _config.CACHE_KEY,
+    "compiled": sum(stats.cache_misses.values()),
+    "loaded": sum(stats.cache_hits.values()),
+    "cache_path": stats.cache_path,
+}))
+"""
+
+
+def test_import_leaves_scipy_linalg_and_the_extras_out(tmp_path):
+    got = _python(
+        """
+        import json, sys
+        import numxent as nx
+        heavy = ["scipy.linalg", "numxent.linear", "numxent.torch", "numxent.dask",
+                 "numxent.sklearn", "numxent.bench", "torch", "dask", "sklearn"]
+        at_import = sorted(m for m in heavy if m in sys.modules)
+        name = "linear_cross_entropy"
+        listed = name in dir(nx) and name in nx.__all__
+        from numxent import linear_cross_entropy
+        from numxent.linear import linear_cross_entropy as direct
+        print(json.dumps({
+            "at_import": at_import,
+            "listed": listed,
+            "same": linear_cross_entropy is direct is nx.linear_cross_entropy,
+            "after": "numxent.linear" in sys.modules,
+        }))
+        """,
+        SRC.parent,
+        tmp_path / "cache",
+    )
+    assert got == {"at_import": [], "listed": True, "same": True, "after": True}
+
+
+def test_editing_a_helper_file_recompiles_the_kernels(tmp_path):
+    site = _copy_package(tmp_path)
+    cache = tmp_path / "cache"
+    first = _python(_CALL, site, cache)
+    assert first["file"].startswith(str(site))
+    assert first["compiled"] == 1 and first["loaded"] == 0
+    again = _python(_CALL, site, cache)
+    assert again["key"] == first["key"]
+    assert again["compiled"] == 0 and again["loaded"] == 1  # served from the cache
+
+    # An edit of a helper in another file than the kernel's own: Numba's
+    # check of the kernel's file alone would load the old machine code.
+    with open(site / "numxent" / "_kernels" / "_intrinsics.py", "a") as f:
+        f.write("# edited\n")
+    edited = _python(_CALL, site, cache)
+    assert edited["key"] != first["key"]
+    assert edited["compiled"] == 1 and edited["loaded"] == 0
+    assert edited["cache_path"] != first["cache_path"]
+    assert edited["cache_path"].endswith(edited["key"])
+    assert any(name.endswith(".nbi") for name in os.listdir(edited["cache_path"])), (
+        "the recompiled kernel was not cached"
+    )

@@ -64,10 +64,17 @@ def ce_hard(x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows, grad,
     ``z``: the z-loss scale (0: off), its per-row terms into ``zrows`` when
     that is not empty; ``cap`` > 0: ``x`` holds soft-capped logits (see
     ``softcap``) and the gradient is taken through the cap.
+
+    The kernels take an option that is off as ``None``: Numba then compiles
+    them without its code, so a plain call compiles neither the soft-capped
+    finish nor the z-loss (a call with them compiles its own variant).
     """
     n_classes = x.shape[1]
-    args = (x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows, grad, z,
-            cap, zrows)  # fmt: skip
+    zr = zrows if zrows.shape[0] > 0 else None
+    zo = z if z > 0.0 or zr is not None else None
+    co = cap if cap > 0.0 else None
+    args = (x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows, grad, zo,
+            co, zr)  # fmt: skip
     if narrow_rows(n_classes, x.dtype):
         par, ser, below = K.ce_narrow_par, K.ce_narrow_ser, SERIAL_BELOW
     else:

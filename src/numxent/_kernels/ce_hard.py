@@ -91,12 +91,13 @@ def _make_finish(in_place, capped):
         if eps > 0.0:
             loss += (eps / n_classes) * (w_total * log_s - wd)
         big_a = (1.0 - eps) * w_y + (eps / n_classes) * w_total
-        if z > 0.0:
-            # z-loss: z * lse^2, weighted by the row's weight as the CE term
-            lse = np.float64(m) + log_s
-            z_w = z * w_y
-            loss += z_w * lse * lse
-            big_a += 2.0 * z_w * lse
+        if z is not None:  # (None: compiled without the z-loss)
+            if z > 0.0:
+                # z-loss: z * lse^2, weighted by the row's weight as the CE term
+                lse = np.float64(m) + log_s
+                z_w = z * w_y
+                loss += z_w * lse * lse
+                big_a += 2.0 * z_w * lse
         loss_rows[i] = s_w * loss
         if want_grad:
             scale = s_w * gscale
@@ -199,7 +200,7 @@ def _ce_hard_row_exact(x, y, w, w_total, sw, eps, gscale, loss_rows, want_grad, 
     _finish_in_place(w, w_total, sw, eps, gscale, loss_rows, want_grad, e, ei, e, i,
                      s, math.log(s), d_y, wd, yi, m, z, 0.0, x, i,
                      0.0)  # fmt: skip
-    if zrows.shape[0] > 0:
+    if zrows is not None:
         _z_row(w, sw, z, zrows, i, yi, np.float64(m) + math.log(s))
 
 
@@ -309,7 +310,7 @@ def _ce_hard_rows(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
         for r in range(n):
             s = ss[r]
             logs[r] = log_f64(s if s > 0.0 else 1.0)
-        if cap > 0.0:
+        if cap is not None:
             _group_finish_capped(w, w_total, sw, eps, gscale, loss_rows, want_grad,
                                  sc, grad, x, y, g0, n, ss, logs, d_ys, wds, ms, z,
                                  cap, scratch)  # fmt: skip
@@ -317,7 +318,7 @@ def _ce_hard_rows(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
             _group_finish(w, w_total, sw, eps, gscale, loss_rows, want_grad, sc, grad,
                           x, y, g0, n, ss, logs, d_ys, wds, ms, z, cap,
                           scratch)  # fmt: skip
-        if zrows.shape[0] > 0:
+        if zrows is not None:
             _z_rows(w, sw, z, zrows, y, g0, n, ss, ms, logs)
 
 
@@ -441,7 +442,7 @@ def _ce_hard_tile(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
         ss[r] = fixed_sum(e, e0 + r, n_classes, fix)
     for r in range(n):
         logs[r] = log_f64(ss[r])
-    if cap > 0.0:
+    if cap is not None:
         _tile_finish_capped(w, w_total, sw, ignore_index, eps, gscale, loss_rows,
                             want_grad, e, e0, exact, is_exact, y, r0, n, ss, logs,
                             d_ys, wds, ms, z, cap, d2)  # fmt: skip
@@ -449,7 +450,7 @@ def _ce_hard_tile(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
         _tile_finish(w, w_total, sw, ignore_index, eps, gscale, loss_rows, want_grad,
                      e, e0, exact, is_exact, y, r0, n, ss, logs, d_ys, wds, ms, z, cap,
                      d2)  # fmt: skip
-    if zrows.shape[0] > 0:
+    if zrows is not None:
         for r in range(n):  # (the exact rows wrote theirs)
             if is_exact[r] or y[r0 + r] == ignore_index:
                 ss[r] = 0.0
@@ -488,7 +489,10 @@ def _epilogue(first_bad, denom, loss_rows, reduction):
 # is bad or a "mean" has a zero denominator. The label scan and the total
 # are serial in the parallel drivers too (code outside ``prange``), so both
 # drivers of a pair return the same bits. Two pairs, chosen by the caller
-# from C: a call compiles only the loop shape it uses.
+# from C: a call compiles only the loop shape it uses. The options ``z``
+# (z-loss scale), ``cap`` (soft-capping) and ``zrows`` (the z-loss terms'
+# output) are None when off: Numba prunes their code from that variant, so
+# a plain call compiles neither the soft-capped finish nor the z-loss.
 
 
 @cached

@@ -9,7 +9,15 @@ import numpy as np
 from numba import njit, prange
 
 from .._config import cached
-from ._intrinsics import HELPER, JIT, unmanaged, wide_vectors
+from ._intrinsics import (
+    HELPER,
+    JIT,
+    imax,
+    imin,
+    int_view,
+    unmanaged,
+    wide_vectors,
+)
 from ._vecmath import (
     ROWS_PER_TASK,
     exp_nonpos,
@@ -17,7 +25,6 @@ from ._vecmath import (
     exp_sum_exact,
     fixed_point_scale,
     fixed_sum,
-    int_view,
     log_f64,
     ordered_total,
     prefetch_lines,
@@ -270,7 +277,7 @@ def _ce_hard_rows(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
     fix = fixed_point_scale(n_classes)
     xi = int_view(x)
     want_grad = grad.shape[0] > 0
-    group = min(max(GROUP_ELEMENTS // n_classes, 1), GROUP_ROWS)
+    group = imin(imax(GROUP_ELEMENTS // n_classes, 1), GROUP_ROWS)
     xf = xi.reshape(x.shape[0] * n_classes)
     step = 64 // x.itemsize  # elements a cache line
     prefetch = n_classes * x.itemsize <= PREFETCH_ROW_BYTES
@@ -288,7 +295,7 @@ def _ce_hard_rows(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
     wds = per_row[3 * GROUP_ROWS : 4 * GROUP_ROWS]
     ms = per_row[4 * GROUP_ROWS :]
     for g0 in range(r0, r1, group):
-        n = min(r1 - g0, group)
+        n = imin(r1 - g0, group)
         for r in range(n):
             if prefetch:
                 lo = (g0 + r + 2) * n_classes  # two rows ahead
@@ -378,7 +385,7 @@ def _ce_hard_tile(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
     xf = xi.reshape(x.shape[0] * n_classes)
     step = 64 // x.itemsize  # elements a cache line
     nxt_lo = r1 * n_classes & -step
-    nxt_hi = min(r1 + n, x.shape[0]) * n_classes
+    nxt_hi = imin(r1 + n, x.shape[0]) * n_classes
     per_row = (nxt_hi - nxt_lo + n * step - 1) // (n * step)  # lines a row
     # Rows under 4 cache lines go without: there the prefetches cost more
     # than they hide.
@@ -386,7 +393,7 @@ def _ce_hard_tile(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
     for r in range(n):
         if prefetch:
             lo = nxt_lo + r * per_row * step
-            prefetch_lines(xf, lo, min(lo + per_row * step, nxt_hi), step)
+            prefetch_lines(xf, lo, imin(lo + per_row * step, nxt_hi), step)
         m, finite = row_max(xi, r0 + r)
         ms[r] = m
         if y[r0 + r] != ignore_index and not finite:
@@ -459,12 +466,12 @@ def _ce_hard_tile(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
 
 @njit(inline="always")
 def _rows_per_tile(n_classes):
-    return max(NARROW_TILE // n_classes, 1)
+    return imax(NARROW_TILE // n_classes, 1)
 
 
 @njit(inline="always")
 def _rows_per_task(n_classes):
-    return max(NARROW_TILE // n_classes, ROWS_PER_TASK)
+    return imax(NARROW_TILE // n_classes, ROWS_PER_TASK)
 
 
 @njit(inline="always")
@@ -508,7 +515,7 @@ def ce_hard_par(x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows, g
     for b in prange((n_rows + per_task - 1) // per_task):
         r0 = b * per_task
         _ce_hard_rows(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows,
-                      grad, r0, min(n_rows, r0 + per_task), z, cap,
+                      grad, r0, imin(n_rows, r0 + per_task), z, cap,
                       zrows)  # fmt: skip
     return _epilogue(first_bad, denom, loss_rows, reduction)
 
@@ -538,7 +545,7 @@ def ce_narrow_par(x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows,
     for b in prange((n_rows + per_task - 1) // per_task):
         r0 = b * per_task
         _ce_hard_tile(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows,
-                      grad, r0, min(n_rows, r0 + per_task), z, cap,
+                      grad, r0, imin(n_rows, r0 + per_task), z, cap,
                       zrows)  # fmt: skip
     return _epilogue(first_bad, denom, loss_rows, reduction)
 
@@ -554,7 +561,7 @@ def ce_narrow_ser(x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows,
     per_task = _rows_per_tile(x.shape[1])
     for r0 in range(0, n_rows, per_task):
         _ce_hard_tile(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows,
-                      grad, r0, min(n_rows, r0 + per_task), z, cap,
+                      grad, r0, imin(n_rows, r0 + per_task), z, cap,
                       zrows)  # fmt: skip
     return _epilogue(first_bad, denom, loss_rows, reduction)
 

@@ -8,13 +8,12 @@ import numpy as np
 from numba import njit, prange
 
 from .._config import cached
-from ._intrinsics import HELPER, JIT, unmanaged, wide_vectors
+from ._intrinsics import HELPER, JIT, imin, int_view, unmanaged, wide_vectors
 from ._vecmath import (
     ROWS_PER_TASK,
     exp_shifted,
     exp_sum_exact,
     fixed_point_scale,
-    int_view,
     row_max,
     row_max_exact,
 )
@@ -73,7 +72,7 @@ def _softmax_task(x, mode, lse, out, b):
     wide_vectors()
     x, lse, out = unmanaged(x), unmanaged(lse), unmanaged(out)
     n_rows, n = x.shape
-    rows = range(b * ROWS_PER_TASK, min(n_rows, (b + 1) * ROWS_PER_TASK))
+    rows = range(b * ROWS_PER_TASK, imin(n_rows, (b + 1) * ROWS_PER_TASK))
     fix = fixed_point_scale(x.shape[1])
     xi = int_view(x)
     if mode == MODE_SOFTMAX:

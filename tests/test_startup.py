@@ -114,3 +114,60 @@ def test_editing_a_helper_file_recompiles_the_kernels(tmp_path):
     assert any(name.endswith(".nbi") for name in os.listdir(edited["cache_path"])), (
         "the recompiled kernel was not cached"
     )
+
+
+# A call of the row-wise kernels large enough for the parallel variant,
+# twice, and what each variant compiled and loaded.
+_PARALLEL_SIZED = """
+import hashlib
+import json
+import numpy as np
+import numxent as nx
+from numxent import _dispatch as D
+from numxent import _kernels as K
+
+x = np.random.default_rng(0).standard_normal((D.SERIAL_BELOW // 8 + 1, 8))
+out = {}
+for call in ("first", "second"):
+    res = nx.log_softmax(x)
+    out[call] = {
+        "bytes": hashlib.sha256(res.tobytes()).hexdigest(),
+        "layer": nx.threading_layer(),
+        **{
+            name: {
+                "compiled": sum(k.stats.cache_misses.values()),
+                "loaded": sum(k.stats.cache_hits.values()),
+            }
+            for name, k in (("ser", K.softmax_ser), ("par", K.softmax_par))
+        },
+    }
+print(json.dumps(out))
+"""
+
+
+def test_cold_parallel_sized_call_runs_the_serial_kernel_first(tmp_path):
+    cache = tmp_path / "cache"
+    cold = _python(_PARALLEL_SIZED, SRC.parent, cache)
+    first, second = cold["first"], cold["second"]
+    # the first call: the serial kernel, the parallel one left uncompiled; the
+    # pool is started all the same (the layer is known after a first call)
+    assert first["ser"] == {"compiled": 1, "loaded": 0}
+    assert first["par"] == {"compiled": 0, "loaded": 0}
+    assert first["layer"] is not None
+    # the second: the parallel kernel, compiled now; the same bits
+    assert second["par"] == {"compiled": 1, "loaded": 0}
+    assert second["bytes"] == first["bytes"]
+
+    # a later process finds the parallel kernel in the cache: no serial run
+    warm = _python(_PARALLEL_SIZED, SRC.parent, cache)
+    assert warm["first"]["par"] == {"compiled": 0, "loaded": 1}
+    assert warm["first"]["ser"] == {"compiled": 0, "loaded": 0}
+    assert warm["first"]["bytes"] == first["bytes"]
+
+
+def test_numxent_defer_parallel_0_compiles_the_parallel_kernel_at_once(tmp_path):
+    got = _python(
+        _PARALLEL_SIZED, SRC.parent, tmp_path / "cache", NUMXENT_DEFER_PARALLEL="0"
+    )
+    assert got["first"]["par"] == {"compiled": 1, "loaded": 0}
+    assert got["first"]["ser"] == {"compiled": 0, "loaded": 0}

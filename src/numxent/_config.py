@@ -48,6 +48,7 @@ The cache is numxent's own use of Numba's (:func:`cached`), in three ways:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import importlib.metadata
@@ -67,11 +68,14 @@ from ._version import __version__
 __all__ = [
     "CACHE_KEY",
     "CacheWarning",
+    "CompileDeferred",
     "JIT_CACHE",
     "cached",
     "cached_kernels",
     "forked_after_openmp",
+    "load_only",
     "run_parallel",
+    "start_pool",
     "threading_layer",
 ]
 
@@ -186,6 +190,27 @@ class _KernelCache(_caching.FunctionCache):
 _uncached_warned = False
 
 
+class CompileDeferred(Exception):
+    """Raised, inside :func:`load_only`, by a kernel call that would compile:
+    its machine code for these arguments is neither in this process nor in
+    the on-disk cache."""
+
+
+_load_only = threading.local()
+
+
+@contextlib.contextmanager
+def load_only():
+    """Within the block, a call of a :func:`cached` kernel runs machine code
+    already compiled in this process or cached on disk, or raises
+    :class:`CompileDeferred` instead of compiling."""
+    _load_only.active = True
+    try:
+        yield
+    finally:
+        _load_only.active = False
+
+
 class _LazyCache:
     """A kernel's on-disk cache, set up on the kernel's first call."""
 
@@ -196,6 +221,9 @@ class _LazyCache:
     def _get(self):
         global _uncached_warned
         if self._cache is None:
+            if not JIT_CACHE:
+                self._cache = _caching.NullCache()
+                return self._cache
             try:
                 self._cache = _KernelCache(self._py_func)
             except RuntimeError as exc:
@@ -210,7 +238,11 @@ class _LazyCache:
         return self._get().cache_path
 
     def load_overload(self, sig, target_context):
-        return self._get().load_overload(sig, target_context)
+        # (Numba calls this under its compiler lock, before compiling)
+        cres = self._get().load_overload(sig, target_context)
+        if cres is None and getattr(_load_only, "active", False):
+            raise CompileDeferred(self._py_func.__qualname__)
+        return cres
 
     def save_overload(self, sig, data):
         return self._get().save_overload(sig, data)
@@ -230,12 +262,12 @@ _CACHED: list = []  # the dispatchers decorated with ``cached``
 
 def cached(dispatcher):
     """Decorator, over ``@njit``: give a kernel numxent's on-disk cache (see
-    the module's docstring), unless the cache is off. A no-op on plain
-    functions (``NUMBA_DISABLE_JIT=1``)."""
+    the module's docstring; none when the cache is off) and
+    :func:`load_only` calls. A no-op on plain functions
+    (``NUMBA_DISABLE_JIT=1``)."""
     if hasattr(dispatcher, "_cache"):
         _CACHED.append(dispatcher)
-        if JIT_CACHE:
-            dispatcher._cache = _LazyCache(dispatcher.py_func)
+        dispatcher._cache = _LazyCache(dispatcher.py_func)
     return dispatcher
 
 
@@ -364,7 +396,8 @@ if hasattr(os, "register_at_fork"):
 def threading_layer() -> str | None:
     """The Numba threading layer numxent's parallel kernels run on.
 
-    ``None`` until the first parallel launch in this process.
+    ``None`` until the first call in this process large enough for a
+    parallel kernel.
     """
     return _layer
 
@@ -394,3 +427,18 @@ def run_parallel(parallel_kernel, *args):
         with _lock:
             return parallel_kernel(*args)
     return parallel_kernel(*args)
+
+
+def start_pool() -> None:
+    """What the first parallel launch settles, for a call large enough for a
+    parallel kernel that a serial one serves: the user's layer choice is
+    checked (and an unhonourable one raises), Numba's pool starts and the
+    layer is known."""
+    global _layer
+    if _layer is not None:
+        return
+    with _lock:
+        _check_layer()
+        if not numba.config.DISABLE_JIT:
+            _numba_parallel._launch_threads()
+            _layer = numba.threading_layer()

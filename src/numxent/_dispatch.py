@@ -112,21 +112,21 @@ def ce_hard(x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows, grad,
     that is not empty; ``cap`` > 0: ``x`` holds soft-capped logits (see
     ``softcap``) and the gradient is taken through the cap.
 
-    The kernels take an option that is off as ``None``: Numba then compiles
-    them without its code, so a plain call compiles neither the soft-capped
-    finish nor the z-loss (a call with them compiles its own variant).
+    The kernels take z-loss and soft-capping as ``None`` when off: Numba then
+    compiles them without that code, so a plain call compiles neither the
+    soft-capped finish nor the z-loss (a call with them compiles its own
+    variant, one of four).
     """
     n_classes = x.shape[1]
-    zr = zrows if zrows.shape[0] > 0 else None
-    zo = z if z > 0.0 or zr is not None else None
+    zo = z if z > 0.0 or zrows.shape[0] > 0 else None
     co = cap if cap > 0.0 else None
     args = (x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows, grad, zo,
-            co, zr)  # fmt: skip
+            co, zrows)  # fmt: skip
     if narrow_rows(n_classes, x.dtype):
         par, ser, below = K.ce_narrow_par, K.ce_narrow_ser, SERIAL_BELOW
     else:
         par, ser, below = K.ce_hard_par, K.ce_hard_ser, WIDE_SERIAL_BELOW
-    variant = (zo is None, co is None, zr is None)
+    variant = (zo is None, co is None)
     return _run(par, ser, x.shape[0] * n_classes, below, args, variant)
 
 

@@ -207,8 +207,9 @@ def _ce_hard_row_exact(x, y, w, w_total, sw, eps, gscale, loss_rows, want_grad, 
     _finish_in_place(w, w_total, sw, eps, gscale, loss_rows, want_grad, e, ei, e, i,
                      s, math.log(s), d_y, wd, yi, m, z, 0.0, x, i,
                      0.0)  # fmt: skip
-    if zrows is not None:
-        _z_row(w, sw, z, zrows, i, yi, np.float64(m) + math.log(s))
+    if z is not None:
+        if zrows.shape[0] > 0:
+            _z_row(w, sw, z, zrows, i, yi, np.float64(m) + math.log(s))
 
 
 @njit(inline="always")
@@ -325,8 +326,9 @@ def _ce_hard_rows(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
             _group_finish(w, w_total, sw, eps, gscale, loss_rows, want_grad, sc, grad,
                           x, y, g0, n, ss, logs, d_ys, wds, ms, z, cap,
                           scratch)  # fmt: skip
-        if zrows is not None:
-            _z_rows(w, sw, z, zrows, y, g0, n, ss, ms, logs)
+        if z is not None:
+            if zrows.shape[0] > 0:
+                _z_rows(w, sw, z, zrows, y, g0, n, ss, ms, logs)
 
 
 def _make_tile_finish(capped):
@@ -457,11 +459,12 @@ def _ce_hard_tile(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
         _tile_finish(w, w_total, sw, ignore_index, eps, gscale, loss_rows, want_grad,
                      e, e0, exact, is_exact, y, r0, n, ss, logs, d_ys, wds, ms, z, cap,
                      d2)  # fmt: skip
-    if zrows is not None:
-        for r in range(n):  # (the exact rows wrote theirs)
-            if is_exact[r] or y[r0 + r] == ignore_index:
-                ss[r] = 0.0
-        _z_rows(w, sw, z, zrows, y, r0, n, ss, ms, logs)
+    if z is not None:
+        if zrows.shape[0] > 0:
+            for r in range(n):  # (the exact rows wrote theirs)
+                if is_exact[r] or y[r0 + r] == ignore_index:
+                    ss[r] = 0.0
+            _z_rows(w, sw, z, zrows, y, r0, n, ss, ms, logs)
 
 
 @njit(inline="always")
@@ -497,9 +500,10 @@ def _epilogue(first_bad, denom, loss_rows, reduction):
 # are serial in the parallel drivers too (code outside ``prange``), so both
 # drivers of a pair return the same bits. Two pairs, chosen by the caller
 # from C: a call compiles only the loop shape it uses. The options ``z``
-# (z-loss scale), ``cap`` (soft-capping) and ``zrows`` (the z-loss terms'
-# output) are None when off: Numba prunes their code from that variant, so
-# a plain call compiles neither the soft-capped finish nor the z-loss.
+# (z-loss scale) and ``cap`` (soft-capping) are None when off: Numba prunes
+# their code from that variant, so a plain call compiles neither the
+# soft-capped finish nor the z-loss. ``zrows`` (the z-loss terms' output,
+# empty when not wanted) is read only when ``z`` is given.
 
 
 @cached

@@ -167,12 +167,13 @@ def _make_task(rows_fn):
         # float32 logits and gradient of one block, allocated once a task
         sx = np.empty((size, n_classes), np.float32)
         sg = np.empty((size if want_grad else 0, n_classes), np.float32)
+        no_rows = np.empty(0, np.float64)  # (no z-loss: never read)
         for b0 in range(r0, r1, block):
             n = imin(block, r1 - b0)
             _stage(xb, fmt, b0, n, sx)
             swb = sw[b0 : b0 + n] if has_sw else sw
             rows_fn(sx, y[b0 : b0 + n], w, w_total, swb, ignore_index, eps, gscale,
-                    loss_rows[b0 : b0 + n], sg, 0, n, None, None, None)  # fmt: skip
+                    loss_rows[b0 : b0 + n], sg, 0, n, None, None, no_rows)  # fmt: skip
             if want_grad:
                 _unstage(sg, fmt, b0, n, gb)
 

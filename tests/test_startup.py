@@ -171,3 +171,60 @@ def test_numxent_defer_parallel_0_compiles_the_parallel_kernel_at_once(tmp_path)
     )
     assert got["first"]["par"] == {"compiled": 1, "loaded": 0}
     assert got["first"]["ser"] == {"compiled": 0, "loaded": 0}
+
+
+# --------------------------------------------------------------------------
+# python -m numxent compile
+# --------------------------------------------------------------------------
+
+
+def _compile_command(cache: pathlib.Path, *args: str, **env: str):
+    full_env = {**os.environ, "NUMBA_CACHE_DIR": str(cache), **env}
+    full_env["PYTHONPATH"] = str(SRC.parent)
+    return subprocess.run(
+        [sys.executable, "-m", "numxent", "compile", *args],
+        env=full_env,
+        capture_output=True,
+        text=True,
+    )
+
+
+_LOG_SOFTMAX_CALLS = """
+import json
+import numpy as np
+import numxent as nx
+from numxent import _config, _dispatch as D
+
+rng = np.random.default_rng(0)
+for rows in (3, D.SERIAL_BELOW // 8 + 1):  # the serial and the parallel kernel
+    nx.log_softmax(rng.standard_normal((rows, 8)))
+kernels = _config.cached_kernels()
+print(json.dumps({
+    "compiled": sum(sum(k.stats.cache_misses.values()) for k in kernels),
+    "loaded": sum(sum(k.stats.cache_hits.values()) for k in kernels),
+}))
+"""
+
+
+def test_compile_command_fills_the_cache_a_fresh_process_loads(tmp_path):
+    cache = tmp_path / "cache"
+    proc = _compile_command(cache, "--dtypes", "float64", "--ops", "softmax")
+    assert proc.returncode == 0, proc.stderr
+    summary = proc.stdout.strip().splitlines()[-1]
+    assert "compiled, 0 already cached" in summary, proc.stdout
+    assert str(cache) in summary
+    # a fresh process: both kernels of the pair from the cache, none compiled
+    got = _python(_LOG_SOFTMAX_CALLS, SRC.parent, cache)
+    assert got == {"compiled": 0, "loaded": 2}
+    # a second run of the command finds everything cached
+    again = _compile_command(cache, "--dtypes", "float64", "--ops", "softmax", "-q")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip().startswith("0 kernel signatures compiled")
+
+
+def test_compile_command_refuses_bad_arguments_and_an_off_cache(tmp_path):
+    bad = _compile_command(tmp_path / "cache", "--dtypes", "float8")
+    assert bad.returncode == 2 and "float8" in bad.stderr
+    off = _compile_command(tmp_path / "cache", "--ops", "softmax", NUMXENT_CACHE="0")
+    assert off.returncode == 1 and "NUMXENT_CACHE=0" in off.stderr
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())

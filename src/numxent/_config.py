@@ -58,6 +58,7 @@ import sys
 import tempfile
 import threading
 import warnings
+from collections.abc import Iterator
 
 import numba
 from numba.core import caching as _caching
@@ -300,30 +301,35 @@ _layer: str | None = None  # known after the first parallel launch
 _omp_inherited = False  # a forked child of a process whose GNU OpenMP pool ran
 
 
-def _tbb_library_candidates() -> list[str]:
+def _tbb_library_candidates() -> Iterator[str]:
+    """Paths of TBB's library to try, in order, each once: ``<prefix>/lib`` of
+    this interpreter, its base and the user site, then wherever the tbb
+    wheel's metadata says it put the library (looked up only if those fail:
+    the metadata search is most of this module's import time)."""
     if sys.platform.startswith("linux"):
         names = ["libtbb.so.12"]
     elif sys.platform == "darwin":
         names = ["libtbb.12.dylib"]
     else:  # Windows wheels put tbb12.dll on the DLL search path already
-        return []
-    paths = []
-    # Where the tbb wheel says it put the library, then <prefix>/lib of this
-    # interpreter, its base and the user site.
-    try:
-        for f in importlib.metadata.files("tbb") or ():
-            if f.name in names:
-                paths.append(os.path.normpath(str(f.locate())))
-    except importlib.metadata.PackageNotFoundError:
-        pass
+        return
+    seen = set()
     for prefix in (sys.prefix, sys.base_prefix, getattr(site, "USER_BASE", None)):
         if prefix:
-            paths.extend(os.path.join(prefix, "lib", name) for name in names)
-    unique = []
-    for path in paths:
-        if path not in unique and os.path.exists(path):
-            unique.append(path)
-    return unique
+            for name in names:
+                path = os.path.join(prefix, "lib", name)
+                if path not in seen and os.path.exists(path):
+                    seen.add(path)
+                    yield path
+    try:
+        files = importlib.metadata.files("tbb") or ()
+    except importlib.metadata.PackageNotFoundError:
+        return
+    for f in files:
+        if f.name in names:
+            path = os.path.normpath(str(f.locate()))
+            if path not in seen and os.path.exists(path):
+                seen.add(path)
+                yield path
 
 
 def _tbb_importable() -> bool:

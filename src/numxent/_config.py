@@ -25,16 +25,32 @@ never changed. A choice that cannot be honoured (``tbb`` or ``safe`` without
 a loadable TBB) makes the first parallel call raise a ``RuntimeError`` that
 names the variable and the fix, instead of Numba's generic message.
 
-The kernels are compiled with Numba's on-disk cache (``cache=True``) unless
+The kernels are compiled with Numba's on-disk cache unless
 ``NUMXENT_CACHE=0`` is set, or ``NUMBA_CACHE_DIR`` names a directory that
-cannot be written: then they are compiled in each process, and numxent says
-so once with a :class:`CacheWarning` (writing the cache anywhere else would
-go against the user's choice of directory).
+cannot be written (or no cache directory can be): then they are compiled in
+each process, and numxent says so once with a :class:`CacheWarning` (writing
+the cache anywhere else would go against the user's choice of directory).
+
+The cache is numxent's own use of Numba's (:func:`cached`), in three ways:
+
+* Keyed: a kernel's cache files go one directory below where Numba would put
+  them, into ``numxent-<version>-<hash of every file of numxent._kernels>``
+  (:data:`CACHE_KEY`). Numba checks a cached kernel against its own source
+  file only, so an edited helper in another file (a ``git pull``, an upgrade
+  in place) would otherwise leave stale machine code in use.
+* Light loads: Numba refreshes its whole target context before loading any
+  cached function -- it imports and registers every implementation it has,
+  and its BLAS check imports most of ``scipy.linalg`` -- which is most of a
+  warm first call. Loading machine code needs none of it: only Numba's
+  runtime (NRT) must be up. A compilation still refreshes, as Numba does.
+* Lazy: a kernel's cache is set up on its first call, not at import.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import hashlib
 import importlib.metadata
 import os
 import site
@@ -42,21 +58,42 @@ import sys
 import tempfile
 import threading
 import warnings
+from collections.abc import Iterator
 
 import numba
+from numba.core import caching as _caching
 from numba.np.ufunc import parallel as _numba_parallel
 
+from ._version import __version__
+
 __all__ = [
+    "CACHE_KEY",
     "CacheWarning",
+    "CompileDeferred",
     "JIT_CACHE",
+    "cached",
+    "cached_kernels",
     "forked_after_openmp",
+    "load_only",
     "run_parallel",
+    "start_pool",
     "threading_layer",
 ]
 
 
 class CacheWarning(UserWarning):
     """numxent's kernels cannot use Numba's on-disk cache in this process."""
+
+
+def _warn_uncached(where: str, reason: str, stacklevel: int) -> None:
+    warnings.warn(
+        f"{where} be written ({reason}); numxent's compiled kernels are not "
+        "cached, so each process compiles them on first use. Point "
+        "NUMBA_CACHE_DIR at a writable directory, or set NUMXENT_CACHE=0 to "
+        "compile without the cache and without this warning.",
+        CacheWarning,
+        stacklevel=stacklevel + 1,
+    )
 
 
 def _cache_enabled() -> bool:
@@ -68,35 +105,177 @@ def _cache_enabled() -> bool:
             os.makedirs(cache_dir, exist_ok=True)
             tempfile.TemporaryFile(dir=cache_dir).close()
         except OSError as exc:
-            where, reason = f"NUMBA_CACHE_DIR={cache_dir!r} cannot", str(exc)
-        else:
-            return True
-    else:
-        # Numba's own places: the package's __pycache__, then the user's cache
-        # directory; with neither writable, cache=True fails at decoration.
-        try:
-            numba.njit(cache=True)(_cache_probe)
-        except RuntimeError as exc:
-            where, reason = "no cache directory can", str(exc)
-        else:
-            return True
-    warnings.warn(
-        f"{where} be written ({reason}); numxent's compiled kernels are not "
-        "cached, so each process compiles them on first use. Point "
-        "NUMBA_CACHE_DIR at a writable directory, or set NUMXENT_CACHE=0 to "
-        "compile without the cache and without this warning.",
-        CacheWarning,
-        stacklevel=2,
-    )
-    return False
+            _warn_uncached(f"NUMBA_CACHE_DIR={cache_dir!r} cannot", str(exc), 2)
+            return False
+    # Otherwise Numba's own places (the package's __pycache__, then the
+    # user's cache directory) are tried on a kernel's first call.
+    return True
 
 
-def _cache_probe():  # pragma: no cover - never called, only decorated
-    return 0
-
-
-# Whether the kernels are compiled with ``cache=True``.
+# Whether the kernels are compiled with the on-disk cache.
 JIT_CACHE = _cache_enabled()
+
+
+def _source_key() -> str:
+    """``numxent-<version>-<16 hex digits>``: the digits hash every file of
+    ``numxent._kernels`` (names and contents), the only code the kernels are
+    compiled from."""
+    h = hashlib.sha256()
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_kernels")
+    try:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+            for name in sorted(filenames):
+                if name.endswith(".py"):
+                    path = os.path.join(dirpath, name)
+                    h.update(os.path.relpath(path, root).replace(os.sep, "/").encode())
+                    h.update(b"\0")
+                    with open(path, "rb") as f:
+                        h.update(f.read())
+                    h.update(b"\0")
+    except OSError:  # pragma: no cover - sources not on disk (a zip): version only
+        h = hashlib.sha256(b"sources unreadable")
+    return f"numxent-{__version__}-{h.hexdigest()[:16]}"
+
+
+#: The directory, below Numba's cache directory for numxent's kernels, that
+#: holds this version's and these sources' compiled kernels.
+CACHE_KEY = _source_key()
+
+
+class _KeyedLocator(_caching._CacheLocator):
+    """Numba's locator for a kernel, one directory down: ``<dir>/CACHE_KEY``."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def get_cache_path(self):
+        return os.path.join(self._inner.get_cache_path(), CACHE_KEY)
+
+    def get_source_stamp(self):
+        return self._inner.get_source_stamp()
+
+    def get_disambiguator(self):
+        return self._inner.get_disambiguator()
+
+
+class _KeyedCacheImpl(_caching.CompileResultCacheImpl):
+    def __init__(self, py_func):
+        super().__init__(py_func)  # raises RuntimeError when no place is writable
+        locator = _KeyedLocator(self._locator)
+        try:
+            locator.ensure_cache_path()
+        except OSError as exc:
+            raise RuntimeError(f"cannot write {locator.get_cache_path()!r}") from exc
+        self._locator = locator
+
+
+class _KernelCache(_caching.FunctionCache):
+    """Numba's cache of compile results, keyed (``_KeyedCacheImpl``) and
+    loading without refreshing the target context."""
+
+    _impl_class = _KeyedCacheImpl
+
+    def load_overload(self, sig, target_context):
+        from numba.core.runtime import rtsys
+
+        # Numba's own load_overload runs target_context.refresh() first. The
+        # machine code links against Numba's runtime only (NRT; the C
+        # helpers, math and threading symbols are installed with the context
+        # and by the parallel kernels' reload hook).
+        rtsys.initialize(target_context)
+        with self._guard_against_spurious_io_errors():
+            return self._load_overload(sig, target_context)
+
+
+_uncached_warned = False
+
+
+class CompileDeferred(Exception):
+    """Raised, inside :func:`load_only`, by a kernel call that would compile:
+    its machine code for these arguments is neither in this process nor in
+    the on-disk cache."""
+
+
+_load_only = threading.local()
+
+
+@contextlib.contextmanager
+def load_only():
+    """Within the block, a call of a :func:`cached` kernel runs machine code
+    already compiled in this process or cached on disk, or raises
+    :class:`CompileDeferred` instead of compiling."""
+    _load_only.active = True
+    try:
+        yield
+    finally:
+        _load_only.active = False
+
+
+class _LazyCache:
+    """A kernel's on-disk cache, set up on the kernel's first call."""
+
+    def __init__(self, py_func):
+        self._py_func = py_func
+        self._cache = None
+
+    def _get(self):
+        global _uncached_warned
+        if self._cache is None:
+            if not JIT_CACHE:
+                self._cache = _caching.NullCache()
+                return self._cache
+            try:
+                self._cache = _KernelCache(self._py_func)
+            except RuntimeError as exc:
+                if not _uncached_warned:
+                    _uncached_warned = True
+                    _warn_uncached("no cache directory can", str(exc), 4)
+                self._cache = _caching.NullCache()
+        return self._cache
+
+    @property
+    def cache_path(self):
+        return self._get().cache_path
+
+    def load_overload(self, sig, target_context):
+        # (Numba calls this under its compiler lock, before compiling)
+        cres = self._get().load_overload(sig, target_context)
+        if cres is None and getattr(_load_only, "active", False):
+            raise CompileDeferred(self._py_func.__qualname__)
+        return cres
+
+    def save_overload(self, sig, data):
+        return self._get().save_overload(sig, data)
+
+    def enable(self):
+        self._get().enable()
+
+    def disable(self):
+        self._get().disable()
+
+    def flush(self):
+        self._get().flush()
+
+
+_CACHED: list = []  # the dispatchers decorated with ``cached``
+
+
+def cached(dispatcher):
+    """Decorator, over ``@njit``: give a kernel numxent's on-disk cache (see
+    the module's docstring; none when the cache is off) and
+    :func:`load_only` calls. A no-op on plain functions
+    (``NUMBA_DISABLE_JIT=1``)."""
+    if hasattr(dispatcher, "_cache"):
+        _CACHED.append(dispatcher)
+        dispatcher._cache = _LazyCache(dispatcher.py_func)
+    return dispatcher
+
+
+def cached_kernels() -> list:
+    """The kernels (Numba dispatchers) decorated with :func:`cached`."""
+    return list(_CACHED)
+
 
 _LINUX = sys.platform.startswith("linux")
 # The layers each value of NUMBA_THREADING_LAYER may resolve to on this
@@ -122,30 +301,35 @@ _layer: str | None = None  # known after the first parallel launch
 _omp_inherited = False  # a forked child of a process whose GNU OpenMP pool ran
 
 
-def _tbb_library_candidates() -> list[str]:
+def _tbb_library_candidates() -> Iterator[str]:
+    """Paths of TBB's library to try, in order, each once: ``<prefix>/lib`` of
+    this interpreter, its base and the user site, then wherever the tbb
+    wheel's metadata says it put the library (looked up only if those fail:
+    the metadata search is most of this module's import time)."""
     if sys.platform.startswith("linux"):
         names = ["libtbb.so.12"]
     elif sys.platform == "darwin":
         names = ["libtbb.12.dylib"]
     else:  # Windows wheels put tbb12.dll on the DLL search path already
-        return []
-    paths = []
-    # Where the tbb wheel says it put the library, then <prefix>/lib of this
-    # interpreter, its base and the user site.
-    try:
-        for f in importlib.metadata.files("tbb") or ():
-            if f.name in names:
-                paths.append(os.path.normpath(str(f.locate())))
-    except importlib.metadata.PackageNotFoundError:
-        pass
+        return
+    seen = set()
     for prefix in (sys.prefix, sys.base_prefix, getattr(site, "USER_BASE", None)):
         if prefix:
-            paths.extend(os.path.join(prefix, "lib", name) for name in names)
-    unique = []
-    for path in paths:
-        if path not in unique and os.path.exists(path):
-            unique.append(path)
-    return unique
+            for name in names:
+                path = os.path.join(prefix, "lib", name)
+                if path not in seen and os.path.exists(path):
+                    seen.add(path)
+                    yield path
+    try:
+        files = importlib.metadata.files("tbb") or ()
+    except importlib.metadata.PackageNotFoundError:
+        return
+    for f in files:
+        if f.name in names:
+            path = os.path.normpath(str(f.locate()))
+            if path not in seen and os.path.exists(path):
+                seen.add(path)
+                yield path
 
 
 def _tbb_importable() -> bool:
@@ -218,7 +402,8 @@ if hasattr(os, "register_at_fork"):
 def threading_layer() -> str | None:
     """The Numba threading layer numxent's parallel kernels run on.
 
-    ``None`` until the first parallel launch in this process.
+    ``None`` until the first call in this process large enough for a
+    parallel kernel.
     """
     return _layer
 
@@ -248,3 +433,18 @@ def run_parallel(parallel_kernel, *args):
         with _lock:
             return parallel_kernel(*args)
     return parallel_kernel(*args)
+
+
+def start_pool() -> None:
+    """What the first parallel launch settles, for a call large enough for a
+    parallel kernel that a serial one serves: the user's layer choice is
+    checked (and an unhonourable one raises), Numba's pool starts and the
+    layer is known."""
+    global _layer
+    if _layer is not None:
+        return
+    with _lock:
+        _check_layer()
+        if not numba.config.DISABLE_JIT:
+            _numba_parallel._launch_threads()
+            _layer = numba.threading_layer()

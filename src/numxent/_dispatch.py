@@ -6,16 +6,34 @@ the same bits; this module picks the pair and the variant from the call's
 size, and runs a parallel variant through ``_config.run_parallel`` (which
 serialises launches where the threading layer needs it). A forked child of a
 process whose GNU OpenMP pool ran runs the serial variants only.
+
+Cold calls run serially first. A call large enough for the parallel variant,
+whose parallel variant is neither compiled in this process nor in the on-disk
+cache, runs the serial variant (the same bits) and leaves the parallel one
+uncompiled; the next such call compiles it. Compiling a parallel kernel costs
+about half again as much as its serial twin (Numba compiles and optimises the
+row code once more for each of the layers around a ``prange`` loop), so a
+process that makes one call, or a few of each kind, starts that much sooner.
+``NUMXENT_DEFER_PARALLEL=0`` compiles the parallel variant on the first call.
 """
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from . import _kernels as K
-from ._config import forked_after_openmp, run_parallel
+from ._config import (
+    CompileDeferred,
+    forked_after_openmp,
+    load_only,
+    run_parallel,
+    start_pool,
+)
 
 __all__ = [
+    "DEFER_PARALLEL",
     "NARROW_CLASSES",
     "SERIAL_BELOW",
     "WIDE_SERIAL_BELOW",
@@ -41,10 +59,39 @@ WIDE_SERIAL_BELOW = 16384
 NARROW_CLASSES = {4: 256, 8: 100}
 
 
-def _run(parallel_kernel, serial_kernel, n_elements: int, serial_below: int, args):
+#: Whether a cold parallel variant waits for its second call (see above).
+DEFER_PARALLEL = os.environ.get("NUMXENT_DEFER_PARALLEL", "").strip() != "0"
+# Call kinds (kernel, logits dtype and writability, variant) whose parallel
+# variant runs, and those whose first call the serial variant served. (A
+# finer signature than these keys compiles as Numba does, on first call.)
+_parallel_ready: set = set()
+_deferred: set = set()
+
+
+def _run(parallel_kernel, serial_kernel, n_elements: int, serial_below: int, args,
+         variant=None):  # fmt: skip
     if n_elements < serial_below or forked_after_openmp():
         return serial_kernel(*args)
-    return run_parallel(parallel_kernel, *args)
+    x = args[0]
+    kind = (parallel_kernel, x.dtype.num, x.flags.writeable, variant)
+    if kind in _parallel_ready:
+        return run_parallel(parallel_kernel, *args)
+    return _first_parallel(parallel_kernel, serial_kernel, args, kind)
+
+
+def _first_parallel(parallel_kernel, serial_kernel, args, kind):
+    if DEFER_PARALLEL and kind not in _deferred:
+        try:
+            with load_only():
+                result = run_parallel(parallel_kernel, *args)
+        except CompileDeferred:
+            _deferred.add(kind)
+            start_pool()
+            return serial_kernel(*args)
+    else:
+        result = run_parallel(parallel_kernel, *args)
+    _parallel_ready.add(kind)
+    return result
 
 
 def narrow_rows(n_classes: int, dtype: np.dtype) -> bool:
@@ -64,15 +111,23 @@ def ce_hard(x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows, grad,
     ``z``: the z-loss scale (0: off), its per-row terms into ``zrows`` when
     that is not empty; ``cap`` > 0: ``x`` holds soft-capped logits (see
     ``softcap``) and the gradient is taken through the cap.
+
+    The kernels take z-loss and soft-capping as ``None`` when off: Numba then
+    compiles them without that code, so a plain call compiles neither the
+    soft-capped finish nor the z-loss (a call with them compiles its own
+    variant, one of four).
     """
     n_classes = x.shape[1]
-    args = (x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows, grad, z,
-            cap, zrows)  # fmt: skip
+    zo = z if z > 0.0 or zrows.shape[0] > 0 else None
+    co = cap if cap > 0.0 else None
+    args = (x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows, grad, zo,
+            co, zrows)  # fmt: skip
     if narrow_rows(n_classes, x.dtype):
         par, ser, below = K.ce_narrow_par, K.ce_narrow_ser, SERIAL_BELOW
     else:
         par, ser, below = K.ce_hard_par, K.ce_hard_ser, WIDE_SERIAL_BELOW
-    return _run(par, ser, x.shape[0] * n_classes, below, args)
+    variant = (zo is None, co is None)
+    return _run(par, ser, x.shape[0] * n_classes, below, args, variant)
 
 
 def ce_hard_16bit(xb, fmt, y, w, w_total, sw, ignore_index, eps, reduction,

@@ -11,15 +11,16 @@ import inspect
 import numba
 import numpy as np
 from llvmlite import ir
-from numba import types
+from numba import njit, types
 from numba.extending import intrinsic, overload
 
-from .._config import JIT_CACHE
-
-# error_model="numpy": a float division is a plain fdiv (the default "python"
-# model adds a zero-divisor check whose branch keeps loops scalar). The
-# on-disk cache is on unless NUMXENT_CACHE=0 or NUMBA_CACHE_DIR is unusable.
-JIT = {"fastmath": False, "error_model": "numpy", "cache": JIT_CACHE, "nogil": True}
+# The entry points' options (the kernels called from Python). error_model=
+# "numpy": a float division is a plain fdiv (the default "python" model adds
+# a zero-divisor check whose branch keeps loops scalar). Each entry point is
+# decorated ``@cached`` over ``@njit(**JIT)``: numxent's on-disk cache (keyed
+# by the sources of this package; on unless NUMXENT_CACHE=0 or
+# NUMBA_CACHE_DIR is unusable), not Numba's ``cache=True``.
+JIT = {"fastmath": False, "error_model": "numpy", "nogil": True}
 # Helpers are ordinary compiled calls, not IR-inlined, except the per-row
 # functions (a call per short row costs more than the row): inlining every
 # helper into every kernel made the kernels' IR so large that a cold start
@@ -59,6 +60,43 @@ def by_width(arg: int = 0):
         return helper
 
     return decorate
+
+
+@njit(inline="always")
+def imin(a, b):
+    """min of two integers (Python's ``min`` is a compiled function of its
+    own in Numba, compiled again for every caller)."""
+    return a if a < b else b
+
+
+@njit(inline="always")
+def imax(a, b):
+    """max of two integers (see :func:`imin`)."""
+    return a if a > b else b
+
+
+@intrinsic
+def int_view(typingctx, ary):
+    """The float32 / float64 array ``ary`` as int32 / int64 bits (``ary.view``
+    of the same-width integer: same memory, shape and strides), without
+    compiling ``ndarray.view``'s generic machinery for every caller."""
+    if not (isinstance(ary, types.Array) and isinstance(ary.dtype, types.Float)):
+        return None
+    ity = types.int32 if ary.dtype.bitwidth == 32 else types.int64
+    rty = ary.copy(dtype=ity)
+
+    def codegen(context, builder, sig, args):
+        from numba.core.imputils import impl_ret_borrowed
+        from numba.np.arrayobj import make_array, populate_array
+
+        src = make_array(sig.args[0])(context, builder, value=args[0])
+        dst = make_array(sig.return_type)(context, builder)
+        data = builder.bitcast(src.data, dst.data.type)
+        populate_array(dst, data=data, shape=src.shape, strides=src.strides,
+                       itemsize=src.itemsize, meminfo=src.meminfo)  # fmt: skip
+        return impl_ret_borrowed(context, builder, sig.return_type, dst._getvalue())
+
+    return rty(ary), codegen
 
 
 @intrinsic
@@ -275,6 +313,9 @@ if numba.config.DISABLE_JIT:  # plain-Python stand-ins for the intrinsics
 
     def unmanaged(ary):  # noqa: F811
         return ary
+
+    def int_view(ary):  # noqa: F811
+        return ary.view(np.int32 if ary.dtype == np.float32 else np.int64)
 
     def float_to_bits(f):  # noqa: F811
         return np.asarray(f).view(

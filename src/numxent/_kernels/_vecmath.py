@@ -43,6 +43,7 @@ import math
 import numpy as np
 from numba import njit
 
+from .._config import cached
 from ._intrinsics import (
     HELPER,
     JIT,
@@ -52,6 +53,7 @@ from ._intrinsics import (
     by_width,
     float_to_bits,
     fma,
+    imin,
     store_nt_line,
     wide_vectors,
 )
@@ -81,23 +83,19 @@ _REMAINDER_SCALE = 2.0**40
 def make_horner(coeffs):
     """An inline function z -> sum_j coeffs[j] z**j by Horner's rule in fused
     multiply-adds, innermost first: fma(...fma(fma(c_n, z, c_n-1), z, ...),
-    z, c_0). Each coefficient is a compile-time constant."""
-    c0 = coeffs[0]
-    if len(coeffs) == 2:
-        c1 = coeffs[1]
+    z, c_0). Each coefficient is a compile-time constant.
 
-        @njit(inline="always")
-        def horner(z):
-            return fma(c1, z, c0)
-
-        return horner
-    inner = make_horner(coeffs[1:])
-
-    @njit(inline="always")
-    def horner(z):  # noqa: F811
-        return fma(inner(z), z, c0)
-
-    return horner
+    One function holding the whole chain, written out: a function per
+    coefficient, each calling the next, made Numba inline 8-14 nested
+    functions into every caller on every compilation.
+    """
+    n = len(coeffs)
+    expr = f"c{n - 1}"
+    for j in range(n - 2, -1, -1):
+        expr = f"fma({expr}, z, c{j})"
+    namespace = {"fma": fma, **{f"c{j}": c for j, c in enumerate(coeffs)}}
+    exec(f"def horner(z):\n    return {expr}\n", namespace)
+    return njit(inline="always")(namespace["horner"])
 
 
 @njit(**HELPER)
@@ -161,19 +159,7 @@ def row_max(bits):
     return row_max
 
 
-@by_width(0)
-def int_view(bits):
-    """The logits' bits as int32 / int64 (made once per task, not per row:
-    a per-row ``view`` costs more than a 100-class row's max)."""
-    itype = np.int32 if bits == 32 else np.int64
-
-    def int_view(x):
-        return x.view(itype)
-
-    return int_view
-
-
-@njit
+@njit(inline="always")
 def fixed_point_scale(n):
     """2**S for the int64 fixed-point row sums of rows of length n."""
     nbits = 0
@@ -339,7 +325,7 @@ def prefetch_lines(af, lo, hi, step):
     """Prefetch the cache lines that start in flat elements [lo, hi) of the
     flat array af, ``step`` (a power of two) elements a line: lines, not
     elements, so a row of a few classes issues one every few rows."""
-    for j in range((lo + step - 1) & -step, min(hi, af.shape[0]), step):
+    for j in range((lo + step - 1) & -step, imin(hi, af.shape[0]), step):
         _prefetch(af, j)
 
 
@@ -362,7 +348,7 @@ def stream_copy(dst, d0, src, s0, n):
     a = address(dst, d0)
     # an array not aligned to its itemsize (possible from a raw buffer) never
     # reaches a line boundary: all ordinary stores
-    head = n if a % size != 0 else min(n, ((NT_LINE - a % NT_LINE) % NT_LINE) // size)
+    head = n if a % size != 0 else imin(n, ((NT_LINE - a % NT_LINE) % NT_LINE) // size)
     for k in range(head):
         dst[d0 + k] = src[s0 + k]
     k = head
@@ -399,6 +385,7 @@ def ordered_sum(v, n):
     return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
 
 
+@cached
 @njit(**JIT)
 def ordered_total(v):
     """sum(v) in a fixed order with O(log n) rounding growth: blocks of 128
@@ -412,7 +399,7 @@ def ordered_total(v):
     parts = np.empty(nb, np.float64)
     for b in range(nb):
         lo = b * 128
-        parts[b] = ordered_sum(v[lo:], min(128, n - lo))
+        parts[b] = ordered_sum(v[lo:], imin(128, n - lo))
     while nb > 1:
         half = nb // 2
         for j in range(half):

@@ -7,7 +7,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._intrinsics import HELPER, JIT, by_width, fma, wide_vectors
+from .._config import cached
+from ._intrinsics import HELPER, JIT, by_width, fma, imin, wide_vectors
 from ._vecmath import _F32_LO, exp_f32, exp_f64, make_horner, ordered_sum
 
 # Elements per parallel block. Fixed, so the per-block partial sums (and
@@ -126,7 +127,7 @@ def _bce_block(x, t, w, pw, sw, fac_pat, pw_pat, row_scale, gscale, block_sums,
     n_el = x.shape[0]
     n_cols = w.shape[1]
     start = b * BCE_BLOCK
-    stop = min(start + BCE_BLOCK, n_el)
+    stop = imin(start + BCE_BLOCK, n_el)
     want_grad = grad.shape[0] > 0
     loss = np.empty(BCE_BLOCK, x.dtype)
     gscratch = np.empty(0 if want_grad else BCE_BLOCK, x.dtype)
@@ -150,7 +151,7 @@ def _bce_block(x, t, w, pw, sw, fac_pat, pw_pat, row_scale, gscale, block_sums,
         while j < stop:
             r = j // n_cols
             c0 = j - r * n_cols
-            n = min(stop - j, n_cols - c0)
+            n = imin(stop - j, n_cols - c0)
             if row_scale.shape[0] > 0:
                 scale_r = row_scale[r]
                 for c in range(n):
@@ -170,6 +171,7 @@ def _bce_block(x, t, w, pw, sw, fac_pat, pw_pat, row_scale, gscale, block_sums,
     block_sums[b] = total
 
 
+@cached
 @njit(parallel=True, **JIT)
 def bce_par(x, t, w, pw, sw, fac_pat, pw_pat, row_scale, gscale, block_sums,
             elem_loss, grad):  # fmt: skip
@@ -178,6 +180,7 @@ def bce_par(x, t, w, pw, sw, fac_pat, pw_pat, row_scale, gscale, block_sums,
                    elem_loss, grad, b)  # fmt: skip
 
 
+@cached
 @njit(**JIT)
 def bce_ser(x, t, w, pw, sw, fac_pat, pw_pat, row_scale, gscale, block_sums,
             elem_loss, grad):  # fmt: skip

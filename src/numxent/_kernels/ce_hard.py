@@ -8,7 +8,16 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._intrinsics import HELPER, JIT, unmanaged, wide_vectors
+from .._config import cached
+from ._intrinsics import (
+    HELPER,
+    JIT,
+    imax,
+    imin,
+    int_view,
+    unmanaged,
+    wide_vectors,
+)
 from ._vecmath import (
     ROWS_PER_TASK,
     exp_nonpos,
@@ -16,7 +25,6 @@ from ._vecmath import (
     exp_sum_exact,
     fixed_point_scale,
     fixed_sum,
-    int_view,
     log_f64,
     ordered_total,
     prefetch_lines,
@@ -41,6 +49,7 @@ GROUP_ROWS = 8
 REDUCE_NONE, REDUCE_SUM, REDUCE_MEAN = 0, 1, 2
 
 
+@cached
 @njit(**JIT)
 def scan_hard_labels(y, n_classes, ignore_index, w, sw):
     """(flat index of the first label outside [0, C) that is not ignored, or
@@ -89,12 +98,13 @@ def _make_finish(in_place, capped):
         if eps > 0.0:
             loss += (eps / n_classes) * (w_total * log_s - wd)
         big_a = (1.0 - eps) * w_y + (eps / n_classes) * w_total
-        if z > 0.0:
-            # z-loss: z * lse^2, weighted by the row's weight as the CE term
-            lse = np.float64(m) + log_s
-            z_w = z * w_y
-            loss += z_w * lse * lse
-            big_a += 2.0 * z_w * lse
+        if z is not None:  # (None: compiled without the z-loss)
+            if z > 0.0:
+                # z-loss: z * lse^2, weighted by the row's weight as the CE term
+                lse = np.float64(m) + log_s
+                z_w = z * w_y
+                loss += z_w * lse * lse
+                big_a += 2.0 * z_w * lse
         loss_rows[i] = s_w * loss
         if want_grad:
             scale = s_w * gscale
@@ -197,8 +207,9 @@ def _ce_hard_row_exact(x, y, w, w_total, sw, eps, gscale, loss_rows, want_grad, 
     _finish_in_place(w, w_total, sw, eps, gscale, loss_rows, want_grad, e, ei, e, i,
                      s, math.log(s), d_y, wd, yi, m, z, 0.0, x, i,
                      0.0)  # fmt: skip
-    if zrows.shape[0] > 0:
-        _z_row(w, sw, z, zrows, i, yi, np.float64(m) + math.log(s))
+    if z is not None:
+        if zrows.shape[0] > 0:
+            _z_row(w, sw, z, zrows, i, yi, np.float64(m) + math.log(s))
 
 
 @njit(inline="always")
@@ -267,7 +278,7 @@ def _ce_hard_rows(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
     fix = fixed_point_scale(n_classes)
     xi = int_view(x)
     want_grad = grad.shape[0] > 0
-    group = min(max(GROUP_ELEMENTS // n_classes, 1), GROUP_ROWS)
+    group = imin(imax(GROUP_ELEMENTS // n_classes, 1), GROUP_ROWS)
     xf = xi.reshape(x.shape[0] * n_classes)
     step = 64 // x.itemsize  # elements a cache line
     prefetch = n_classes * x.itemsize <= PREFETCH_ROW_BYTES
@@ -285,7 +296,7 @@ def _ce_hard_rows(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
     wds = per_row[3 * GROUP_ROWS : 4 * GROUP_ROWS]
     ms = per_row[4 * GROUP_ROWS :]
     for g0 in range(r0, r1, group):
-        n = min(r1 - g0, group)
+        n = imin(r1 - g0, group)
         for r in range(n):
             if prefetch:
                 lo = (g0 + r + 2) * n_classes  # two rows ahead
@@ -307,7 +318,7 @@ def _ce_hard_rows(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
         for r in range(n):
             s = ss[r]
             logs[r] = log_f64(s if s > 0.0 else 1.0)
-        if cap > 0.0:
+        if cap is not None:
             _group_finish_capped(w, w_total, sw, eps, gscale, loss_rows, want_grad,
                                  sc, grad, x, y, g0, n, ss, logs, d_ys, wds, ms, z,
                                  cap, scratch)  # fmt: skip
@@ -315,8 +326,9 @@ def _ce_hard_rows(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
             _group_finish(w, w_total, sw, eps, gscale, loss_rows, want_grad, sc, grad,
                           x, y, g0, n, ss, logs, d_ys, wds, ms, z, cap,
                           scratch)  # fmt: skip
-        if zrows.shape[0] > 0:
-            _z_rows(w, sw, z, zrows, y, g0, n, ss, ms, logs)
+        if z is not None:
+            if zrows.shape[0] > 0:
+                _z_rows(w, sw, z, zrows, y, g0, n, ss, ms, logs)
 
 
 def _make_tile_finish(capped):
@@ -375,7 +387,7 @@ def _ce_hard_tile(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
     xf = xi.reshape(x.shape[0] * n_classes)
     step = 64 // x.itemsize  # elements a cache line
     nxt_lo = r1 * n_classes & -step
-    nxt_hi = min(r1 + n, x.shape[0]) * n_classes
+    nxt_hi = imin(r1 + n, x.shape[0]) * n_classes
     per_row = (nxt_hi - nxt_lo + n * step - 1) // (n * step)  # lines a row
     # Rows under 4 cache lines go without: there the prefetches cost more
     # than they hide.
@@ -383,7 +395,7 @@ def _ce_hard_tile(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
     for r in range(n):
         if prefetch:
             lo = nxt_lo + r * per_row * step
-            prefetch_lines(xf, lo, min(lo + per_row * step, nxt_hi), step)
+            prefetch_lines(xf, lo, imin(lo + per_row * step, nxt_hi), step)
         m, finite = row_max(xi, r0 + r)
         ms[r] = m
         if y[r0 + r] != ignore_index and not finite:
@@ -439,7 +451,7 @@ def _ce_hard_tile(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
         ss[r] = fixed_sum(e, e0 + r, n_classes, fix)
     for r in range(n):
         logs[r] = log_f64(ss[r])
-    if cap > 0.0:
+    if cap is not None:
         _tile_finish_capped(w, w_total, sw, ignore_index, eps, gscale, loss_rows,
                             want_grad, e, e0, exact, is_exact, y, r0, n, ss, logs,
                             d_ys, wds, ms, z, cap, d2)  # fmt: skip
@@ -447,21 +459,22 @@ def _ce_hard_tile(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
         _tile_finish(w, w_total, sw, ignore_index, eps, gscale, loss_rows, want_grad,
                      e, e0, exact, is_exact, y, r0, n, ss, logs, d_ys, wds, ms, z, cap,
                      d2)  # fmt: skip
-    if zrows.shape[0] > 0:
-        for r in range(n):  # (the exact rows wrote theirs)
-            if is_exact[r] or y[r0 + r] == ignore_index:
-                ss[r] = 0.0
-        _z_rows(w, sw, z, zrows, y, r0, n, ss, ms, logs)
+    if z is not None:
+        if zrows.shape[0] > 0:
+            for r in range(n):  # (the exact rows wrote theirs)
+                if is_exact[r] or y[r0 + r] == ignore_index:
+                    ss[r] = 0.0
+            _z_rows(w, sw, z, zrows, y, r0, n, ss, ms, logs)
 
 
 @njit(inline="always")
 def _rows_per_tile(n_classes):
-    return max(NARROW_TILE // n_classes, 1)
+    return imax(NARROW_TILE // n_classes, 1)
 
 
 @njit(inline="always")
 def _rows_per_task(n_classes):
-    return max(NARROW_TILE // n_classes, ROWS_PER_TASK)
+    return imax(NARROW_TILE // n_classes, ROWS_PER_TASK)
 
 
 @njit(inline="always")
@@ -486,9 +499,14 @@ def _epilogue(first_bad, denom, loss_rows, reduction):
 # is bad or a "mean" has a zero denominator. The label scan and the total
 # are serial in the parallel drivers too (code outside ``prange``), so both
 # drivers of a pair return the same bits. Two pairs, chosen by the caller
-# from C: a call compiles only the loop shape it uses.
+# from C: a call compiles only the loop shape it uses. The options ``z``
+# (z-loss scale) and ``cap`` (soft-capping) are None when off: Numba prunes
+# their code from that variant, so a plain call compiles neither the
+# soft-capped finish nor the z-loss. ``zrows`` (the z-loss terms' output,
+# empty when not wanted) is read only when ``z`` is given.
 
 
+@cached
 @njit(parallel=True, **JIT)
 def ce_hard_par(x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows, grad, z,
                cap, zrows):  # fmt: skip
@@ -501,11 +519,12 @@ def ce_hard_par(x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows, g
     for b in prange((n_rows + per_task - 1) // per_task):
         r0 = b * per_task
         _ce_hard_rows(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows,
-                      grad, r0, min(n_rows, r0 + per_task), z, cap,
+                      grad, r0, imin(n_rows, r0 + per_task), z, cap,
                       zrows)  # fmt: skip
     return _epilogue(first_bad, denom, loss_rows, reduction)
 
 
+@cached
 @njit(**JIT)
 def ce_hard_ser(x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows, grad, z,
                cap, zrows):  # fmt: skip
@@ -517,6 +536,7 @@ def ce_hard_ser(x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows, g
     return _epilogue(first_bad, denom, loss_rows, reduction)
 
 
+@cached
 @njit(parallel=True, **JIT)
 def ce_narrow_par(x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows,
                   grad, z, cap, zrows):  # fmt: skip
@@ -529,11 +549,12 @@ def ce_narrow_par(x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows,
     for b in prange((n_rows + per_task - 1) // per_task):
         r0 = b * per_task
         _ce_hard_tile(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows,
-                      grad, r0, min(n_rows, r0 + per_task), z, cap,
+                      grad, r0, imin(n_rows, r0 + per_task), z, cap,
                       zrows)  # fmt: skip
     return _epilogue(first_bad, denom, loss_rows, reduction)
 
 
+@cached
 @njit(**JIT)
 def ce_narrow_ser(x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows,
                   grad, z, cap, zrows):  # fmt: skip
@@ -544,7 +565,7 @@ def ce_narrow_ser(x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows,
     per_task = _rows_per_tile(x.shape[1])
     for r0 in range(0, n_rows, per_task):
         _ce_hard_tile(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows,
-                      grad, r0, min(n_rows, r0 + per_task), z, cap,
+                      grad, r0, imin(n_rows, r0 + per_task), z, cap,
                       zrows)  # fmt: skip
     return _epilogue(first_bad, denom, loss_rows, reduction)
 
@@ -560,6 +581,7 @@ def _softcap_row(x, cap, out, i):
         out[i, k] = cap * math.tanh(np.float64(x[i, k]) * inv)
 
 
+@cached
 @njit(parallel=True, **JIT)
 def softcap_par(x, cap, out):
     """out = cap * tanh(x / cap), row by row (out may be x)."""
@@ -567,6 +589,7 @@ def softcap_par(x, cap, out):
         _softcap_row(x, cap, out, i)
 
 
+@cached
 @njit(**JIT)
 def softcap_ser(x, cap, out):
     for i in range(x.shape[0]):

@@ -28,7 +28,15 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._intrinsics import JIT, bits_to_float, float_to_bits, wide_vectors
+from .._config import cached
+from ._intrinsics import (
+    JIT,
+    bits_to_float,
+    float_to_bits,
+    imax,
+    imin,
+    wide_vectors,
+)
 from .ce_hard import (
     NARROW_TILE,
     _ce_hard_rows,
@@ -155,17 +163,17 @@ def _make_task(rows_fn):
         n_classes = xb.shape[1]
         want_grad = gb.shape[0] > 0
         has_sw = sw.shape[0] > 0
-        size = min(block, r1 - r0)
+        size = imin(block, r1 - r0)
         # float32 logits and gradient of one block, allocated once a task
         sx = np.empty((size, n_classes), np.float32)
         sg = np.empty((size if want_grad else 0, n_classes), np.float32)
-        no_rows = np.empty(0, np.float64)  # no z-loss terms (z = 0, no cap)
+        no_rows = np.empty(0, np.float64)  # (no z-loss: never read)
         for b0 in range(r0, r1, block):
-            n = min(block, r1 - b0)
+            n = imin(block, r1 - b0)
             _stage(xb, fmt, b0, n, sx)
             swb = sw[b0 : b0 + n] if has_sw else sw
             rows_fn(sx, y[b0 : b0 + n], w, w_total, swb, ignore_index, eps, gscale,
-                    loss_rows[b0 : b0 + n], sg, 0, n, 0.0, 0.0, no_rows)  # fmt: skip
+                    loss_rows[b0 : b0 + n], sg, 0, n, None, None, no_rows)  # fmt: skip
             if want_grad:
                 _unstage(sg, fmt, b0, n, gb)
 
@@ -179,7 +187,7 @@ _wide_task = _make_task(_ce_hard_rows)
 @njit(inline="always")
 def _wide_block(n_classes):
     # rows staged at a time: about a tile's elements, at least one row
-    return max(NARROW_TILE // n_classes, 1)
+    return imax(NARROW_TILE // n_classes, 1)
 
 
 # The drivers take the float32 drivers' arguments with the logits and the
@@ -190,6 +198,7 @@ def _wide_block(n_classes):
 # before its gradient is written, and blocks are disjoint.
 
 
+@cached
 @njit(parallel=True, **JIT)
 def ce_lowp_narrow_par(xb, fmt, y, w, w_total, sw, ignore_index, eps, reduction,
                        loss_rows, gb):  # fmt: skip
@@ -201,10 +210,11 @@ def ce_lowp_narrow_par(xb, fmt, y, w, w_total, sw, ignore_index, eps, reduction,
     for b in prange((n_rows + per_task - 1) // per_task):
         r0 = b * per_task
         _narrow_task(xb, fmt, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows,
-                     gb, r0, min(n_rows, r0 + per_task), per_task)  # fmt: skip
+                     gb, r0, imin(n_rows, r0 + per_task), per_task)  # fmt: skip
     return _epilogue(first_bad, denom, loss_rows, reduction)
 
 
+@cached
 @njit(**JIT)
 def ce_lowp_narrow_ser(xb, fmt, y, w, w_total, sw, ignore_index, eps, reduction,
                        loss_rows, gb):  # fmt: skip
@@ -215,10 +225,11 @@ def ce_lowp_narrow_ser(xb, fmt, y, w, w_total, sw, ignore_index, eps, reduction,
     per_task = _rows_per_tile(xb.shape[1])
     for r0 in range(0, n_rows, per_task):
         _narrow_task(xb, fmt, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows,
-                     gb, r0, min(n_rows, r0 + per_task), per_task)  # fmt: skip
+                     gb, r0, imin(n_rows, r0 + per_task), per_task)  # fmt: skip
     return _epilogue(first_bad, denom, loss_rows, reduction)
 
 
+@cached
 @njit(parallel=True, **JIT)
 def ce_lowp_wide_par(xb, fmt, y, w, w_total, sw, ignore_index, eps, reduction,
                      loss_rows, gb):  # fmt: skip
@@ -231,10 +242,11 @@ def ce_lowp_wide_par(xb, fmt, y, w, w_total, sw, ignore_index, eps, reduction,
     for b in prange((n_rows + per_task - 1) // per_task):
         r0 = b * per_task
         _wide_task(xb, fmt, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows,
-                   gb, r0, min(n_rows, r0 + per_task), block)  # fmt: skip
+                   gb, r0, imin(n_rows, r0 + per_task), block)  # fmt: skip
     return _epilogue(first_bad, denom, loss_rows, reduction)
 
 
+@cached
 @njit(**JIT)
 def ce_lowp_wide_ser(xb, fmt, y, w, w_total, sw, ignore_index, eps, reduction,
                      loss_rows, gb):  # fmt: skip

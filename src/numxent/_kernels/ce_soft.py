@@ -8,13 +8,13 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._intrinsics import HELPER, JIT, unmanaged, wide_vectors
+from .._config import cached
+from ._intrinsics import HELPER, JIT, imin, int_view, unmanaged, wide_vectors
 from ._vecmath import (
     ROWS_PER_TASK,
     exp_shifted,
     exp_sum_exact,
     fixed_point_scale,
-    int_view,
     row_max,
     row_max_exact,
 )
@@ -90,7 +90,7 @@ def _ce_soft_task(x, t, w, sw, eps, gscale, loss_rows, grad, b):
     x, t, w, sw = unmanaged(x), unmanaged(t), unmanaged(w), unmanaged(sw)
     loss_rows, grad = unmanaged(loss_rows), unmanaged(grad)
     n_rows, n_classes = x.shape
-    rows = range(b * ROWS_PER_TASK, min(n_rows, (b + 1) * ROWS_PER_TASK))
+    rows = range(b * ROWS_PER_TASK, imin(n_rows, (b + 1) * ROWS_PER_TASK))
     fix = fixed_point_scale(x.shape[1])
     xi = int_view(x)
     # exp values in a scratch row when there is no gradient or it is the
@@ -106,12 +106,14 @@ def _ce_soft_task(x, t, w, sw, eps, gscale, loss_rows, grad, b):
                          i)  # fmt: skip
 
 
+@cached
 @njit(parallel=True, **JIT)
 def ce_soft_par(x, t, w, sw, eps, gscale, loss_rows, grad):
     for b in prange((x.shape[0] + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
         _ce_soft_task(x, t, w, sw, eps, gscale, loss_rows, grad, b)
 
 
+@cached
 @njit(**JIT)
 def ce_soft_ser(x, t, w, sw, eps, gscale, loss_rows, grad):
     for b in range((x.shape[0] + ROWS_PER_TASK - 1) // ROWS_PER_TASK):

@@ -7,13 +7,13 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._intrinsics import HELPER, JIT, unmanaged, wide_vectors
+from .._config import cached
+from ._intrinsics import HELPER, JIT, imin, int_view, unmanaged, wide_vectors
 from ._vecmath import (
     ROWS_PER_TASK,
     exp_shifted,
     exp_sum_exact,
     fixed_point_scale,
-    int_view,
     row_max,
     row_max_exact,
 )
@@ -72,7 +72,7 @@ def _softmax_task(x, mode, lse, out, b):
     wide_vectors()
     x, lse, out = unmanaged(x), unmanaged(lse), unmanaged(out)
     n_rows, n = x.shape
-    rows = range(b * ROWS_PER_TASK, min(n_rows, (b + 1) * ROWS_PER_TASK))
+    rows = range(b * ROWS_PER_TASK, imin(n_rows, (b + 1) * ROWS_PER_TASK))
     fix = fixed_point_scale(x.shape[1])
     xi = int_view(x)
     if mode == MODE_SOFTMAX:
@@ -84,12 +84,14 @@ def _softmax_task(x, mode, lse, out, b):
             _softmax_row(x, xi, mode, lse, out, scratch, 0, fix, i)
 
 
+@cached
 @njit(parallel=True, **JIT)
 def softmax_par(x, mode, lse, out):
     for b in prange((x.shape[0] + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
         _softmax_task(x, mode, lse, out, b)
 
 
+@cached
 @njit(**JIT)
 def softmax_ser(x, mode, lse, out):
     for b in range((x.shape[0] + ROWS_PER_TASK - 1) // ROWS_PER_TASK):

@@ -1,0 +1,230 @@
+"""Start-up: what ``import numxent`` imports, and the on-disk kernel cache.
+
+The cache tests run fresh interpreters on a copy of the package (so that a
+source file can be edited) with private cache directories, and read Numba's
+dispatcher statistics there: which kernel signatures each process compiled
+and which it loaded from the cache. Nothing here is timed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numxent as nx
+
+SRC = pathlib.Path(nx.__file__).parent
+
+
+def _python(code: str, pythonpath: pathlib.Path | str, cache: pathlib.Path, **env):
+    """Run ``code`` in a fresh interpreter; its last stdout line, as JSON."""
+    full_env = {
+        **os.environ,
+        "PYTHONPATH": str(pythonpath),
+        "NUMBA_CACHE_DIR": str(cache),
+        **env,
+    }
+    full_env.pop("NUMXENT_CACHE", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=full_env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _copy_package(tmp_path: pathlib.Path) -> pathlib.Path:
+    root = tmp_path / "site"
+    shutil.copytree(SRC, root / "numxent", ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+# One small serial call (the row-wise kernel: it uses helpers of _vecmath and
+# _intrinsics), and what the process compiled and loaded.
+_CALL = """
+import json
+import numpy as np
+import numxent as nx
+from numxent import _config
+from numxent import _kernels as K
+
+nx.logsumexp(np.arange(6.0).reshape(2, 3))
+stats = K.softmax_ser.stats
+print(json.dumps({
+    "file": nx.__file__,
+    "key": _config.CACHE_KEY,
+    "compiled": sum(stats.cache_misses.values()),
+    "loaded": sum(stats.cache_hits.values()),
+    "cache_path": stats.cache_path,
+}))
+"""
+
+
+def test_import_leaves_scipy_linalg_and_the_extras_out(tmp_path):
+    got = _python(
+        """
+        import json, sys
+        import numxent as nx
+        heavy = ["scipy.linalg", "numxent.linear", "numxent.torch", "numxent.dask",
+                 "numxent.sklearn", "numxent.bench", "torch", "dask", "sklearn"]
+        at_import = sorted(m for m in heavy if m in sys.modules)
+        name = "linear_cross_entropy"
+        listed = name in dir(nx) and name in nx.__all__
+        from numxent import linear_cross_entropy
+        from numxent.linear import linear_cross_entropy as direct
+        print(json.dumps({
+            "at_import": at_import,
+            "listed": listed,
+            "same": linear_cross_entropy is direct is nx.linear_cross_entropy,
+            "after": "numxent.linear" in sys.modules,
+        }))
+        """,
+        SRC.parent,
+        tmp_path / "cache",
+    )
+    assert got == {"at_import": [], "listed": True, "same": True, "after": True}
+
+
+def test_editing_a_helper_file_recompiles_the_kernels(tmp_path):
+    site = _copy_package(tmp_path)
+    cache = tmp_path / "cache"
+    first = _python(_CALL, site, cache)
+    assert first["file"].startswith(str(site))
+    assert first["compiled"] == 1 and first["loaded"] == 0
+    again = _python(_CALL, site, cache)
+    assert again["key"] == first["key"]
+    assert again["compiled"] == 0 and again["loaded"] == 1  # served from the cache
+
+    # An edit of a helper in another file than the kernel's own: Numba's
+    # check of the kernel's file alone would load the old machine code.
+    with open(site / "numxent" / "_kernels" / "_intrinsics.py", "a") as f:
+        f.write("# edited\n")
+    edited = _python(_CALL, site, cache)
+    assert edited["key"] != first["key"]
+    assert edited["compiled"] == 1 and edited["loaded"] == 0
+    assert edited["cache_path"] != first["cache_path"]
+    assert edited["cache_path"].endswith(edited["key"])
+    assert any(name.endswith(".nbi") for name in os.listdir(edited["cache_path"])), (
+        "the recompiled kernel was not cached"
+    )
+
+
+# A call of the row-wise kernels large enough for the parallel variant,
+# twice, and what each variant compiled and loaded.
+_PARALLEL_SIZED = """
+import hashlib
+import json
+import numpy as np
+import numxent as nx
+from numxent import _dispatch as D
+from numxent import _kernels as K
+
+x = np.random.default_rng(0).standard_normal((D.SERIAL_BELOW // 8 + 1, 8))
+out = {}
+for call in ("first", "second"):
+    res = nx.log_softmax(x)
+    out[call] = {
+        "bytes": hashlib.sha256(res.tobytes()).hexdigest(),
+        "layer": nx.threading_layer(),
+        **{
+            name: {
+                "compiled": sum(k.stats.cache_misses.values()),
+                "loaded": sum(k.stats.cache_hits.values()),
+            }
+            for name, k in (("ser", K.softmax_ser), ("par", K.softmax_par))
+        },
+    }
+print(json.dumps(out))
+"""
+
+
+def test_cold_parallel_sized_call_runs_the_serial_kernel_first(tmp_path):
+    cache = tmp_path / "cache"
+    cold = _python(_PARALLEL_SIZED, SRC.parent, cache)
+    first, second = cold["first"], cold["second"]
+    # the first call: the serial kernel, the parallel one left uncompiled; the
+    # pool is started all the same (the layer is known after a first call)
+    assert first["ser"] == {"compiled": 1, "loaded": 0}
+    assert first["par"] == {"compiled": 0, "loaded": 0}
+    assert first["layer"] is not None
+    # the second: the parallel kernel, compiled now; the same bits
+    assert second["par"] == {"compiled": 1, "loaded": 0}
+    assert second["bytes"] == first["bytes"]
+
+    # a later process finds the parallel kernel in the cache: no serial run
+    warm = _python(_PARALLEL_SIZED, SRC.parent, cache)
+    assert warm["first"]["par"] == {"compiled": 0, "loaded": 1}
+    assert warm["first"]["ser"] == {"compiled": 0, "loaded": 0}
+    assert warm["first"]["bytes"] == first["bytes"]
+
+
+def test_numxent_defer_parallel_0_compiles_the_parallel_kernel_at_once(tmp_path):
+    got = _python(
+        _PARALLEL_SIZED, SRC.parent, tmp_path / "cache", NUMXENT_DEFER_PARALLEL="0"
+    )
+    assert got["first"]["par"] == {"compiled": 1, "loaded": 0}
+    assert got["first"]["ser"] == {"compiled": 0, "loaded": 0}
+
+
+# --------------------------------------------------------------------------
+# python -m numxent compile
+# --------------------------------------------------------------------------
+
+
+def _compile_command(cache: pathlib.Path, *args: str, **env: str):
+    full_env = {**os.environ, "NUMBA_CACHE_DIR": str(cache), **env}
+    full_env["PYTHONPATH"] = str(SRC.parent)
+    return subprocess.run(
+        [sys.executable, "-m", "numxent", "compile", *args],
+        env=full_env,
+        capture_output=True,
+        text=True,
+    )
+
+
+_LOG_SOFTMAX_CALLS = """
+import json
+import numpy as np
+import numxent as nx
+from numxent import _config, _dispatch as D
+
+rng = np.random.default_rng(0)
+for rows in (3, D.SERIAL_BELOW // 8 + 1):  # the serial and the parallel kernel
+    nx.log_softmax(rng.standard_normal((rows, 8)))
+kernels = _config.cached_kernels()
+print(json.dumps({
+    "compiled": sum(sum(k.stats.cache_misses.values()) for k in kernels),
+    "loaded": sum(sum(k.stats.cache_hits.values()) for k in kernels),
+}))
+"""
+
+
+def test_compile_command_fills_the_cache_a_fresh_process_loads(tmp_path):
+    cache = tmp_path / "cache"
+    proc = _compile_command(cache, "--dtypes", "float64", "--ops", "softmax")
+    assert proc.returncode == 0, proc.stderr
+    summary = proc.stdout.strip().splitlines()[-1]
+    assert "compiled, 0 already cached" in summary, proc.stdout
+    assert str(cache) in summary
+    # a fresh process: both kernels of the pair from the cache, none compiled
+    got = _python(_LOG_SOFTMAX_CALLS, SRC.parent, cache)
+    assert got == {"compiled": 0, "loaded": 2}
+    # a second run of the command finds everything cached
+    again = _compile_command(cache, "--dtypes", "float64", "--ops", "softmax", "-q")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip().startswith("0 kernel signatures compiled")
+
+
+def test_compile_command_refuses_bad_arguments_and_an_off_cache(tmp_path):
+    bad = _compile_command(tmp_path / "cache", "--dtypes", "float8")
+    assert bad.returncode == 2 and "float8" in bad.stderr
+    off = _compile_command(tmp_path / "cache", "--ops", "softmax", NUMXENT_CACHE="0")
+    assert off.returncode == 1 and "NUMXENT_CACHE=0" in off.stderr
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())

@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from . import _validation as V
+
 __all__ = ["DTYPES", "OPS", "compile_kernels", "main"]
 
 #: The logits dtypes ``compile`` accepts (float16 and bfloat16 share the
@@ -221,11 +223,9 @@ def compile_kernels(
     dispatcher statistics).
     """
     for name in dtypes:
-        if name not in DTYPES:
-            raise ValueError(f"unknown dtype {name!r}; choose from {', '.join(DTYPES)}")
+        V.check_choice(name, DTYPES, "dtype")
     for op in ops:
-        if op not in OPS:
-            raise ValueError(f"unknown op {op!r}; choose from {', '.join(OPS)}")
+        V.check_choice(op, OPS, "op")
     from . import _dispatch
     from ._config import cached_kernels
 

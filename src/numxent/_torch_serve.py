@@ -89,7 +89,7 @@ def _action(message: str) -> str:
             and (module is None or module.match(__name__) or module.match(""))
         ):
             return action
-    return warnings.defaultaction
+    return getattr(warnings, "defaultaction", "default")
 
 
 def rejected(exc: BaseException) -> str:

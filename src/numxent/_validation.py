@@ -206,6 +206,14 @@ def check_nonneg_int(value, name: str) -> int:
     return n
 
 
+def check_choice(value: str, choices, what: str) -> str:
+    if value not in choices:
+        raise InvalidValueError(
+            f"unknown {what} {value!r}; choose from {', '.join(choices)}"
+        )
+    return value
+
+
 def check_positive_int(value, name: str, what: str) -> int:
     """``int(value)``, checked >= 1 (``what`` says what it counts)."""
     n = check_nonneg_int(value, name)

@@ -139,9 +139,14 @@ def record_kernels():
     Yields a list that receives one ``(kernel name, detail)`` per launch;
     ``detail`` is :func:`bce_layout` for the bce_* kernels, else None. The
     kernels still run: the wrappers only note the call.
+
+    Inside the block a cold parallel variant compiles on its first call (as
+    ``NUMXENT_DEFER_PARALLEL=0`` does), so the calls recorded are those of a
+    warm process whatever ran before: the path the call's size selects.
     """
     calls: list[tuple[str, str | None]] = []
     saved = {name: getattr(_KERNEL_MODULE, name) for name in KERNELS}
+    defer, _D.DEFER_PARALLEL = _D.DEFER_PARALLEL, False
 
     def wrap(name, kernel):
         def spy(*args):
@@ -157,6 +162,7 @@ def record_kernels():
     finally:
         for name, kernel in saved.items():
             setattr(_KERNEL_MODULE, name, kernel)
+        _D.DEFER_PARALLEL = defer
 
 
 def dask_objective():

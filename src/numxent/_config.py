@@ -74,6 +74,7 @@ __all__ = [
     "cached",
     "cached_kernels",
     "forked_after_openmp",
+    "is_cached",
     "load_only",
     "run_parallel",
     "start_pool",
@@ -270,6 +271,11 @@ def cached(dispatcher):
         _CACHED.append(dispatcher)
         dispatcher._cache = _LazyCache(dispatcher.py_func)
     return dispatcher
+
+
+def is_cached(kernel) -> bool:
+    """Whether ``kernel`` is a dispatcher decorated with :func:`cached`."""
+    return isinstance(getattr(kernel, "_cache", None), _LazyCache)
 
 
 def cached_kernels() -> list:

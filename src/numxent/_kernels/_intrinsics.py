@@ -100,6 +100,21 @@ def int_view(typingctx, ary):
 
 
 @intrinsic
+def as_readonly(typingctx, ary):
+    """``ary`` typed read-only (the same array): helpers taking it compile
+    once for read-only and writable arrays alike."""
+    if not isinstance(ary, types.Array):
+        return None
+
+    def codegen(context, builder, sig, args):
+        from numba.core.imputils import impl_ret_borrowed
+
+        return impl_ret_borrowed(context, builder, sig.return_type, args[0])
+
+    return ary.copy(readonly=True)(ary), codegen
+
+
+@intrinsic
 def bits_to_float(typingctx, bits):
     """Reinterpret int32 / int64 bits as float32 / float64 (no conversion)."""
     fty = types.float32 if bits.bitwidth == 32 else types.float64
@@ -312,6 +327,9 @@ if numba.config.DISABLE_JIT:  # plain-Python stand-ins for the intrinsics
         return a * b + c
 
     def unmanaged(ary):  # noqa: F811
+        return ary
+
+    def as_readonly(ary):  # noqa: F811
         return ary
 
     def int_view(ary):  # noqa: F811

@@ -8,7 +8,7 @@ import numpy as np
 from numba import njit, prange
 
 from .._config import cached
-from ._intrinsics import HELPER, JIT, by_width, fma, imin, wide_vectors
+from ._intrinsics import HELPER, JIT, as_readonly, by_width, fma, imin, wide_vectors
 from ._vecmath import _F32_LO, exp_f32, exp_f64, make_horner, ordered_sum
 
 # Elements per parallel block. Fixed, so the per-block partial sums (and
@@ -123,6 +123,11 @@ def _bce_block(x, t, w, pw, sw, fac_pat, pw_pat, row_scale, gscale, block_sums,
     # (fac_pat, pw_pat, period = len - BCE_BLOCK) and the block is one
     # vector loop; with a per-row sample weight (row_scale) a loop per row
     # stretch; otherwise they are gathered a row stretch at a time.
+    # (The weights go to bce_segment as read-only arrays, patterns and gathered
+    # ones alike: one compilation of it, not one per array type. The losses
+    # are copied out by loops: a slice assignment compiled Numba's shape
+    # check and its error message's string formatting, 40 % of the kernel's
+    # compile time.)
     wide_vectors()
     n_el = x.shape[0]
     n_cols = w.shape[1]
@@ -139,11 +144,12 @@ def _bce_block(x, t, w, pw, sw, fac_pat, pw_pat, row_scale, gscale, block_sums,
         phase = start % (fac_pat.shape[0] - BCE_BLOCK)
         fac = fac_pat[phase : phase + n]
         pwv = pw_pat[phase : phase + n]
-        bce_segment(x[start:stop], t[start:stop], fac, pwv, loss, g[g0 : g0 + n],
-                    gscale)  # fmt: skip
+        bce_segment(x[start:stop], t[start:stop], as_readonly(fac), as_readonly(pwv),
+                    loss, g[g0 : g0 + n], gscale)  # fmt: skip
         total = ordered_sum(loss, n)
         if elem_loss.shape[0] > 0:
-            elem_loss[start:stop] = loss[:n]
+            for c in range(n):
+                elem_loss[start + c] = loss[c]
     else:
         fac = np.empty(BCE_BLOCK, x.dtype)
         pwv = np.empty(BCE_BLOCK, x.dtype)
@@ -162,11 +168,12 @@ def _bce_block(x, t, w, pw, sw, fac_pat, pw_pat, row_scale, gscale, block_sums,
                     fac[c] = w[r, c0 + c] * sw[r, c0 + c]
                     pwv[c] = pw[r, c0 + c]
             gj = g0 + j - start
-            bce_segment(x[j : j + n], t[j : j + n], fac, pwv, loss,
-                        g[gj : gj + n], gscale)  # fmt: skip
+            bce_segment(x[j : j + n], t[j : j + n], as_readonly(fac), as_readonly(pwv),
+                        loss, g[gj : gj + n], gscale)  # fmt: skip
             total += ordered_sum(loss, n)
             if elem_loss.shape[0] > 0:
-                elem_loss[j : j + n] = loss[:n]
+                for c in range(n):
+                    elem_loss[j + c] = loss[c]
             j += n
     block_sums[b] = total
 
@@ -177,7 +184,7 @@ def bce_par(x, t, w, pw, sw, fac_pat, pw_pat, row_scale, gscale, block_sums,
             elem_loss, grad):  # fmt: skip
     for b in prange(block_sums.shape[0]):
         _bce_block(x, t, w, pw, sw, fac_pat, pw_pat, row_scale, gscale, block_sums,
-                   elem_loss, grad, b)  # fmt: skip
+                   elem_loss, grad, np.int64(b))  # fmt: skip
 
 
 @cached

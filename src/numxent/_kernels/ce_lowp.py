@@ -31,6 +31,7 @@ from numba import njit, prange
 from .._config import cached
 from ._intrinsics import (
     JIT,
+    as_readonly,
     bits_to_float,
     float_to_bits,
     imax,
@@ -155,7 +156,10 @@ def _unstage(sg, fmt, b0, n, gb):
 def _make_task(rows_fn):
     """The task body over rows r0..r1: staged blocks of ``block`` rows, each
     run by ``rows_fn`` (``_ce_hard_tile`` or ``_ce_hard_rows``: the one
-    place the float32 row functions are called from)."""
+    place the float32 row functions are called from). The staged block goes
+    to them typed read-only, as float32 logits from the NumPy API do, and
+    its first row as an int64 (a constant 0 is typed as the literal 0), so
+    both share one compilation of the row function."""
 
     def task(xb, fmt, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gb,
              r0, r1, block):  # fmt: skip
@@ -172,8 +176,9 @@ def _make_task(rows_fn):
             n = imin(block, r1 - b0)
             _stage(xb, fmt, b0, n, sx)
             swb = sw[b0 : b0 + n] if has_sw else sw
-            rows_fn(sx, y[b0 : b0 + n], w, w_total, swb, ignore_index, eps, gscale,
-                    loss_rows[b0 : b0 + n], sg, 0, n, None, None, no_rows)  # fmt: skip
+            rows_fn(as_readonly(sx), y[b0 : b0 + n], w, w_total, swb, ignore_index,
+                    eps, gscale, loss_rows[b0 : b0 + n], sg, np.int64(0), n, None,
+                    None, no_rows)  # fmt: skip
             if want_grad:
                 _unstage(sg, fmt, b0, n, gb)
 

@@ -110,7 +110,9 @@ def _ce_soft_task(x, t, w, sw, eps, gscale, loss_rows, grad, b):
 @njit(parallel=True, **JIT)
 def ce_soft_par(x, t, w, sw, eps, gscale, loss_rows, grad):
     for b in prange((x.shape[0] + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
-        _ce_soft_task(x, t, w, sw, eps, gscale, loss_rows, grad, b)
+        # (the index as int64: Numba types a prange index as uint64 in the
+        # gufunc it builds, and int64 in the kernel: two compilations)
+        _ce_soft_task(x, t, w, sw, eps, gscale, loss_rows, grad, np.int64(b))
 
 
 @cached

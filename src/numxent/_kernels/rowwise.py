@@ -88,7 +88,7 @@ def _softmax_task(x, mode, lse, out, b):
 @njit(parallel=True, **JIT)
 def softmax_par(x, mode, lse, out):
     for b in prange((x.shape[0] + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
-        _softmax_task(x, mode, lse, out, b)
+        _softmax_task(x, mode, lse, out, np.int64(b))  # (int64: see ce_soft_par)
 
 
 @cached

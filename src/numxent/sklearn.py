@@ -61,6 +61,13 @@ class CrossEntropyClassifier(ClassifierMixin, BaseEstimator):
     float32 ``X`` is trained in float32 (the logits, gradients, ``coef_`` and
     ``intercept_`` are float32); only L-BFGS's own parameter vector is float64.
 
+    ``X`` may be a SciPy sparse matrix or array of any format (CSR and CSC
+    are used as they are, others converted to CSR once), in ``fit`` and every
+    prediction method: the same objective, evaluated on CSR row blocks for
+    the logits and one feature at a time (from a CSC copy of ``X``) for
+    ``G.T @ X``, again independent of ``n_threads``. A fit on a sparse ``X``
+    gives the coefficients of the fit on ``X`` densified, up to rounding.
+
     Parameters
     ----------
     C : float > 0, default 1.0

@@ -94,19 +94,26 @@ def targets(results: dict) -> list[dict]:
             check("PyTorch step ÷ numxent step ≥", where,
                   t["step_ms"] / n["step_ms"], 1.2, False)  # fmt: skip
     fits = _rows(results, "sklearn_fit")
-    by = {(r["model"], r["dtype"]): r for r in fits}
-    for dtype in dict.fromkeys(r["dtype"] for r in fits):
-        n, sk = by.get(("numxent", dtype)), by.get(("sklearn", dtype))
+    keys = [(r.get("workload", "dense"), r["model"], r["dtype"]) for r in fits]
+    by = dict(zip(keys, fits, strict=True))
+    for wl, dtype in dict.fromkeys((k[0], k[2]) for k in keys):
+        n, sk = by.get((wl, "numxent", dtype)), by.get((wl, "sklearn", dtype))
         if n is None or sk is None:
             continue
         where = (
             f"fit {n['n_samples']:,}×{n['n_features']}, "
             f"{n['n_classes']} classes {dtype}"
         )
+        if wl != "dense":
+            where = f"{wl} {where}"
         check("LogisticRegression fit ÷ CrossEntropyClassifier fit ≥", where,
               sk["fit_s"] / n["fit_s"], 2.0, False)  # fmt: skip
         check("test accuracy difference ≤", where,
               abs(n["test_accuracy"] - sk["test_accuracy"]), 0.002, True)  # fmt: skip
+        if wl == "sparse" and "objective" in n and "objective" in sk:
+            # no worse than scikit-learn's, up to what the tolerance leaves
+            check("objective ÷ LogisticRegression's - 1 ≤", where,
+                  n["objective"] / sk["objective"] - 1, 1e-6, True)  # fmt: skip
     dask_rows = _rows(results, "dask_scale")
     by_task: dict = {}
     for r in dask_rows:

@@ -465,3 +465,38 @@ def test_hard_label_extras_paths_match_naive(path, dtype):
         assert_matches(loss[rows], r_loss[rows], dtype)
         assert_matches(zl[rows], r_z[rows], dtype)
         assert_matches(grad[rows], r_grad[rows], dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("index", [np.int32, np.int64])
+def test_sparse_product_kernels(dtype, index):
+    """The estimator's sparse products (numxent._kernels.sparse) on a row
+    range and a column range of a small matrix, against dense NumPy."""
+    from numxent._kernels.sparse import PREFETCH_AHEAD, csc_gather, csr_logits
+
+    rng = np.random.default_rng(7)
+    n, f, k = 40, 30, 5
+    dense = rng.standard_normal((n, f)) * (rng.random((n, f)) < 0.3)
+    dense[3] = 0.0  # a row without entries
+    indptr = np.r_[0, np.cumsum((dense != 0).sum(1))].astype(index)
+    indices = np.nonzero(dense)[1].astype(index)
+    data = dense[dense != 0].astype(dtype)
+    assert data.size > 3 * PREFETCH_AHEAD  # entries prefetched and not
+    wt = rng.standard_normal((f, k)).astype(dtype)
+    b = rng.standard_normal(k).astype(dtype)
+    z = np.full((n, k), np.nan, dtype)
+    csr_logits(indptr, indices, data, wt, b, 2, 35, z[2:35], np.empty(k, dtype))
+    x = dense.astype(dtype).astype(np.float64)
+    ref = x @ wt.astype(np.float64) + b
+    assert np.isnan(z[:2]).all() and np.isnan(z[35:]).all()
+    np.testing.assert_allclose(z[2:35], ref[2:35], rtol=1e-5 if dtype == np.float32
+                               else 1e-13, atol=1e-5)  # fmt: skip
+    cindptr = np.r_[0, np.cumsum((dense != 0).sum(0))].astype(index)
+    cindices = np.nonzero(dense.T)[1].astype(index)
+    cdata = dense.T[dense.T != 0].astype(dtype)
+    g = rng.standard_normal((n, k)).astype(dtype)
+    out = np.full((f, k), np.nan)
+    csc_gather(cindptr, cindices, cdata, g, 4, 27, out, np.empty(k))
+    assert np.isnan(out[:4]).all() and np.isnan(out[27:]).all()
+    np.testing.assert_allclose(out[4:27], (x.T @ g.astype(np.float64))[4:27],
+                               rtol=1e-13, atol=1e-12)  # fmt: skip

@@ -39,7 +39,9 @@ def _as_features(X, name: str = "X", n_features: int | None = None) -> da.Array:
         if V.is_dask_collection(X):
             X = X.to_dask_array(lengths=True)
         else:
+            V.check_dense_blocks(X, name)
             X = da.asarray(np.asarray(X))
+    V.check_dense_blocks(X._meta, name)
     V.check_features(X.shape, name, None)
     V.check_known_chunks(X.chunks[:1], name)
     V.check_features(X.shape, name, n_features)

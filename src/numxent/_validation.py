@@ -418,6 +418,18 @@ def check_dask_array(x, name: str, is_array: bool) -> None:
         )
 
 
+def check_dense_blocks(block, name: str) -> None:
+    """The estimator's Dask path takes NumPy blocks; ``block`` is a dask
+    array's ``_meta`` (or an in-memory ``X`` passed with dask targets)."""
+    if hasattr(block, "tocsr") or "sparse" in type(block).__module__:
+        raise InvalidTypeError(
+            f"{name} is sparse ({type(block).__name__}) in a fit or prediction "
+            "on dask arrays; CrossEntropyClassifier fits sparse data in memory "
+            "only: pass one SciPy sparse matrix with NumPy y and sample_weight, "
+            f"or densify dask blocks with {name}.map_blocks(lambda b: b.toarray())"
+        )
+
+
 def check_known_chunks(chunks: tuple, name: str) -> None:
     if any(c != c for cs in chunks for c in cs):  # NaN: unknown
         raise InvalidValueError(

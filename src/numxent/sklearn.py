@@ -11,7 +11,7 @@ import warnings
 
 import numba
 import numpy as np
-from scipy import optimize
+from scipy import optimize, sparse
 from scipy.special import expit, log_expit
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
@@ -21,6 +21,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _validation as V
 from ._objective import Objective, fit_threads, smoothed, target_kind
+from ._sparse_objective import SparseObjective
 from .functional import log_softmax
 
 __all__ = ["CrossEntropyClassifier"]
@@ -59,6 +60,13 @@ class CrossEntropyClassifier(ClassifierMixin, BaseEstimator):
 
     float32 ``X`` is trained in float32 (the logits, gradients, ``coef_`` and
     ``intercept_`` are float32); only L-BFGS's own parameter vector is float64.
+
+    ``X`` may be a SciPy sparse matrix or array of any format (CSR and CSC
+    are used as they are, others converted to CSR once), in ``fit`` and every
+    prediction method: the same objective, evaluated on CSR row blocks for
+    the logits and one feature at a time (from a CSC copy of ``X``) for
+    ``G.T @ X``, again independent of ``n_threads``. A fit on a sparse ``X``
+    gives the coefficients of the fit on ``X`` densified, up to rounding.
 
     Parameters
     ----------
@@ -149,6 +157,7 @@ class CrossEntropyClassifier(ClassifierMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_label = True
+        tags.input_tags.sparse = True
         return tags
 
     # -- parameters ---------------------------------------------------------
@@ -202,9 +211,11 @@ class CrossEntropyClassifier(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-            Training data, dense, float32 or float64 (other dtypes become
-            float64; sparse matrices are not supported).
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Training data, float32 or float64 (other dtypes become float64).
+            SciPy sparse matrices and arrays of any format are fitted as CSR
+            (with a CSC copy for the gradient); CSR and CSC are used as they
+            are, other formats are converted once.
         y : array-like of shape (n_samples,) or (n_samples, n_labels)
             Class labels, or a 0/1 indicator matrix for multi-label problems.
         sample_weight : array-like of shape (n_samples,), optional
@@ -223,6 +234,7 @@ class CrossEntropyClassifier(ClassifierMixin, BaseEstimator):
             self,
             X,
             y,
+            accept_sparse=["csr", "csc"],
             dtype=[np.float64, np.float32],
             order="C",
             multi_output=True,
@@ -265,7 +277,8 @@ class CrossEntropyClassifier(ClassifierMixin, BaseEstimator):
             numba.get_num_threads() if self.n_threads is None else self.n_threads
         )
         with fit_threads(int(n_threads)) as pool:
-            objective = Objective(
+            make = SparseObjective if sparse.issparse(X) else Objective
+            objective = make(
                 X, target, sw, kind, n_out, bool(self.fit_intercept), l2, eps,
                 pool, int(n_threads),
             )  # fmt: skip
@@ -353,16 +366,17 @@ class CrossEntropyClassifier(ClassifierMixin, BaseEstimator):
             from ._dask_fit import scores_dask
 
             return scores_dask(self, X)
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        X = validate_data(self, X, accept_sparse=["csr", "csc"],
+                          dtype=[np.float64, np.float32], reset=False)  # fmt: skip
         coef = self.coef_.astype(X.dtype, copy=False)
-        return X @ coef.T + self.intercept_.astype(X.dtype, copy=False)
+        return np.asarray(X @ coef.T) + self.intercept_.astype(X.dtype, copy=False)
 
     def decision_function(self, X) -> np.ndarray:
         """Scores ``X @ coef_.T + intercept_``.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
 
         Returns
         -------
@@ -379,7 +393,7 @@ class CrossEntropyClassifier(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
 
         Returns
         -------
@@ -405,7 +419,7 @@ class CrossEntropyClassifier(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
 
         Returns
         -------
@@ -423,7 +437,7 @@ class CrossEntropyClassifier(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
 
         Returns
         -------

@@ -27,14 +27,12 @@ collect_ignore = [
         ("src/numxent/_torch_serve.py", "torch"),
         ("src/numxent/sklearn.py", "sklearn"),
         ("src/numxent/bench/_torch_worker.py", "torch"),
-        ("src/numxent/bench/sklearn_fit.py", "sklearn"),
         ("docs/torch.md", "torch"),
         ("docs/precision.md", "ml_dtypes"),
         ("docs/sklearn.md", "sklearn"),
         ("src/numxent/dask.py", "dask"),
         ("src/numxent/_dask_fit.py", "sklearn"),
         ("src/numxent/_dask_fit.py", "dask"),
-        ("src/numxent/bench/dask_scale.py", "distributed"),
         ("docs/dask.md", "dask"),
     )
     if importlib.util.find_spec(module) is None

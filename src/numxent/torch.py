@@ -63,6 +63,7 @@ from ._torch_serve import (
     tensor_problem,
     with_c_apply,
 )
+from ._torch_vocab import vocab_cross_entropy
 
 __all__ = [
     "FallbackWarning",
@@ -294,6 +295,7 @@ def cross_entropy(
     *,
     lse_square_scale: float = 0.0,
     softcap: float | None = None,
+    process_group: object | None = None,
 ) -> torch.Tensor:
     """``torch.nn.functional.cross_entropy`` computed by numxent on CPU tensors.
 
@@ -319,11 +321,15 @@ def cross_entropy(
     softcap : float > 0, optional
         Logit soft-capping (class-index targets), as in
         :func:`numxent.cross_entropy`.
-
-    Returns
-    -------
-    Tensor
-        A scalar, or the per-sample losses of shape (), (N,) or
+    process_group : torch.distributed.ProcessGroup, optional
+        Vocabulary parallelism: ``input`` holds this rank's contiguous shard
+        of the classes (ranks in order, uneven shards allowed), ``target``
+        the global class indices (the same on every rank), ``weight`` this
+        shard's slice of the class weights. The loss is the whole
+        vocabulary's, the same on every rank; the gradient is this shard's.
+        Class-index targets, float32/float64 CPU tensors only; every rank
+        must make the call (and its backward). See "Vocabulary-parallel" in
+        docs/large-vocabulary.md.
         (N, d1, ..., dK) for "none". Its backward multiplies the gradient the
         forward already computed by ``grad_output``.
 
@@ -345,6 +351,10 @@ def cross_entropy(
     if size_average is not None or reduce is not None:
         # PyTorch's own translation of the deprecated pair (and its warning).
         reduction = _Reduction.legacy_get_string(size_average, reduce)
+    if process_group is not None:  # no fall-back: PyTorch has no such loss
+        return vocab_cross_entropy(input, target, weight, ignore_index, reduction,
+                                   label_smoothing, lse_square_scale, softcap,
+                                   process_group)  # fmt: skip
     extras: tuple = ()
     if lse_square_scale or softcap is not None:
         extras = (lse_square_scale, softcap)

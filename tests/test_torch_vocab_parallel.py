@@ -49,6 +49,7 @@ LIN_CASES = {
     ),
     "weight_sum": dict(weight=True, reduction="sum"),
 }
+LIN_F32_CASES = ("bias_weight_smooth_mean",)
 
 
 def _data(dtype=torch.float64):
@@ -102,13 +103,21 @@ def _ce_runs(nt, g, lo, hi):
     loss = nt.cross_entropy(x3, y.reshape(3, 3), process_group=g)
     loss.backward()
     out["layout_3d", torch.float64] = (loss.detach(), x3.grad)
+    # one unbatched sample: (C_r,) logits, a 0-d target
+    x1 = x[4, lo:hi].clone().requires_grad_()
+    loss = nt.cross_entropy(x1, y[4], process_group=g)
+    loss.backward()
+    out["unbatched", torch.float64] = (loss.detach(), x1.grad)
     return out
 
 
 def _linear_runs(nt, g, rank, lo, hi):
     out = {}
-    x, y, w, h, lw, lb, up = _data()
-    for name, case in LIN_CASES.items():
+    for dtype, name in [(torch.float64, n) for n in LIN_CASES] + [
+        (torch.float32, n) for n in LIN_F32_CASES
+    ]:
+        case = LIN_CASES[name]
+        x, y, w, h, lw, lb, up = _data(dtype)
         hs = h.clone().requires_grad_()
         ws = lw[lo:hi].clone().requires_grad_()
         bs = lb[lo:hi].clone().requires_grad_() if case.get("bias") else None
@@ -118,7 +127,8 @@ def _linear_runs(nt, g, rank, lo, hi):
             process_group=g,
         )  # fmt: skip
         loss.backward(_upstream(loss, up))
-        out[name] = (loss.detach(), hs.grad, ws.grad, None if bs is None else bs.grad)
+        grads = (hs.grad, ws.grad, None if bs is None else bs.grad)
+        out[name, dtype] = (loss.detach(), *grads)
     return out
 
 
@@ -301,6 +311,10 @@ def _close(got, want, dtype):
     torch.testing.assert_close(got.double(), want.double(), **tol)
 
 
+def _ids(value):
+    return str(value).removeprefix("torch.") if isinstance(value, torch.dtype) else None
+
+
 def _shard(world, rank):
     lo = sum(SPLITS[world][:rank])
     return lo, lo + SPLITS[world][rank]
@@ -313,6 +327,7 @@ def _shard(world, rank):
     "name, dtype",
     [(n, torch.float64) for n in sorted(CE_CASES)]
     + [(n, torch.float32) for n in F32_CASES],
+    ids=_ids,
 )
 def test_cross_entropy_matches_the_whole_vocabulary(ranks, name, dtype):
     world, results = ranks
@@ -326,29 +341,41 @@ def test_cross_entropy_matches_the_whole_vocabulary(ranks, name, dtype):
             _close(grad, ref_grad[:, lo:hi], dtype)
 
 
-def test_cross_entropy_class_dim_1_layout(ranks):
+@pytest.mark.parametrize("layout", ["layout_3d", "unbatched"])
+def test_cross_entropy_other_layouts(ranks, layout):
+    """(N, C, d) logits, classes on dim 1; one (C,) sample with a 0-d target."""
     import numxent.torch as nt
 
     world, results = ranks
     x, y, *_ = _data()
-    x3 = x.reshape(3, 3, V).movedim(-1, 1).clone().requires_grad_()
-    ref = nt.cross_entropy(x3, y.reshape(3, 3))
+    if layout == "layout_3d":
+        xf, yf = x.reshape(3, 3, V).movedim(-1, 1).clone(), y.reshape(3, 3)
+    else:
+        xf, yf = x[4].clone(), y[4]
+    xf.requires_grad_()
+    ref = nt.cross_entropy(xf, yf)
     ref.backward()
-    torch.testing.assert_close(ref, F.cross_entropy(x3, y.reshape(3, 3)))
+    torch.testing.assert_close(ref, F.cross_entropy(xf, yf))
     for rank, res in enumerate(results):
-        loss, grad = res["ce"]["layout_3d", torch.float64]
+        loss, grad = res["ce"][layout, torch.float64]
         lo, hi = _shard(world, rank)
         _close(loss, ref.detach(), torch.float64)
-        _close(grad, x3.grad[:, lo:hi], torch.float64)
+        _close(grad, xf.grad[..., lo:hi] if xf.dim() == 1 else xf.grad[:, lo:hi],
+               torch.float64)  # fmt: skip
 
 
-@pytest.mark.parametrize("name", sorted(LIN_CASES))
-def test_linear_cross_entropy_matches_the_whole_vocabulary(ranks, name):
+@pytest.mark.parametrize(
+    "name, dtype",
+    [(n, torch.float64) for n in sorted(LIN_CASES)]
+    + [(n, torch.float32) for n in LIN_F32_CASES],
+    ids=_ids,
+)
+def test_linear_cross_entropy_matches_the_whole_vocabulary(ranks, name, dtype):
     import numxent.torch as nt
 
     world, results = ranks
     case = LIN_CASES[name]
-    x, y, w, h, lw, lb, up = _data()
+    x, y, w, h, lw, lb, up = _data(dtype)
     kw = _options(case, w)
     refs = []
     for materialise in (False, True):
@@ -361,16 +388,17 @@ def test_linear_cross_entropy_matches_the_whole_vocabulary(ranks, name):
         loss.backward(_upstream(loss, up))
         refs.append((loss.detach(), hf.grad, wf.grad, None if bf is None else bf.grad))
     for rank, res in enumerate(results):
-        loss, gh, gw, gb = res["linear"][name]
+        loss, gh, gw, gb = res["linear"][name, dtype]
+        assert loss.dtype == gh.dtype == gw.dtype == dtype
         lo, hi = _shard(world, rank)
         for ref_loss, ref_gh, ref_gw, ref_gb in refs:
-            _close(loss, ref_loss, torch.float64)
-            _close(gh, ref_gh, torch.float64)  # all-reduced: the full gradient
-            _close(gw, ref_gw[lo:hi], torch.float64)
+            _close(loss, ref_loss, dtype)
+            _close(gh, ref_gh, dtype)  # all-reduced: the full gradient
+            _close(gw, ref_gw[lo:hi], dtype)
             if ref_gb is None:
                 assert gb is None
             else:
-                _close(gb, ref_gb[lo:hi], torch.float64)
+                _close(gb, ref_gb[lo:hi], dtype)
 
 
 @pytest.mark.parametrize("recipe", ["train", "train_ce"])

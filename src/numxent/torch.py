@@ -21,7 +21,9 @@ contiguous int64 labels takes a lean pre-checked entry to the kernel. While
 compiling (``torch.compile``, ``torch.export``) the functions call the custom
 ops of ``numxent._torch_ops`` instead (no graph break). See docs/torch.md for
 the layout, the gradient pool, compile, bfloat16, DDP and where the results
-differ from PyTorch's.
+differ from PyTorch's. With ``process_group=``, ``cross_entropy`` and
+``linear_cross_entropy`` split the vocabulary over the ranks of a
+``torch.distributed`` group (``numxent._torch_vocab``; see docs/large-vocabulary.md).
 
 >>> import torch
 >>> from numxent.torch import cross_entropy

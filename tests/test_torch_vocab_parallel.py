@@ -218,7 +218,17 @@ def _run_all(nt, g, rank, world):
     def vocab_ce(hidden, w, b, y):  # the logits shard: no input all-reduce
         return nt.cross_entropy(F.linear(hidden.detach(), w, b), y, process_group=g)
 
+    x, y, w, h, lw, lb, _ = _data()
+    modules = (  # the modules' forward: the functions with the same arguments
+        nt.CrossEntropyLoss(weight=w[lo:hi], label_smoothing=0.1, process_group=g)(
+            x[:, lo:hi], y
+        ),
+        nt.LinearCrossEntropyLoss(softcap=4.0, process_group=g)(
+            h, lw[lo:hi], y, lb[lo:hi]
+        ),
+    )
     return {
+        "modules": modules,
         "ce": _ce_runs(nt, g, lo, hi),
         "linear": _linear_runs(nt, g, rank, lo, hi),
         "train": _train(lo, hi, vocab_loss),
@@ -399,6 +409,20 @@ def test_linear_cross_entropy_matches_the_whole_vocabulary(ranks, name, dtype):
                 assert gb is None
             else:
                 _close(gb, ref_gb[lo:hi], dtype)
+
+
+def test_modules_take_the_process_group(ranks):
+    import numxent.torch as nt
+
+    world, results = ranks
+    x, y, w, h, lw, lb, _ = _data()
+    want = (
+        F.cross_entropy(x, y, weight=w, label_smoothing=0.1),
+        nt.linear_cross_entropy(h, lw, y, linear_bias=lb, softcap=4.0),
+    )
+    for res in results:
+        for got, ref in zip(res["modules"], want, strict=True):
+            _close(got, ref, torch.float64)
 
 
 @pytest.mark.parametrize("recipe", ["train", "train_ce"])

@@ -286,7 +286,9 @@ class LinearCrossEntropyLoss(torch.nn.Module):
 
     Unlike ``torch.nn.LinearCrossEntropyLoss`` it holds no parameters: the
     output layer's weight (and bias) are passed to ``forward``, so the
-    model's own ``nn.Linear`` (or tied embedding) supplies them.
+    model's own ``nn.Linear`` (or tied embedding) supplies them. With
+    ``process_group`` they are this rank's shard of the vocabulary (see
+    ``linear_cross_entropy``).
 
     Examples
     --------
@@ -310,6 +312,7 @@ class LinearCrossEntropyLoss(torch.nn.Module):
         lse_square_scale: float = 0.0,
         softcap: float | None = None,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        process_group: object | None = None,
     ) -> None:
         super().__init__()
         self.register_buffer("weight", weight)
@@ -319,6 +322,7 @@ class LinearCrossEntropyLoss(torch.nn.Module):
         self.lse_square_scale = lse_square_scale
         self.softcap = softcap
         self.chunk_bytes = chunk_bytes
+        self.process_group = process_group
 
     def forward(
         self,
@@ -339,4 +343,5 @@ class LinearCrossEntropyLoss(torch.nn.Module):
             lse_square_scale=self.lse_square_scale,
             softcap=self.softcap,
             chunk_bytes=self.chunk_bytes,
+            process_group=getattr(self, "process_group", None),
         )

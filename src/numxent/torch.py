@@ -492,7 +492,8 @@ class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
     """``torch.nn.CrossEntropyLoss`` whose forward is ``cross_entropy``.
 
     Same constructor, buffers and ``state_dict`` as PyTorch's module, plus
-    the keyword arguments ``lse_square_scale`` and ``softcap``.
+    the keyword arguments ``lse_square_scale``, ``softcap`` and
+    ``process_group`` (vocabulary parallelism, as for ``cross_entropy``).
 
     Examples
     --------
@@ -504,10 +505,12 @@ class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
     """
 
     def __init__(self, *args, lse_square_scale: float = 0.0,
-                 softcap: float | None = None, **kwargs) -> None:  # fmt: skip
+                 softcap: float | None = None, process_group: object | None = None,
+                 **kwargs) -> None:  # fmt: skip
         super().__init__(*args, **kwargs)
         self.lse_square_scale = lse_square_scale
         self.softcap = softcap
+        self.process_group = process_group
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return cross_entropy(
@@ -519,6 +522,7 @@ class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
             label_smoothing=self.label_smoothing,
             lse_square_scale=getattr(self, "lse_square_scale", 0.0),
             softcap=getattr(self, "softcap", None),
+            process_group=getattr(self, "process_group", None),
         )
 
 

@@ -189,6 +189,13 @@ def _bad_calls(nt, g, rank, world, lo, hi):
         "hidden_one_rank": lambda: nt.linear_cross_entropy(
             h[:, :-1] if rank == 0 else h, lw[lo:hi], y, process_group=g
         ),
+        "chunk_bytes_one_rank": lambda: nt.linear_cross_entropy(
+            h,
+            lw[lo:hi],
+            y,
+            chunk_bytes="lots" if rank == 0 else 1 << 20,
+            process_group=g,
+        ),  # fmt: skip
         "rows_one_rank": lambda: nt.cross_entropy(
             xs[:-1] if last else xs, y[:-1] if last else y, process_group=g
         ),
@@ -455,6 +462,7 @@ BAD = {  # what every rank must raise, and a word its message must hold
     "bfloat16": ("InvalidTypeError", "input is a torch.bfloat16 tensor"),
     "hidden_one_rank": ("InvalidValueError", "linear_weight"),
     "rows_one_rank": ("InvalidValueError", "rows"),
+    "chunk_bytes_one_rank": ("InvalidTypeError", "rank 0: chunk_bytes must be"),
 }
 
 
@@ -475,3 +483,16 @@ def test_bad_input_raises_on_every_rank(ranks, name):
         messages.add(raised[2])
         assert after == pytest.approx(good, rel=1e-12)  # the ranks still in step
     assert len(messages) == 1  # the same error everywhere
+
+
+def test_an_unexpected_exception_is_kept_for_the_exchange():
+    """Any exception of a rank's own checks waits for the exchange (where
+    every rank raises), instead of leaving the other ranks in it."""
+    from numxent import _torch_vocab
+
+    def check(problems):
+        raise RuntimeError("boom")
+
+    problems: list = []
+    assert _torch_vocab._guard(problems, check) is None
+    assert problems == [(False, "RuntimeError: boom")]

@@ -93,10 +93,23 @@ def _problem(problems: list, exc: NumxentError) -> None:
     problems.append((isinstance(exc, TypeError), str(exc)))
 
 
-def _exchange(group, facts: dict, problems: list, what: str) -> list[dict]:
-    """Every rank's ``facts`` (one ``all_gather_object``). Raises on every rank
-    alike when any rank found a problem or the ranks disagree: a rank that
-    raised alone would leave the others waiting in the next collective."""
+def _guard(problems: list, check, *args):
+    """``check(*args, problems)``, whose first result is the rank's facts. Any
+    exception becomes a problem too: raised on this rank alone, it would
+    leave the others waiting in the exchange."""
+    try:
+        return check(*args, problems)
+    except Exception as exc:  # noqa: BLE001 - every rank raises after the exchange
+        problems.append((isinstance(exc, TypeError), f"{type(exc).__name__}: {exc}"))
+        return None
+
+
+def _exchange(group, local, problems: list, what: str) -> list[dict]:
+    """Every rank's facts (``local[0]``; one ``all_gather_object``). Raises on
+    every rank alike when any rank found a problem or the ranks disagree: a
+    rank that raised alone would leave the others waiting in the next
+    collective."""
+    facts = {"problems": problems} if local is None else local[0]
     facts["problems"] = problems
     everyone: list = [None] * dist.get_world_size(group)
     dist.all_gather_object(everyone, facts, group=group)
@@ -117,8 +130,8 @@ def _exchange(group, facts: dict, problems: list, what: str) -> list[dict]:
     return everyone
 
 
-def _check_options(ignore_index, reduction, label_smoothing, lse_square_scale,
-                   softcap, problems: list) -> tuple:  # fmt: skip
+def _check_options(options: tuple, problems: list) -> tuple:
+    ignore_index, reduction, label_smoothing, lse_square_scale, softcap = options
     try:
         return (
             V.check_ignore_index(ignore_index),
@@ -316,25 +329,22 @@ class _VocabCE(torch.autograd.Function):
         return _from_rows(g, ctx.shape), None, None, None, None
 
 
-def vocab_cross_entropy(input, target, weight, ignore_index, reduction,
-                        label_smoothing, lse_square_scale, softcap,
-                        group) -> torch.Tensor:  # fmt: skip
-    """``numxent.torch.cross_entropy`` with ``process_group=group``: the logits
-    are this rank's shard of the class dimension (see the module's note)."""
-    problems: list = []
-    opts = _check_options(ignore_index, reduction, label_smoothing,
-                          lse_square_scale, softcap, problems)  # fmt: skip
+def _ce_local(input, target, weight, options, problems: list):
+    """This rank's own checks: (facts, labels, class weights, leading shape,
+    options), the problems found appended to ``problems``."""
+    opts = _check_options(options, problems)
     bad = _tensor_problem(input, "input")
     if bad is None and input.dim() == 0:
         bad = (False, "input must have at least one dimension (classes)")
     y = w = None
     classes = rows = 0
+    lead: tuple = ()
     if bad is not None:
         problems.append(bad)
     else:
         classes = input.shape[0 if input.dim() == 1 else 1]
-        lead = tuple(input.shape[:1]) + tuple(input.shape[2:])
-        lead = () if input.dim() == 1 else lead
+        if input.dim() > 1:
+            lead = tuple(input.shape[:1]) + tuple(input.shape[2:])
         y = _check_target(target, lead, problems)
         w = _check_weight(weight, classes, input.dtype, problems)
         rows = int(torch.Size(lead).numel())
@@ -343,8 +353,19 @@ def vocab_cross_entropy(input, target, weight, ignore_index, reduction,
     need_grad = bad is None and input.requires_grad and torch.is_grad_enabled()
     facts = _facts(classes, rows, getattr(input, "dtype", None), opts, y, w,
                    need_grad, rows)  # fmt: skip
-    everyone = _exchange(group, facts, problems, "cross_entropy")
-    assert y is not None  # (a rank without labels has raised in the exchange)
+    return facts, y, w, lead, opts
+
+
+def vocab_cross_entropy(input, target, weight, ignore_index, reduction,
+                        label_smoothing, lse_square_scale, softcap,
+                        group) -> torch.Tensor:  # fmt: skip
+    """``numxent.torch.cross_entropy`` with ``process_group=group``: the logits
+    are this rank's shard of the class dimension (see the module's note)."""
+    problems: list = []
+    options = (ignore_index, reduction, label_smoothing, lse_square_scale, softcap)
+    local = _guard(problems, _ce_local, input, target, weight, options)
+    everyone = _exchange(group, local, problems, "cross_entropy")
+    _, y, w, lead, opts = local  # (a rank that found problems has raised)
     plan = _plan(group, everyone, opts, y, lead)
     return _VocabCE.apply(input, y, w, plan, lead)
 
@@ -419,16 +440,10 @@ class _VocabLinearCE(torch.autograd.Function):
         return gi.reshape(shape), gw, gb, None, None, None
 
 
-def vocab_linear_cross_entropy(input, linear_weight, target, linear_bias, weight,
-                               reduction, ignore_index, label_smoothing,
-                               lse_square_scale, softcap, chunk_bytes,
-                               group) -> torch.Tensor:  # fmt: skip
-    """``numxent.torch.linear_cross_entropy`` with ``process_group=group``:
-    ``linear_weight`` and ``linear_bias`` are this rank's rows of the output
-    layer (see the module's note); ``input`` is the same on every rank."""
-    problems: list = []
-    opts = _check_options(ignore_index, reduction, label_smoothing,
-                          lse_square_scale, softcap, problems)  # fmt: skip
+def _linear_local(input, linear_weight, target, linear_bias, weight, options,
+                  chunk_bytes, problems: list):  # fmt: skip
+    """This rank's own checks (as ``_ce_local``)."""
+    opts = _check_options(options, problems)
     named = [("input", input), ("linear_weight", linear_weight)]
     if linear_bias is not None:
         named.append(("linear_bias", linear_bias))
@@ -436,6 +451,7 @@ def vocab_linear_cross_entropy(input, linear_weight, target, linear_bias, weight
     problems += bads
     y = w = None
     classes = rows = hidden = chunk = 0
+    lead: tuple = ()
     dtype = getattr(input, "dtype", None)
     if not bads:
         try:
@@ -446,6 +462,10 @@ def vocab_linear_cross_entropy(input, linear_weight, target, linear_bias, weight
             ):
                 problems.append((True, "input, linear_weight and linear_bias must "
                                  "have one dtype"))  # fmt: skip
+            if not isinstance(chunk_bytes, int):  # (int() of it would raise here)
+                problems.append((True, f"chunk_bytes must be an int, got "
+                                 f"{chunk_bytes!r}"))  # fmt: skip
+                chunk_bytes = 0
             budget = V.check_nonneg_int(chunk_bytes, "chunk_bytes")
         except NumxentError as exc:
             _problem(problems, exc)
@@ -463,7 +483,21 @@ def vocab_linear_cross_entropy(input, linear_weight, target, linear_bias, weight
     )
     facts = _facts(classes, rows, dtype, opts, y, w, need_grad, chunk,
                    hidden=hidden, has_bias=linear_bias is not None)  # fmt: skip
-    everyone = _exchange(group, facts, problems, "linear_cross_entropy")
-    assert y is not None
+    return facts, y, w, lead, opts
+
+
+def vocab_linear_cross_entropy(input, linear_weight, target, linear_bias, weight,
+                               reduction, ignore_index, label_smoothing,
+                               lse_square_scale, softcap, chunk_bytes,
+                               group) -> torch.Tensor:  # fmt: skip
+    """``numxent.torch.linear_cross_entropy`` with ``process_group=group``:
+    ``linear_weight`` and ``linear_bias`` are this rank's rows of the output
+    layer (see the module's note); ``input`` is the same on every rank."""
+    problems: list = []
+    options = (ignore_index, reduction, label_smoothing, lse_square_scale, softcap)
+    local = _guard(problems, _linear_local, input, linear_weight, target,
+                   linear_bias, weight, options, chunk_bytes)  # fmt: skip
+    everyone = _exchange(group, local, problems, "linear_cross_entropy")
+    _, y, w, lead, opts = local  # (a rank that found problems has raised)
     plan = _plan(group, everyone, opts, y, lead)
     return _VocabLinearCE.apply(input, linear_weight, linear_bias, y, w, plan)

@@ -25,6 +25,7 @@ collect_ignore = [
         ("src/numxent/_torch_linear.py", "torch"),
         ("src/numxent/_torch_ops.py", "torch"),
         ("src/numxent/_torch_serve.py", "torch"),
+        ("src/numxent/_torch_vocab.py", "torch"),
         ("src/numxent/sklearn.py", "sklearn"),
         ("src/numxent/bench/_torch_worker.py", "torch"),
         ("docs/torch.md", "torch"),

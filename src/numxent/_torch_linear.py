@@ -26,6 +26,7 @@ from ._torch_serve import (
     rejected,
     tensor_problem,
 )
+from ._torch_vocab import vocab_linear_cross_entropy
 from .errors import NumxentError
 from .linear import DEFAULT_CHUNK_BYTES, _linear_ce
 
@@ -193,6 +194,7 @@ def linear_cross_entropy(
     lse_square_scale: float = 0.0,
     softcap: float | None = None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    process_group: object | None = None,
 ) -> torch.Tensor:
     """``torch.nn.functional.linear_cross_entropy`` computed by numxent's
     chunked kernel: the (N, V) logits never exist.
@@ -218,6 +220,17 @@ def linear_cross_entropy(
         Logit soft-capping, as in :func:`numxent.cross_entropy`.
     chunk_bytes : int
         Size of the chunk's logits buffer.
+    process_group : torch.distributed.ProcessGroup, optional
+        Vocabulary parallelism: ``linear_weight`` (and ``linear_bias``,
+        ``weight``) hold this rank's contiguous shard of the V rows (ranks
+        in order, uneven shards allowed); ``input`` and ``target`` are the
+        same on every rank. The loss is the whole vocabulary's; the input's
+        gradient is summed over the ranks (all-reduced: the full gradient on
+        every rank), the weight's and bias's are this shard's. Chunked over
+        tokens as without it (``chunk_bytes`` of this shard's logits; the
+        ranks use the smallest chunk any of them asks for). Every rank must
+        make the call and its backward. See "Vocabulary-parallel" in
+        docs/large-vocabulary.md.
 
     Returns
     -------
@@ -236,6 +249,12 @@ def linear_cross_entropy(
     >>> bool(torch.isclose(loss, torch.nn.functional.cross_entropy(h @ W.T, y)))
     True
     """
+    if process_group is not None:  # no fall-back: PyTorch has no such loss
+        return vocab_linear_cross_entropy(
+            input, linear_weight, target, linear_bias, weight, reduction,
+            -100 if ignore_index is None else ignore_index, label_smoothing,
+            lse_square_scale, softcap, chunk_bytes, process_group,
+        )  # fmt: skip
     ignore = -100 if ignore_index is None else int(ignore_index)
     args = (input, linear_weight, target, linear_bias, weight, reduction, ignore,
             float(label_smoothing), float(lse_square_scale),
@@ -267,7 +286,9 @@ class LinearCrossEntropyLoss(torch.nn.Module):
 
     Unlike ``torch.nn.LinearCrossEntropyLoss`` it holds no parameters: the
     output layer's weight (and bias) are passed to ``forward``, so the
-    model's own ``nn.Linear`` (or tied embedding) supplies them.
+    model's own ``nn.Linear`` (or tied embedding) supplies them. With
+    ``process_group`` they are this rank's shard of the vocabulary (see
+    ``linear_cross_entropy``).
 
     Examples
     --------
@@ -291,6 +312,7 @@ class LinearCrossEntropyLoss(torch.nn.Module):
         lse_square_scale: float = 0.0,
         softcap: float | None = None,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        process_group: object | None = None,
     ) -> None:
         super().__init__()
         self.register_buffer("weight", weight)
@@ -300,6 +322,7 @@ class LinearCrossEntropyLoss(torch.nn.Module):
         self.lse_square_scale = lse_square_scale
         self.softcap = softcap
         self.chunk_bytes = chunk_bytes
+        self.process_group = process_group
 
     def forward(
         self,
@@ -320,4 +343,5 @@ class LinearCrossEntropyLoss(torch.nn.Module):
             lse_square_scale=self.lse_square_scale,
             softcap=self.softcap,
             chunk_bytes=self.chunk_bytes,
+            process_group=getattr(self, "process_group", None),
         )

@@ -244,11 +244,8 @@ def check_soft_ignore_index(ignore_index: int) -> None:
 
 
 def check_nonneg_weights(w, name: str, shape: tuple | None) -> np.ndarray:
-    """A float64 copy-or-view of ``w``, checked finite and >= 0.
-
-    With ``shape`` given, ``w`` must have exactly that shape; without it the
-    caller checks broadcasting.
-    """
+    """A float64 copy-or-view of ``w``, checked finite and >= 0; of exactly
+    ``shape`` when that is given (else the caller checks broadcasting)."""
     a = np.asarray(w)
     if a.dtype.kind not in "biuf":
         raise InvalidTypeError(
@@ -405,9 +402,7 @@ def broadcast_weight(
     return readonly(b.reshape(rows, cols))
 
 
-# --------------------------------------------------------------------------
-# dask arrays (numxent.dask)
-# --------------------------------------------------------------------------
+# -- dask arrays (numxent.dask) --------------------------------------------
 def check_dask_array(x, name: str, is_array: bool) -> None:
     """A dask collection other than a dask array (a DataFrame, a Bag) is
     refused by name (``is_array``: whether ``x`` is a ``dask.array.Array``)."""
@@ -461,9 +456,7 @@ def check_broadcastable(shape: tuple, to: tuple, name: str) -> None:
         )
 
 
-# --------------------------------------------------------------------------
-# linear_cross_entropy
-# --------------------------------------------------------------------------
+# -- linear_cross_entropy, vocabulary-parallel losses ----------------------
 def check_linear(input, linear_weight, linear_bias):
     """``(input, linear_weight, linear_bias or None)`` as arrays: input
     (..., H), weight (V, H) with V >= 1, bias (V,)."""
@@ -501,9 +494,17 @@ def check_class_indices(target, what: str) -> np.ndarray:
     return t
 
 
-# --------------------------------------------------------------------------
-# the estimator (numxent.sklearn, numxent._dask_fit)
-# --------------------------------------------------------------------------
+def check_ranks_agree(problems: list, what: str) -> None:
+    """Raise on every rank of a process group alike what any rank found wrong:
+    ``(is_type_error, message)`` pairs gathered from every rank, none left waiting."""
+    msg = f"{what} with process_group: " + "; ".join(m for _, m in problems)
+    if problems and all(t for t, _ in problems):
+        raise InvalidTypeError(msg)
+    if problems:
+        raise InvalidValueError(msg)
+
+
+# -- the estimator (numxent.sklearn, numxent._dask_fit) --------------------
 def raise_bad_param(estimator, name: str, want: str) -> NoReturn:
     """scikit-learn's message for a constructor parameter out of its domain."""
     value = getattr(estimator, name)

@@ -21,7 +21,9 @@ contiguous int64 labels takes a lean pre-checked entry to the kernel. While
 compiling (``torch.compile``, ``torch.export``) the functions call the custom
 ops of ``numxent._torch_ops`` instead (no graph break). See docs/torch.md for
 the layout, the gradient pool, compile, bfloat16, DDP and where the results
-differ from PyTorch's.
+differ from PyTorch's. With ``process_group=``, ``cross_entropy`` and
+``linear_cross_entropy`` split the vocabulary over the ranks of a
+``torch.distributed`` group (``numxent._torch_vocab``; see docs/large-vocabulary.md).
 
 >>> import torch
 >>> from numxent.torch import cross_entropy
@@ -63,6 +65,7 @@ from ._torch_serve import (
     tensor_problem,
     with_c_apply,
 )
+from ._torch_vocab import vocab_cross_entropy
 
 __all__ = [
     "FallbackWarning",
@@ -294,6 +297,7 @@ def cross_entropy(
     *,
     lse_square_scale: float = 0.0,
     softcap: float | None = None,
+    process_group: object | None = None,
 ) -> torch.Tensor:
     """``torch.nn.functional.cross_entropy`` computed by numxent on CPU tensors.
 
@@ -319,11 +323,15 @@ def cross_entropy(
     softcap : float > 0, optional
         Logit soft-capping (class-index targets), as in
         :func:`numxent.cross_entropy`.
-
-    Returns
-    -------
-    Tensor
-        A scalar, or the per-sample losses of shape (), (N,) or
+    process_group : torch.distributed.ProcessGroup, optional
+        Vocabulary parallelism: ``input`` holds this rank's contiguous shard
+        of the classes (ranks in order, uneven shards allowed), ``target``
+        the global class indices (the same on every rank), ``weight`` this
+        shard's slice of the class weights. The loss is the whole
+        vocabulary's, the same on every rank; the gradient is this shard's.
+        Class-index targets, float32/float64 CPU tensors only; every rank
+        must make the call (and its backward). See "Vocabulary-parallel" in
+        docs/large-vocabulary.md.
         (N, d1, ..., dK) for "none". Its backward multiplies the gradient the
         forward already computed by ``grad_output``.
 
@@ -345,6 +353,10 @@ def cross_entropy(
     if size_average is not None or reduce is not None:
         # PyTorch's own translation of the deprecated pair (and its warning).
         reduction = _Reduction.legacy_get_string(size_average, reduce)
+    if process_group is not None:  # no fall-back: PyTorch has no such loss
+        return vocab_cross_entropy(input, target, weight, ignore_index, reduction,
+                                   label_smoothing, lse_square_scale, softcap,
+                                   process_group)  # fmt: skip
     extras: tuple = ()
     if lse_square_scale or softcap is not None:
         extras = (lse_square_scale, softcap)
@@ -480,7 +492,8 @@ class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
     """``torch.nn.CrossEntropyLoss`` whose forward is ``cross_entropy``.
 
     Same constructor, buffers and ``state_dict`` as PyTorch's module, plus
-    the keyword arguments ``lse_square_scale`` and ``softcap``.
+    the keyword arguments ``lse_square_scale``, ``softcap`` and
+    ``process_group`` (vocabulary parallelism, as for ``cross_entropy``).
 
     Examples
     --------
@@ -492,10 +505,12 @@ class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
     """
 
     def __init__(self, *args, lse_square_scale: float = 0.0,
-                 softcap: float | None = None, **kwargs) -> None:  # fmt: skip
+                 softcap: float | None = None, process_group: object | None = None,
+                 **kwargs) -> None:  # fmt: skip
         super().__init__(*args, **kwargs)
         self.lse_square_scale = lse_square_scale
         self.softcap = softcap
+        self.process_group = process_group
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return cross_entropy(
@@ -507,6 +522,7 @@ class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
             label_smoothing=self.label_smoothing,
             lse_square_scale=getattr(self, "lse_square_scale", 0.0),
             softcap=getattr(self, "softcap", None),
+            process_group=getattr(self, "process_group", None),
         )
 
 

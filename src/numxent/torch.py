@@ -332,6 +332,11 @@ def cross_entropy(
         Class-index targets, float32/float64 CPU tensors only; every rank
         must make the call (and its backward). See "Vocabulary-parallel" in
         docs/large-vocabulary.md.
+
+    Returns
+    -------
+    Tensor
+        A scalar, or the per-sample losses of shape (), (N,) or
         (N, d1, ..., dK) for "none". Its backward multiplies the gradient the
         forward already computed by ``grad_output``.
 

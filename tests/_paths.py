@@ -35,9 +35,10 @@ Helpers
 -------
 ``narrow_classes(dtype)``, ``sizes_around(threshold)``, ``record_kernels()``
 (which kernel pair member ran, and with which BCE weight layout);
-``dask_objective()`` (the dask fit's objective, to interrupt a fit); the
-non-temporal store helpers ``stream_copy`` and ``nt_fence`` (kernel
-building blocks, tested on their own).
+``general_path_only()`` (``cross_entropy``'s common calls take the general
+path inside the block); ``dask_objective()`` (the dask fit's objective, to
+interrupt a fit); the non-temporal store helpers ``stream_copy`` and
+``nt_fence`` (kernel building blocks, tested on their own).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ __all__ = [
     "WIDE_SERIAL_BELOW",
     "bce_layout",
     "dask_objective",
+    "general_path_only",
     "narrow_classes",
     "nt_fence",
     "record_kernels",
@@ -163,6 +165,20 @@ def record_kernels():
         for name, kernel in saved.items():
             setattr(_KERNEL_MODULE, name, kernel)
         _D.DEFER_PARALLEL = defer
+
+
+@contextlib.contextmanager
+def general_path_only():
+    """Inside the block ``cross_entropy`` runs every call through its general
+    path (``prepare_ce``), not the lean path of the common call."""
+    from numxent import _ops
+
+    saved = _ops.ce_plain
+    _ops.ce_plain = lambda *args: None
+    try:
+        yield
+    finally:
+        _ops.ce_plain = saved
 
 
 def dask_objective():

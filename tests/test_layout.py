@@ -535,3 +535,62 @@ def test_return_types_softmax_family(dtype):
         assert r.shape == x.shape and r.dtype == np.dtype(dtype)
     r = nx.logsumexp(x)
     assert r.shape == x.shape[:-1] and r.dtype == np.dtype(dtype)
+
+
+# --------------------------------------------------------------------------
+# The common call's lean path gives the general path's bits.
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("shape", [(64, 10), (0, 5), (7, 300), (1, 1)], ids=str)
+def test_common_call_equals_the_general_path(dtype, shape):
+    from _paths import general_path_only
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(shape).astype(dtype)
+    y = rng.integers(0, shape[1], shape[0])
+    if shape[0] > 2:
+        y[2] = -100
+    calls = [
+        dict(reduction=r, label_smoothing=eps, return_grad=g)
+        for r in REDUCTIONS
+        for eps in (0.0, 0.25)
+        for g in (False, True)
+    ]
+    for kw in calls:
+        lean = CE(x, y, **kw)
+        lean_out = CE(x, y, out=np.empty_like(x), **kw) if kw["return_grad"] else None
+        with general_path_only():
+            ref = CE(x, y, **kw)
+        for got in (lean, lean_out):
+            if got is None:
+                continue
+            got = got if kw["return_grad"] else (got,)
+            want = ref if kw["return_grad"] else (ref,)
+            for a, b in zip(got, want, strict=True):
+                assert type(a) is type(b) and np.asarray(a).dtype == np.asarray(b).dtype
+                np.testing.assert_array_equal(a, b, err_msg=str(kw))
+
+
+@pytest.mark.parametrize("lean", [True, False], ids=["lean", "general"])
+def test_labels_held_in_outs_memory_are_read_before_it_is_written(lean):
+    """Labels viewing ``out``'s buffer: the gradient must not overwrite them
+    while the kernel still reads them (they are copied first)."""
+    from _paths import general_path_only
+
+    n, c = 300, 4
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((n, c))
+    out = np.empty((n, c))
+    y = out.reshape(-1)[:n].view(np.int64)  # contiguous labels in out's memory
+    y[:] = rng.integers(0, c, n)
+    want_loss, want_grad = CE(x, y.copy(), return_grad=True)
+    if lean:
+        loss, grad = CE(x, y, return_grad=True, out=out)
+    else:
+        with general_path_only():
+            loss, grad = CE(x, y, return_grad=True, out=out)
+    assert grad is out
+    assert loss == want_loss
+    np.testing.assert_array_equal(grad, want_grad)

@@ -200,6 +200,8 @@ def prepare_ce(logits, target, weight, sample_weight, ignore_index, reduction,
     )
     if hard:
         tk, ignore_k = V.hard_labels(t, n_classes, ignore, lead)
+        # (labels in out's memory would be overwritten while the kernel reads them)
+        tk = detach_from_out(tk, out)
         denom = 1.0
     else:
         V.check_soft_ignore_index(ignore)
@@ -311,6 +313,71 @@ def ce_hard_checked(x, y, w, ignore_index: int, eps: float, reduction: str, grad
     if first_bad >= 0:
         V.raise_bad_label(y, first_bad, n_classes, (n_rows,))
     return finish(per_row, reduction, denom, total, x.dtype, (n_rows,), grad, grad)
+
+
+_F32, _I64 = np.dtype(np.float32), np.dtype(np.int64)
+_I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def ce_plain(logits, target, ignore_index, reduction, eps, return_grad: bool, out):
+    """``cross_entropy`` of the common call, or None where the call is not one.
+
+    The common call: ``logits`` a C-contiguous (N, C) float32/float64 array of
+    native byte order with C > 0, ``target`` C-contiguous int64 labels of
+    shape (N,), a ``reduction`` string, an int ``ignore_index`` and a float
+    ``eps`` (label smoothing) that ``prepare_ce`` would accept, ``out`` None
+    or an array ``prepare_ce`` would take that is ``logits`` itself or
+    shares no memory with ``logits`` or ``target``. These are type and flag
+    tests only (no coercion, no copy); anything else returns None and takes
+    ``prepare_ce``, which raises the errors. The kernel and the finish are
+    ``prepare_ce``'s, so the results are the same bits.
+    """
+    if not (type(logits) is np.ndarray and type(target) is np.ndarray
+            and logits.ndim == 2 and target.ndim == 1):  # fmt: skip
+        return None
+    dtype = logits.dtype
+    if (dtype is not _F32 and dtype is not F64) or target.dtype is not _I64:
+        return None
+    n_rows, n_classes = logits.shape
+    if (
+        n_classes == 0
+        or target.shape[0] != n_rows
+        or not (logits.flags.c_contiguous and target.flags.c_contiguous)
+        or type(reduction) is not str
+        or reduction not in REDUCE_CODES
+        or type(ignore_index) is not int
+        or not _I64_MIN <= ignore_index <= _I64_MAX
+        or type(eps) is not float
+        or not 0.0 <= eps <= 1.0
+    ):
+        return None
+    grad = None
+    if out is not None:
+        if not (
+            return_grad
+            and type(out) is np.ndarray
+            and out.dtype is dtype
+            and out.shape == logits.shape
+            and out.flags.c_contiguous
+            and out.flags.writeable
+        ):
+            return None
+        # (out is logits: the kernels read each element before writing it.
+        # Arrays that own their memory, base None, cannot overlap.)
+        owned = out.base is None
+        if out is not logits and not (owned and logits.base is None):
+            if np.may_share_memory(out, logits):
+                return None
+        if not (owned and target.base is None) and np.may_share_memory(out, target):
+            return None
+        grad = out
+    elif return_grad:
+        grad = np.empty((n_rows, n_classes), dtype=dtype)
+    x = logits.view()
+    x.setflags(write=False)
+    y = target.view()
+    y.setflags(write=False)
+    return ce_hard_checked(x, y, None, ignore_index, eps, reduction, grad)
 
 
 # --------------------------------------------------------------------------

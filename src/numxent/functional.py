@@ -214,6 +214,18 @@ def cross_entropy(
     >>> bool(np.allclose(grad.sum(axis=-1), 0.0))
     True
     """
+    if (
+        weight is None
+        and sample_weight is None
+        and softcap is None
+        and not return_z_loss
+        and type(lse_square_scale) is float
+        and lse_square_scale == 0.0
+    ):
+        res = O.ce_plain(logits, target, ignore_index, reduction, label_smoothing,
+                         return_grad, out)  # fmt: skip
+        if res is not None:
+            return res
     z = V.check_lse_square_scale(lse_square_scale)
     cap = V.check_softcap(softcap)
     if V.lazy(logits, target, sample_weight):

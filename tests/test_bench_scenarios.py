@@ -272,13 +272,53 @@ def test_small_training_section(in_process):
     for r in rows:
         assert r["epoch_ms"] > 0 and len(r["epochs_ms"]) == 1
         assert r["loss_rel_diff"] < 1e-5 and r["samples"] == 1797
+        assert r["parameters"] == 64 * 8 + 8 + 8 * 10 + 10  # the module's weights
+    # every numxent step served by numxent's node, PyTorch's steps by its own
+    steps = {128: 15, 512: 4}  # ceil(1797 / batch), one epoch
+    for t, n in zip(rows[0::2], rows[1::2], strict=True):
+        assert n["loss_nodes"] == {small.CE_NODE: steps[n["batch"]]}
+        assert small.CE_NODE not in t["loss_nodes"]
+        assert sum(t["loss_nodes"].values()) == t["steps"] == steps[t["batch"]]
     (table,) = md_tables(small.markdown(result))
     assert [row[0] for row in table[2:]] == ["128", "512"]
     ratio = rows[0]["epoch_ms"] / rows[1]["epoch_ms"]
     assert table[2][4] == f"{ratio:.2f}×"
+    assert [row[7] for row in table[2:]] == ["15/15", "4/4"]
     assert len(small.summary(result)) == 2 and "batch 512" in small.summary(result)[1]
+    assert small.summary(result)[1].endswith("numxent served 4/4 steps")
     with pytest.raises(ValueError, match="batch sizes"):
         small.run(options(small.SECTION, batches="0"), 1)
+
+
+def _refuse_every_call(monkeypatch, warn: bool) -> None:
+    """Make the bridge hand every cross_entropy call to PyTorch: with its
+    FallbackWarning, or silently (``warn=False``: only the autograd node
+    tells)."""
+    import numxent.torch
+
+    monkeypatch.setattr(numxent.torch, "_ce_unserved", lambda *a: "refused (test)")
+    if not warn:
+        monkeypatch.setattr(numxent.torch, "fallback", lambda op, why: None)
+
+
+@pytest.mark.parametrize("warn", [True, False], ids=["warning", "silent"])
+def test_small_training_section_fails_when_numxent_is_not_served(
+    in_process, monkeypatch, warn
+):
+    """A bridge that hands the loss to PyTorch (warning or not) fails the
+    section instead of timing PyTorch twice."""
+    pytest.importorskip("sklearn")
+    from numxent.torch import FallbackWarning
+
+    small = scenarios.small_training
+    _refuse_every_call(monkeypatch, warn)
+    raised, match = (
+        (FallbackWarning, "cross_entropy: handed to PyTorch's own")
+        if warn
+        else (RuntimeError, "cross_entropy was handed to PyTorch at batch 512")
+    )
+    with pytest.raises(raised, match=match):
+        small.run(options(small.SECTION, batches="512", epochs=1, hidden=8), 1)
 
 
 @pytest.mark.slow  # compiles two graphs with inductor: tens of seconds

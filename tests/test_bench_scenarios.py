@@ -301,6 +301,23 @@ def _refuse_every_call(monkeypatch, warn: bool) -> None:
         monkeypatch.setattr(numxent.torch, "fallback", lambda op, why: None)
 
 
+def _refuse_parameters(monkeypatch, warn: bool) -> None:
+    """The bridge as it once was: ``nn.Parameter`` (a tensor subclass) refused,
+    plain tensors served; with its FallbackWarning or silently."""
+    import torch
+
+    import numxent._torch_linear
+    import numxent._torch_serve
+
+    def plain_tensor(t):
+        return type(t) is torch.Tensor and t.is_cpu and t.layout is torch.strided
+
+    for module in (numxent._torch_serve, numxent._torch_linear):
+        monkeypatch.setattr(module, "plain_tensor", plain_tensor)
+    if not warn:
+        monkeypatch.setattr(numxent._torch_linear, "fallback", lambda op, why: None)
+
+
 @pytest.mark.parametrize("warn", [True, False], ids=["warning", "silent"])
 def test_small_training_section_fails_when_numxent_is_not_served(
     in_process, monkeypatch, warn
@@ -356,17 +373,70 @@ def test_bf16_loss_section(in_process):
 
 
 def test_lm_head_section_tiny(in_process):
-    """Every path runs; the table has one row per path."""
+    """Every path runs; the table has one row per path; the bridge's steps
+    were served, the tied module's losses agree and its tied weight's
+    gradient has both uses' parts."""
     lm_head = scenarios.lm_head
     rows = lm_head.run_lm_head(
-        ["tiny"], steps=1, threads=1, shapes={"tiny": (64, 8, 100)}
+        ["tiny"], steps=2, threads=1, shapes={"tiny": (64, 8, 100)}
     )
     assert [r["path"] for r in rows] == list(lm_head.PATHS)
     assert all(r["step_ms"] > 0 for r in rows)
-    (table,) = md_tables(lm_head.markdown({"rows": rows}))
+    by = {r["path"]: r for r in rows}
+    # the small warm-up step, the timed warm-up and 2 timed steps
+    for path in lm_head.BRIDGE_PATHS:
+        assert by[path]["loss_nodes"] == [lm_head.LINEAR_NODE] * 4, path
+    for path in ("torch-ce", "tied-torch-ce", "tied-torch-linear-ce"):
+        assert lm_head.LINEAR_NODE not in by[path]["loss_nodes"], path
+    # same weights and tokens, the same 3 SGD steps: the same loss after them
+    tied = [by[p]["final_loss"] for p in lm_head.TIED_PATHS]
+    assert tied == pytest.approx([tied[0]] * 3, rel=1e-5)
+    # one step from W on the plain head: the three losses of (h, W, y) agree
+    plain = [by[p]["final_loss"] for p in ("torch-ce", "numxent", "numxent-torch")]
+    assert plain == pytest.approx([plain[0]] * 3, rel=1e-5)
+    for path in lm_head.TIED_PATHS:
+        r = by[path]
+        assert r["tied_grad_rel_err"] < 1e-5
+        assert r["head_grad_share"] > 0.01 and r["embedding_grad_share"] > 0.01
+    text = lm_head.markdown({"rows": rows})
+    (table,) = md_tables(text)
     assert [row[1] for row in table[2:]] == list(lm_head.PATHS)
     assert table[2][3] == "1.00"
-    (line,) = lm_head.summary({"rows": rows})
-    assert line.startswith("LM head 64×8×100, step ÷ GEMMs: torch-ce ")
+    served = {row[1]: row[6] for row in table[2:]}
+    assert served["numxent-torch"] == served["tied-numxent-torch"] == "4/4"
+    assert served["torch-ce"] == served["tied-torch-ce"] == ""
+    lines = lm_head.summary({"rows": rows})
+    assert lines[0].startswith("LM head 64×8×100, step ÷ GEMMs: torch-ce ")
+    assert "tied" not in lines[0]
+    assert lines[1].startswith("tied-embedding module 64×8×100 ")
+    ratio = by["tied-torch-ce"]["step_ms"] / by["tied-numxent-torch"]["step_ms"]
+    assert (
+        f"torch-ce {by['tied-torch-ce']['step_ms']:.0f} ms ({ratio:.2f}×)" in (lines[1])
+    )
+    assert lines[-1].endswith("numxent-torch 4/4, tied-numxent-torch 4/4")
+    assert all(f"- {line}" in text for line in lines)
     with pytest.raises(ValueError, match="unknown"):
         lm_head.run(options(lm_head.SECTION, sizes="gpt9"), 1)
+
+
+@pytest.mark.parametrize("warn", [True, False], ids=["warning", "silent"])
+def test_lm_head_tied_path_fails_when_a_parameter_is_refused(
+    in_process, monkeypatch, warn
+):
+    """With the bridge refusing ``nn.Parameter`` weights (as it once did),
+    the tied module's numxent path fails, warning or not; the plain-tensor
+    path is still served."""
+    from numxent.torch import FallbackWarning
+
+    lm_head = scenarios.lm_head
+    _refuse_parameters(monkeypatch, warn)
+    cfg = dict(N=64, H=8, V=100, steps=1, threads=1, chunk_mib=0.0)
+    served = scenarios._section.run_child("lm_head", {**cfg, "path": "numxent-torch"})
+    assert set(served["nodes"]) == {lm_head.LINEAR_NODE}
+    raised, match = (
+        (FallbackWarning, "linear_weight is a Parameter")
+        if warn
+        else (RuntimeError, "tied-numxent-torch: .* was handed to PyTorch")
+    )
+    with pytest.raises(raised, match=match):
+        scenarios._section.run_child("lm_head", {**cfg, "path": "tied-numxent-torch"})

@@ -377,11 +377,16 @@ def test_lm_head_section_tiny(in_process):
     were served, the tied module's losses agree and its tied weight's
     gradient has both uses' parts."""
     lm_head = scenarios.lm_head
-    rows = lm_head.run_lm_head(
+    every = lm_head.run_lm_head(
         ["tiny"], steps=2, threads=1, shapes={"tiny": (64, 8, 100)}
     )
+    rows = [r for r in every if not r.get("interleaved")]
+    turns = {r["path"]: r for r in every if r.get("interleaved")}
     assert [r["path"] for r in rows] == list(lm_head.PATHS)
-    assert all(r["step_ms"] > 0 for r in rows)
+    assert list(turns) == list(lm_head.TIED_PATHS)
+    assert all(r["step_ms"] > 0 for r in every)
+    # interleaved: one warm-up step and 2 rounds, all served
+    assert turns["tied-numxent-torch"]["loss_nodes"] == [lm_head.LINEAR_NODE] * 3
     by = {r["path"]: r for r in rows}
     # the small warm-up step, the timed warm-up and 2 timed steps
     for path in lm_head.BRIDGE_PATHS:
@@ -398,25 +403,54 @@ def test_lm_head_section_tiny(in_process):
         r = by[path]
         assert r["tied_grad_rel_err"] < 1e-5
         assert r["head_grad_share"] > 0.01 and r["embedding_grad_share"] > 0.01
-    text = lm_head.markdown({"rows": rows})
+    text = lm_head.markdown({"rows": every})
     (table,) = md_tables(text)
     assert [row[1] for row in table[2:]] == list(lm_head.PATHS)
     assert table[2][3] == "1.00"
     served = {row[1]: row[6] for row in table[2:]}
     assert served["numxent-torch"] == served["tied-numxent-torch"] == "4/4"
     assert served["torch-ce"] == served["tied-torch-ce"] == ""
-    lines = lm_head.summary({"rows": rows})
+    lines = lm_head.summary({"rows": every})
     assert lines[0].startswith("LM head 64×8×100, step ÷ GEMMs: torch-ce ")
     assert "tied" not in lines[0]
     assert lines[1].startswith("tied-embedding module 64×8×100 ")
     ratio = by["tied-torch-ce"]["step_ms"] / by["tied-numxent-torch"]["step_ms"]
-    assert (
-        f"torch-ce {by['tied-torch-ce']['step_ms']:.0f} ms ({ratio:.2f}×)" in (lines[1])
+    torch_ms = by["tied-torch-ce"]["step_ms"]
+    assert f"torch-ce {torch_ms:.0f} ms ({ratio:.2f}×)" in lines[1]
+    (turn_line,) = [ln for ln in lines if "in turns in one process" in ln]
+    ratio = turns["tied-torch-ce"]["step_ms"] / turns["tied-numxent-torch"]["step_ms"]
+    assert "(median of 2 rounds)" in turn_line and f"({ratio:.2f}×)" in turn_line
+    assert lines[-1].endswith(
+        "numxent-torch 4/4, tied-numxent-torch 4/4, tied-numxent-torch interleaved 3/3"
     )
-    assert lines[-1].endswith("numxent-torch 4/4, tied-numxent-torch 4/4")
     assert all(f"- {line}" in text for line in lines)
     with pytest.raises(ValueError, match="unknown"):
         lm_head.run(options(lm_head.SECTION, sizes="gpt9"), 1)
+    with pytest.raises(ValueError, match="paths: unknown"):
+        lm_head.run(options(lm_head.SECTION, paths="torch-ce,jax"), 1)
+
+
+def test_lm_head_section_chosen_paths(in_process):
+    """``paths`` runs those paths in PATHS order; the tied ones are timed in
+    turns too only when all three are chosen."""
+    lm_head = scenarios.lm_head
+    steps: list[str] = []
+    chosen = "tied-numxent-torch,gemms,tied-torch-ce,tied-torch-linear-ce"
+    opts = options(lm_head.SECTION, steps=1, paths=chosen)
+    assert lm_head.SECTION.steps(opts) == 5
+    rows = lm_head.run_lm_head(["tiny"], steps=1, threads=1,
+                               shapes={"tiny": (32, 4, 50)},
+                               paths=lm_head._paths(opts),
+                               on_row=lambda r: steps.append(r["path"]))  # fmt: skip
+    assert steps == ["gemms", *lm_head.TIED_PATHS, "tied paths interleaved"]
+    assert [r.get("interleaved", False) for r in rows] == [False] * 4 + [True] * 3
+    assert lm_head.SECTION.steps(options(lm_head.SECTION, paths="torch-ce")) == 1
+    rows = lm_head.run_lm_head(["tiny"], steps=1, threads=1,
+                               shapes={"tiny": (32, 4, 50)},
+                               paths=("tied-numxent-torch",))  # fmt: skip
+    assert [r["path"] for r in rows] == ["tied-numxent-torch"]
+    (line,) = [ln for ln in lm_head.summary({"rows": rows}) if "served" in ln]
+    assert line.endswith("tied-numxent-torch 3/3")
 
 
 @pytest.mark.parametrize("warn", [True, False], ids=["warning", "silent"])

@@ -26,7 +26,13 @@ the head's loss, the backward and the optimizer step:
   model.emb.weight, y)``.
 
 The three start from the same weights (``W``) and tokens, so their losses
-after the same steps agree. The bridge's paths run with
+after the same steps agree. Each runs in a child of its own (its memory);
+then one more child takes the three paths' steps in turns, the order
+rotating every round, for step-time ratios that a busy machine's drift
+between processes does not skew (the summary's "in turns" line). The
+``paths`` option chooses paths (``--lm-head-paths
+tied-torch-ce,tied-torch-linear-ce,tied-numxent-torch`` for the module
+alone). The bridge's paths run with
 :class:`numxent.torch.FallbackWarning` raised as an error and check every
 step's autograd node: a call handed to PyTorch fails the section instead of
 timing PyTorch twice. On the tied paths the child also checks, on the small
@@ -278,19 +284,61 @@ def _child(cfg: dict) -> dict:
 TIED_CHECKS = ("tied_grad_rel_err", "head_grad_share", "embedding_grad_share")
 
 
+def interleaved_child(cfg: dict) -> dict:
+    """The tied paths' steps in one process, in turns (the order rotating
+    every round), so that a busy machine's drift hits all three alike: each
+    path's step times and the bridge's loss nodes."""
+    import numba
+    import torch
+
+    from numxent.torch import FallbackWarning
+
+    torch.set_num_threads(cfg["threads"])
+    numba.set_num_threads(cfg["threads"])
+    chunk = {"chunk_bytes": int(cfg["chunk_mib"] * 2**20)} if cfg["chunk_mib"] else {}
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(cfg["N"], cfg["H"], generator=g)
+    W = torch.randn(cfg["V"], cfg["H"], generator=g) * 0.05
+    y = torch.randint(0, cfg["V"], (cfg["N"],), generator=g)
+    times: dict[str, list[float]] = {p: [] for p in TIED_PATHS}
+    nodes = []
+    with warnings.catch_warnings():  # a hand-off to PyTorch raises: no figure
+        warnings.simplefilter("error", FallbackWarning)
+        steps = {p: _make_step(p, h, W, y, chunk) for p in TIED_PATHS}
+        for p, step in steps.items():
+            node, _ = step()  # warm-up
+            if p in BRIDGE_PATHS:
+                nodes.append(node)
+        for k in range(cfg["steps"]):
+            order = TIED_PATHS[k % 3 :] + TIED_PATHS[: k % 3]
+            for p in order:
+                t = time.perf_counter()
+                node, _ = steps[p]()
+                times[p].append(time.perf_counter() - t)
+                if p in BRIDGE_PATHS:
+                    nodes.append(node)
+    if set(nodes) != {LINEAR_NODE}:
+        raise RuntimeError(
+            "tied-numxent-torch (interleaved): numxent.torch.linear_cross_entropy "
+            f"was handed to PyTorch (loss nodes {sorted(set(map(str, nodes)))})"
+        )
+    return {"times": times, "nodes": nodes}
+
+
 def run_lm_head(sizes=("lm",), steps: int = 5, threads: int = 2,
                 shapes: dict | None = None, on_row=None,
-                chunk_mib: float = 0.0) -> list[dict]:  # fmt: skip
-    """One row per (size, path): ``step_ms`` (median), ``extra_mib``.
-    ``chunk_mib``: numxent's ``chunk_bytes`` in MiB (0: its own)."""
+                chunk_mib: float = 0.0, paths=PATHS) -> list[dict]:  # fmt: skip
+    """One row per (size, path) of ``paths``: ``step_ms`` (median),
+    ``extra_mib``; with every tied path chosen, one more row per tied path
+    (``"interleaved": True``) from their steps taken in turns in one
+    process. ``chunk_mib``: numxent's ``chunk_bytes`` in MiB (0: its own)."""
     rows = []
     shapes = shapes or SIZES
     for name in sizes:
         n, h, v = shapes[name]
-        for path in PATHS:
-            cfg = dict(path=path, N=n, H=h, V=v, steps=steps, threads=threads,
-                       chunk_mib=chunk_mib)  # fmt: skip
-            r = run_child("lm_head", cfg)
+        cfg = dict(N=n, H=h, V=v, steps=steps, threads=threads, chunk_mib=chunk_mib)
+        for path in paths:
+            r = run_child("lm_head", {**cfg, "path": path})
             row = {"size": name, "N": n, "H": h, "V": v, "path": path,
                    "step_ms": 1e3 * statistics.median(r["times"]),
                    "extra_mib": r["extra_mib"], "final_loss": r["losses"][-1],
@@ -299,15 +347,48 @@ def run_lm_head(sizes=("lm",), steps: int = 5, threads: int = 2,
             rows.append(row)
             if on_row is not None:
                 on_row(row)
+        if set(TIED_PATHS) <= set(paths):
+            r = run_child("lm_head", cfg, "interleaved_child")
+            for path in TIED_PATHS:
+                median = statistics.median(r["times"][path])
+                row = {"size": name, "N": n, "H": h, "V": v, "path": path,
+                       "interleaved": True, "rounds": steps,
+                       "step_ms": 1e3 * median}  # fmt: skip
+                if path in BRIDGE_PATHS:
+                    row["loss_nodes"] = r["nodes"]
+                rows.append(row)
+            if on_row is not None:
+                on_row({"size": name, "path": "tied paths interleaved"})
     return rows
 
 
 OPTIONS = {
     "sizes": ("lm", "comma list of " + ", ".join(f"{k} (N, H, V = {v})"
                                                 for k, v in SIZES.items())),
-    "steps": (5, "timed steps of each path"),
+    "steps": (5, "timed steps of each path (and rounds of the tied paths' "
+                 "interleaved steps)"),
     "chunk_mib": (0.0, "numxent's chunk_bytes in MiB (0: its own default)"),
+    "paths": ("all", "comma list of paths, or all: " + ", ".join(PATHS) + "; the "
+                     "tied paths are also timed in turns in one process when all "
+                     "three are chosen"),
 }  # fmt: skip
+
+
+def _paths(opts: dict) -> tuple[str, ...]:
+    """The chosen paths in :data:`PATHS` order."""
+    chosen = [p for p in str(opts["paths"]).split(",") if p]
+    if chosen == ["all"]:
+        return PATHS
+    bad = [p for p in chosen if p not in PATHS]
+    if bad or not chosen:
+        raise ValueError(f"paths: unknown {bad}; choose from all, {', '.join(PATHS)}")
+    return tuple(p for p in PATHS if p in chosen)
+
+
+def _steps(opts: dict) -> int:
+    paths = _paths(opts)
+    per_size = len(paths) + (set(TIED_PATHS) <= set(paths))
+    return len([s for s in opts["sizes"].split(",") if s]) * per_size
 
 
 def run(opts: dict, threads: int, on_step=lambda message: None) -> dict:
@@ -316,8 +397,9 @@ def run(opts: dict, threads: int, on_step=lambda message: None) -> dict:
     bad = [s for s in sizes if s not in SIZES]
     if bad:
         raise ValueError(f"sizes: unknown {bad}; choose from {sorted(SIZES)}")
+    paths = _paths(opts)
     rows = run_lm_head(
-        sizes, opts["steps"], threads, chunk_mib=opts["chunk_mib"],
+        sizes, opts["steps"], threads, chunk_mib=opts["chunk_mib"], paths=paths,
         on_row=lambda r: on_step(f"{r['size']} {r['path']}"),
     )  # fmt: skip
     return {"rows": rows}
@@ -366,21 +448,43 @@ def _tied_lines(rows: dict) -> list[str]:
     return out
 
 
+def _interleaved_line(rows: dict) -> list[str]:
+    """The tied paths' steps taken in turns in one process: their ratios."""
+    nx = rows.get("tied-numxent-torch")
+    if nx is None:
+        return []
+    ratios = ", ".join(
+        f"{p.removeprefix('tied-')} {rows[p]['step_ms']:.0f} ms "
+        f"({rows[p]['step_ms'] / nx['step_ms']:.2f}×)"
+        for p in TIED_PATHS[:-1] if p in rows
+    )  # fmt: skip
+    return [
+        f"tied module, the three paths' steps in turns in one process (median of "
+        f"{nx['rounds']} rounds): numxent-torch {nx['step_ms']:.0f} ms a step; "
+        f"PyTorch's ÷ numxent's: {ratios}"
+    ]
+
+
 def summary(result: dict) -> list[str]:
     """Per size: each path's step time ÷ the matrix products', the tied
     module's step ratios and checks, and the bridge's served steps."""
     out = []
     for size in dict.fromkeys(r["size"] for r in result["rows"]):
-        rows = {r["path"]: r for r in result["rows"] if r["size"] == size}
-        r = next(iter(rows.values()))
+        of_size = [r for r in result["rows"] if r["size"] == size]
+        rows = {r["path"]: r for r in of_size if not r.get("interleaved")}
+        turns = {r["path"]: r for r in of_size if r.get("interleaved")}
+        r = of_size[0]
         floor = rows.get("gemms", {}).get("step_ms")
         ratios = ", ".join(
             f"{p} {x['step_ms'] / floor:.2f}×" for p, x in rows.items()
             if p != "gemms" and p not in TIED_PATHS
         ) if floor else "no GEMM floor"  # fmt: skip
-        out.append(f"LM head {r['N']}×{r['H']}×{r['V']}, step ÷ GEMMs: {ratios}")
-        out += _tied_lines(rows)
+        if any(p not in TIED_PATHS for p in rows):
+            out.append(f"LM head {r['N']}×{r['H']}×{r['V']}, step ÷ GEMMs: {ratios}")
+        out += _tied_lines(rows) + _interleaved_line(turns)
         served = [f"{p} {_served(x)}" for p, x in rows.items() if _served(x)]
+        served += [f"{p} interleaved {_served(x)}" for p, x in turns.items()
+                   if _served(x)]  # fmt: skip
         if served:
             out.append(
                 f"numxent.torch steps served (node {LINEAR_NODE}, FallbackWarning "
@@ -398,6 +502,8 @@ def markdown(result: dict) -> str:
            "|---|---|--:|--:|--:|--:|--:|"]  # fmt: skip
     floor = {r["size"]: r["step_ms"] for r in rows if r["path"] == "gemms"}
     for r in rows:
+        if r.get("interleaved"):  # no memory of their own: the summary's
+            continue
         ratio = r["step_ms"] / floor[r["size"]] if r["size"] in floor else float("nan")
         grads = (r["N"] + r["V"]) * r["H"] * 4 / 2**20  # float32 grad_input, grad_W
         out.append(
@@ -424,7 +530,8 @@ SECTION = Section(
     "the whole step of a module with a tied head (`nn.Embedding`, a Linear + GELU "
     "body, `head.weight = emb.weight`, SGD) with PyTorch's two losses and "
     "`numxent.torch.linear_cross_entropy(h, model.emb.weight, y)`. Each path in a "
-    "fresh process, the median step, and the step's own peak memory; the "
+    "fresh process, the median step, and the step's own peak memory; the tied "
+    "paths also in turns in one process (the summary's step ratios). The "
     "bridge's steps are checked served (`FallbackWarning` as an error, the "
     "autograd node), and the tied weight's gradient the sum of its two uses'.",
     run=run,
@@ -432,5 +539,5 @@ SECTION = Section(
     summary=summary,
     options=OPTIONS,
     requires=("torch",),
-    steps=lambda opts: len(opts["sizes"].split(",")) * len(PATHS),
+    steps=_steps,
 )

@@ -504,11 +504,11 @@ def markdown(result: dict) -> str:
     for r in rows:
         if r.get("interleaved"):  # no memory of their own: the summary's
             continue
-        ratio = r["step_ms"] / floor[r["size"]] if r["size"] in floor else float("nan")
+        ratio = f"{r['step_ms'] / floor[r['size']]:.2f}" if r["size"] in floor else "–"
         grads = (r["N"] + r["V"]) * r["H"] * 4 / 2**20  # float32 grad_input, grad_W
         out.append(
             f"| {r['N']} × {r['H']} × {r['V']} | {r['path']} | {r['step_ms']:.0f} | "
-            f"{ratio:.2f} | {r['extra_mib']:.0f} | {r['extra_mib'] - grads:.0f} | "
+            f"{ratio} | {r['extra_mib']:.0f} | {r['extra_mib'] - grads:.0f} | "
             f"{_served(r)} |"
         )
     out.append("")

@@ -272,13 +272,70 @@ def test_small_training_section(in_process):
     for r in rows:
         assert r["epoch_ms"] > 0 and len(r["epochs_ms"]) == 1
         assert r["loss_rel_diff"] < 1e-5 and r["samples"] == 1797
+        assert r["parameters"] == 64 * 8 + 8 + 8 * 10 + 10  # the module's weights
+    # every numxent step served by numxent's node, PyTorch's steps by its own
+    steps = {128: 15, 512: 4}  # ceil(1797 / batch), one epoch
+    for t, n in zip(rows[0::2], rows[1::2], strict=True):
+        assert n["loss_nodes"] == {small.CE_NODE: steps[n["batch"]]}
+        assert small.CE_NODE not in t["loss_nodes"]
+        assert sum(t["loss_nodes"].values()) == t["steps"] == steps[t["batch"]]
     (table,) = md_tables(small.markdown(result))
     assert [row[0] for row in table[2:]] == ["128", "512"]
     ratio = rows[0]["epoch_ms"] / rows[1]["epoch_ms"]
     assert table[2][4] == f"{ratio:.2f}×"
+    assert [row[7] for row in table[2:]] == ["15/15", "4/4"]
     assert len(small.summary(result)) == 2 and "batch 512" in small.summary(result)[1]
+    assert small.summary(result)[1].endswith("numxent served 4/4 steps")
     with pytest.raises(ValueError, match="batch sizes"):
         small.run(options(small.SECTION, batches="0"), 1)
+
+
+def _refuse_every_call(monkeypatch, warn: bool) -> None:
+    """Make the bridge hand every cross_entropy call to PyTorch: with its
+    FallbackWarning, or silently (``warn=False``: only the autograd node
+    tells)."""
+    import numxent.torch
+
+    monkeypatch.setattr(numxent.torch, "_ce_unserved", lambda *a: "refused (test)")
+    if not warn:
+        monkeypatch.setattr(numxent.torch, "fallback", lambda op, why: None)
+
+
+def _refuse_parameters(monkeypatch, warn: bool) -> None:
+    """The bridge as it once was: ``nn.Parameter`` (a tensor subclass) refused,
+    plain tensors served; with its FallbackWarning or silently."""
+    import torch
+
+    import numxent._torch_linear
+    import numxent._torch_serve
+
+    def plain_tensor(t):
+        return type(t) is torch.Tensor and t.is_cpu and t.layout is torch.strided
+
+    for module in (numxent._torch_serve, numxent._torch_linear):
+        monkeypatch.setattr(module, "plain_tensor", plain_tensor)
+    if not warn:
+        monkeypatch.setattr(numxent._torch_linear, "fallback", lambda op, why: None)
+
+
+@pytest.mark.parametrize("warn", [True, False], ids=["warning", "silent"])
+def test_small_training_section_fails_when_numxent_is_not_served(
+    in_process, monkeypatch, warn
+):
+    """A bridge that hands the loss to PyTorch (warning or not) fails the
+    section instead of timing PyTorch twice."""
+    pytest.importorskip("sklearn")
+    from numxent.torch import FallbackWarning
+
+    small = scenarios.small_training
+    _refuse_every_call(monkeypatch, warn)
+    raised, match = (
+        (FallbackWarning, "cross_entropy: handed to PyTorch's own")
+        if warn
+        else (RuntimeError, "cross_entropy was handed to PyTorch at batch 512")
+    )
+    with pytest.raises(raised, match=match):
+        small.run(options(small.SECTION, batches="512", epochs=1, hidden=8), 1)
 
 
 @pytest.mark.slow  # compiles two graphs with inductor: tens of seconds
@@ -316,17 +373,104 @@ def test_bf16_loss_section(in_process):
 
 
 def test_lm_head_section_tiny(in_process):
-    """Every path runs; the table has one row per path."""
+    """Every path runs; the table has one row per path; the bridge's steps
+    were served, the tied module's losses agree and its tied weight's
+    gradient has both uses' parts."""
     lm_head = scenarios.lm_head
-    rows = lm_head.run_lm_head(
-        ["tiny"], steps=1, threads=1, shapes={"tiny": (64, 8, 100)}
+    every = lm_head.run_lm_head(
+        ["tiny"], steps=2, threads=1, shapes={"tiny": (64, 8, 100)}
     )
+    rows = [r for r in every if not r.get("interleaved")]
+    turns = {r["path"]: r for r in every if r.get("interleaved")}
     assert [r["path"] for r in rows] == list(lm_head.PATHS)
-    assert all(r["step_ms"] > 0 for r in rows)
-    (table,) = md_tables(lm_head.markdown({"rows": rows}))
+    assert list(turns) == list(lm_head.TIED_PATHS)
+    assert all(r["step_ms"] > 0 for r in every)
+    # interleaved: one warm-up step and 2 rounds, all served
+    assert turns["tied-numxent-torch"]["loss_nodes"] == [lm_head.LINEAR_NODE] * 3
+    by = {r["path"]: r for r in rows}
+    # the small warm-up step, the timed warm-up and 2 timed steps
+    for path in lm_head.BRIDGE_PATHS:
+        assert by[path]["loss_nodes"] == [lm_head.LINEAR_NODE] * 4, path
+    for path in ("torch-ce", "tied-torch-ce", "tied-torch-linear-ce"):
+        assert lm_head.LINEAR_NODE not in by[path]["loss_nodes"], path
+    # same weights and tokens, the same 3 SGD steps: the same loss after them
+    tied = [by[p]["final_loss"] for p in lm_head.TIED_PATHS]
+    assert tied == pytest.approx([tied[0]] * 3, rel=1e-5)
+    # one step from W on the plain head: the three losses of (h, W, y) agree
+    plain = [by[p]["final_loss"] for p in ("torch-ce", "numxent", "numxent-torch")]
+    assert plain == pytest.approx([plain[0]] * 3, rel=1e-5)
+    for path in lm_head.TIED_PATHS:
+        r = by[path]
+        assert r["tied_grad_rel_err"] < 1e-5
+        assert r["head_grad_share"] > 0.01 and r["embedding_grad_share"] > 0.01
+    text = lm_head.markdown({"rows": every})
+    (table,) = md_tables(text)
     assert [row[1] for row in table[2:]] == list(lm_head.PATHS)
     assert table[2][3] == "1.00"
-    (line,) = lm_head.summary({"rows": rows})
-    assert line.startswith("LM head 64×8×100, step ÷ GEMMs: torch-ce ")
+    served = {row[1]: row[6] for row in table[2:]}
+    assert served["numxent-torch"] == served["tied-numxent-torch"] == "4/4"
+    assert served["torch-ce"] == served["tied-torch-ce"] == ""
+    lines = lm_head.summary({"rows": every})
+    assert lines[0].startswith("LM head 64×8×100, step ÷ GEMMs: torch-ce ")
+    assert "tied" not in lines[0]
+    assert lines[1].startswith("tied-embedding module 64×8×100 ")
+    ratio = by["tied-torch-ce"]["step_ms"] / by["tied-numxent-torch"]["step_ms"]
+    torch_ms = by["tied-torch-ce"]["step_ms"]
+    assert f"torch-ce {torch_ms:.0f} ms ({ratio:.2f}×)" in lines[1]
+    (turn_line,) = [ln for ln in lines if "in turns in one process" in ln]
+    ratio = turns["tied-torch-ce"]["step_ms"] / turns["tied-numxent-torch"]["step_ms"]
+    assert "(median of 2 rounds)" in turn_line and f"({ratio:.2f}×)" in turn_line
+    assert lines[-1].endswith(
+        "numxent-torch 4/4, tied-numxent-torch 4/4, tied-numxent-torch interleaved 3/3"
+    )
+    assert all(f"- {line}" in text for line in lines)
     with pytest.raises(ValueError, match="unknown"):
         lm_head.run(options(lm_head.SECTION, sizes="gpt9"), 1)
+    with pytest.raises(ValueError, match="paths: unknown"):
+        lm_head.run(options(lm_head.SECTION, paths="torch-ce,jax"), 1)
+
+
+def test_lm_head_section_chosen_paths(in_process):
+    """``paths`` runs those paths in PATHS order; the tied ones are timed in
+    turns too only when all three are chosen."""
+    lm_head = scenarios.lm_head
+    steps: list[str] = []
+    chosen = "tied-numxent-torch,gemms,tied-torch-ce,tied-torch-linear-ce"
+    opts = options(lm_head.SECTION, steps=1, paths=chosen)
+    assert lm_head.SECTION.steps(opts) == 5
+    rows = lm_head.run_lm_head(["tiny"], steps=1, threads=1,
+                               shapes={"tiny": (32, 4, 50)},
+                               paths=lm_head._paths(opts),
+                               on_row=lambda r: steps.append(r["path"]))  # fmt: skip
+    assert steps == ["gemms", *lm_head.TIED_PATHS, "tied paths interleaved"]
+    assert [r.get("interleaved", False) for r in rows] == [False] * 4 + [True] * 3
+    assert lm_head.SECTION.steps(options(lm_head.SECTION, paths="torch-ce")) == 1
+    rows = lm_head.run_lm_head(["tiny"], steps=1, threads=1,
+                               shapes={"tiny": (32, 4, 50)},
+                               paths=("tied-numxent-torch",))  # fmt: skip
+    assert [r["path"] for r in rows] == ["tied-numxent-torch"]
+    (line,) = [ln for ln in lm_head.summary({"rows": rows}) if "served" in ln]
+    assert line.endswith("tied-numxent-torch 3/3")
+
+
+@pytest.mark.parametrize("warn", [True, False], ids=["warning", "silent"])
+def test_lm_head_tied_path_fails_when_a_parameter_is_refused(
+    in_process, monkeypatch, warn
+):
+    """With the bridge refusing ``nn.Parameter`` weights (as it once did),
+    the tied module's numxent path fails, warning or not; the plain-tensor
+    path is still served."""
+    from numxent.torch import FallbackWarning
+
+    lm_head = scenarios.lm_head
+    _refuse_parameters(monkeypatch, warn)
+    cfg = dict(N=64, H=8, V=100, steps=1, threads=1, chunk_mib=0.0)
+    served = scenarios._section.run_child("lm_head", {**cfg, "path": "numxent-torch"})
+    assert set(served["nodes"]) == {lm_head.LINEAR_NODE}
+    raised, match = (
+        (FallbackWarning, "linear_weight is a Parameter")
+        if warn
+        else (RuntimeError, "tied-numxent-torch: .* was handed to PyTorch")
+    )
+    with pytest.raises(raised, match=match):
+        scenarios._section.run_child("lm_head", {**cfg, "path": "tied-numxent-torch"})

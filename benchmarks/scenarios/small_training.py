@@ -14,11 +14,19 @@ copies of the model (same seed, same shuffles), one with
 every epoch, so load drift hits both). Reported per batch size: the best
 epoch's wall time of each (every step: zero_grad, forward, loss, backward,
 SGD step) and the final loss of each model on the whole data set.
+
+The model is what a client trains: an ``nn.Sequential`` whose weights are
+``nn.Parameter`` objects, stepped by ``torch.optim.SGD``. Both models' epochs run
+with :class:`numxent.torch.FallbackWarning` raised as an error, and every
+step's loss records its autograd node: a numxent step that PyTorch served
+(``F.cross_entropy``'s node instead of numxent's) fails the section, so it
+can never time PyTorch twice.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any
 
 from ._section import Section, ints, run_child
@@ -30,6 +38,8 @@ OPTIONS = {
     "lr": (0.1, "SGD learning rate"),
 }
 QUICK = {"epochs": 2}
+#: the autograd node of a loss numxent served
+CE_NODE = "_CrossEntropyFunctionBackward"
 
 
 def _digits(torch):
@@ -47,9 +57,11 @@ def child(cfg) -> dict:
     torch.set_num_threads(cfg["threads"])
     x, y = _digits(torch)
     fns = {"torch": torch.nn.functional.cross_entropy, "numxent": nt.cross_entropy}
-    for fn in fns.values():  # load the kernels outside the figures
-        w = torch.randn(64, 10, requires_grad=True)
-        fn(w, torch.randint(0, 10, (64,))).backward()
+    with warnings.catch_warnings():  # load the kernels outside the figures
+        warnings.simplefilter("error", nt.FallbackWarning)
+        for fn in fns.values():
+            w = torch.randn(64, 10, requires_grad=True)
+            fn(w, torch.randint(0, 10, (64,))).backward()
     rows = []
     for batch in cfg["batches"]:
         runs: dict[str, dict[str, Any]] = {}
@@ -60,8 +72,9 @@ def child(cfg) -> dict:
                 torch.nn.ReLU(),
                 torch.nn.Linear(cfg["hidden"], 10),
             )
+            assert all(isinstance(p, torch.nn.Parameter) for p in model.parameters())
             opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"])
-            runs[impl] = dict(model=model, opt=opt, epochs=[])
+            runs[impl] = dict(model=model, opt=opt, epochs=[], nodes={})
         gen = torch.Generator().manual_seed(1)
         order = list(fns)
         for epoch in range(cfg["epochs"]):
@@ -72,13 +85,24 @@ def child(cfg) -> dict:
             ]
             for impl in order if epoch % 2 == 0 else order[::-1]:
                 r, loss_fn = runs[impl], fns[impl]
-                model, opt = r["model"], r["opt"]
-                t0 = time.perf_counter()
-                for xb, yb in batches:
-                    opt.zero_grad(set_to_none=True)
-                    loss_fn(model(xb), yb).backward()
-                    opt.step()
-                r["epochs"].append(time.perf_counter() - t0)
+                model, opt, nodes = r["model"], r["opt"], r["nodes"]
+                with warnings.catch_warnings():  # both sides alike
+                    warnings.simplefilter("error", nt.FallbackWarning)
+                    t0 = time.perf_counter()
+                    for xb, yb in batches:
+                        opt.zero_grad(set_to_none=True)
+                        loss = loss_fn(model(xb), yb)
+                        loss.backward()
+                        opt.step()
+                        node = type(loss.grad_fn).__name__
+                        nodes[node] = nodes.get(node, 0) + 1
+                    r["epochs"].append(time.perf_counter() - t0)
+        served = runs["numxent"]["nodes"]
+        if set(served) != {CE_NODE}:  # PyTorch timed twice: no figure
+            raise RuntimeError(
+                f"numxent.torch.cross_entropy was handed to PyTorch at batch "
+                f"{batch}: loss nodes {served}"
+            )
         with torch.no_grad():
             final = {
                 impl: torch.nn.functional.cross_entropy(
@@ -93,7 +117,10 @@ def child(cfg) -> dict:
                  "epochs": cfg["epochs"], "samples": len(x), "hidden": cfg["hidden"],
                  "epoch_ms": 1e3 * min(runs[impl]["epochs"]),
                  "epochs_ms": [1e3 * s for s in runs[impl]["epochs"]],
-                 "final_loss": final[impl], "loss_rel_diff": abs(t - n) / abs(t)}
+                 "final_loss": final[impl], "loss_rel_diff": abs(t - n) / abs(t),
+                 "loss_nodes": runs[impl]["nodes"],
+                 "steps": sum(runs[impl]["nodes"].values()),
+                 "parameters": sum(p.numel() for p in runs[impl]["model"].parameters())}
             )  # fmt: skip
     return {"rows": rows}
 
@@ -117,6 +144,14 @@ def _pairs(rows):
     return list(zip(rows[0::2], rows[1::2], strict=False))
 
 
+def _served(row: dict) -> str:
+    """``"served/steps"``: the steps whose loss had numxent's autograd node
+    (rows of runs made before the section recorded it: ``"?"``)."""
+    if "loss_nodes" not in row:
+        return "?"
+    return f"{row['loss_nodes'].get(CE_NODE, 0)}/{row['steps']}"
+
+
 def markdown(result: dict) -> str:
     """The rows as a Markdown table plus one summary line per batch size."""
     from numxent.bench._report import table
@@ -124,11 +159,11 @@ def markdown(result: dict) -> str:
     rows = result["rows"]
     headers = ["batch", "torch threads", "PyTorch epoch ms", "numxent epoch ms",
                "PyTorch ÷ numxent", "final loss PyTorch",
-               "final loss numxent"]  # fmt: skip
+               "final loss numxent", "numxent steps served"]  # fmt: skip
     cells = [
         [f"{t['batch']:,}", str(t["threads"]), f"{t['epoch_ms']:.1f}",
          f"{n['epoch_ms']:.1f}", f"{t['epoch_ms'] / n['epoch_ms']:.2f}×",
-         f"{t['final_loss']:.6f}", f"{n['final_loss']:.6f}"]
+         f"{t['final_loss']:.6f}", f"{n['final_loss']:.6f}", _served(n)]
         for t, n in _pairs(rows)
     ]  # fmt: skip
     return "\n".join([table(headers, cells, "lr"), ""] + [
@@ -143,7 +178,7 @@ def summary(result: dict) -> list[str]:
         f"digits MLP 64→{t['hidden']}→10, batch {t['batch']}: epoch "
         f"{t['epoch_ms'] / n['epoch_ms']:.2f}× with numxent (best of {t['epochs']} "
         f"epochs, {t['epoch_ms']:.1f} → {n['epoch_ms']:.1f} ms); final loss rel. "
-        f"diff {t['loss_rel_diff']:.1e}"
+        f"diff {t['loss_rel_diff']:.1e}; numxent served {_served(n)} steps"
         for t, n in _pairs(rows)
     ]
 
@@ -154,10 +189,14 @@ SECTION = Section(
     help="small-batch training epochs (the digits MLP at batch 32/64/256), "
     "PyTorch's loss vs numxent.torch's (needs torch, scikit-learn)",
     title="Small-batch training",
-    intro="An MLP 64 → 128 → 10 on scikit-learn's digits (1,797 images), SGD, "
+    intro="An MLP 64 → 128 → 10 (`nn.Sequential` of `nn.Linear`s, their weights "
+    "`nn.Parameter`s) on scikit-learn's digits (1,797 images), `torch.optim.SGD`, "
     "trained with `torch.nn.functional.cross_entropy` and with "
     "`numxent.torch.cross_entropy` from the same seed and shuffles, their epochs "
-    "alternating in one process; the best epoch's wall time of each.",
+    "alternating in one process; the best epoch's wall time of each. Every "
+    "numxent step is checked served (its loss's autograd node is numxent's, "
+    "`FallbackWarning` raised as an error): a hand-off to PyTorch fails the "
+    "section.",
     run=run,
     markdown=markdown,
     summary=summary,

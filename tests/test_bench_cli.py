@@ -5,6 +5,8 @@ Tiny shapes, one repeat, one cold and one warm start: this checks that the
 report runs end to end and writes what it promises, not the timings.
 """
 
+import contextlib
+import io
 import json
 import runpy
 import sys
@@ -48,12 +50,21 @@ def check_targets():
     return runpy.run_path(str(ROOT / "benchmarks" / "check_targets.py"))
 
 
-def test_report_writes_markdown_json_and_plot(tmp_path, capsys):
-    out = tmp_path / "report"
+@pytest.fixture(scope="module")
+def report_run(tmp_path_factory):
+    """One report run at the smallest settings, shared by the tests that read
+    it: ``(its --out folder, what it printed)``."""
+    out = tmp_path_factory.mktemp("bench") / "report"
     argv = [*TINY, "--ops", "ce,ce_fwd,bce,startup", "--out", str(out)]
     argv += ["--warm-starts", "1", "--cold-starts", "1"]
-    assert main(argv) == 0
-    printed = capsys.readouterr().out
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(argv) == 0
+    return out, printed.getvalue()
+
+
+def test_report_writes_markdown_json_and_plot(report_run):
+    out, printed = report_run
 
     results = json.loads((out / "results.json").read_text())
     for key in ("schema", "settings", "machine", "peers", "results", "startup"):
@@ -132,14 +143,12 @@ def test_report_writes_markdown_json_and_plot(tmp_path, capsys):
     assert "## Plot" in report
 
 
-def test_readme_table_from_results(tmp_path, capsys):
-    out = tmp_path / "r"
-    assert main([*TINY, "--ops", "ce", "--no-thp", "--no-plot", "--out", str(out)]) == 0
-    capsys.readouterr()
+def test_readme_table_from_results(report_run, capsys):
+    out, _ = report_run
     assert main(["--readme-table", str(out / "results.json")]) == 0
     text = capsys.readouterr().out
     assert (out / "readme_table.md").read_text() == text
-    (ratios,) = md_tables(text)
+    ratios = md_tables(text)[0]  # cross_entropy's, then the other ops'
     assert ratios[0][:5] == ["N × C", "np.copyto", "parallel copy",
                              "parallel NT copy", "numxent out="]  # fmt: skip
     assert ratios[1] == ["l"] + ["r"] * (len(ratios[0]) - 1)

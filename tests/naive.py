@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
+    "penalised_objective_ref",
     "bce_with_logits_ref",
     "cross_entropy_ref",
     "log_softmax_ref",
@@ -282,3 +283,28 @@ def bce_with_logits_ref(
     if denom == 0.0:
         return float("nan"), np.zeros_like(grad)
     return float(np.sum(loss) / denom), grad / denom
+
+
+def penalised_objective_ref(X, y, sw, kind, theta, l2, eps):
+    """The estimator's penalised objective and its gradient in float64 NumPy
+    (dense ``X``): ``kind`` "binary", "multiclass" or "multilabel", ``theta``
+    the coefficients row-major then the intercepts, ``l2`` = 1 / (C S)."""
+    from scipy.special import expit, log_softmax  # (the sklearn extra's)
+
+    n, f = X.shape
+    k = 1 if kind == "binary" else y.shape[1] if kind == "multilabel" else y.max() + 1
+    W, b = theta[: k * f].reshape(k, f), theta[k * f :]
+    Z = X @ W.T + b
+    S = sw.sum()
+    if kind == "multiclass":
+        T = (1 - eps) * np.eye(k)[y] + eps / k
+        loss = -(T * log_softmax(Z, axis=1)).sum(1)
+        G = np.exp(log_softmax(Z, axis=1)) - T
+    else:
+        T = y.reshape(n, -1).astype(float)
+        loss = (np.logaddexp(0, Z) - T * Z).sum(1)
+        G = expit(Z) - T
+    G = G * sw[:, None] / S
+    value = (sw * loss).sum() / S + 0.5 * l2 * (W**2).sum()
+    grad = np.concatenate([(G.T @ X + l2 * W).ravel(), G.sum(0)])
+    return value, grad

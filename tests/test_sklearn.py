@@ -31,6 +31,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 import numxent._objective as objective  # noqa: E402
+from naive import penalised_objective_ref  # noqa: E402
 from numxent.sklearn import CrossEntropyClassifier  # noqa: E402
 
 TIGHT = dict(tol=1e-10, max_iter=10_000)
@@ -242,27 +243,6 @@ def test_n_threads_is_restored_and_gives_the_same_fit(digits):
         CrossEntropyClassifier(n_threads=numba.config.NUMBA_NUM_THREADS + 1).fit(X, y)
 
 
-def _naive_objective(X, y, sw, kind, theta, l2, eps):
-    """The penalised objective and its gradient in float64 NumPy."""
-    n, f = X.shape
-    k = 1 if kind == "binary" else y.shape[1] if kind == "multilabel" else y.max() + 1
-    W, b = theta[: k * f].reshape(k, f), theta[k * f :]
-    Z = X @ W.T + b
-    S = sw.sum()
-    if kind == "multiclass":
-        T = (1 - eps) * np.eye(k)[y] + eps / k
-        loss = -(T * log_softmax(Z, axis=1)).sum(1)
-        G = np.exp(log_softmax(Z, axis=1)) - T
-    else:
-        T = y.reshape(n, -1).astype(float)
-        loss = (np.logaddexp(0, Z) - T * Z).sum(1)
-        G = expit(Z) - T
-    G = G * sw[:, None] / S
-    value = (sw * loss).sum() / S + 0.5 * l2 * (W**2).sum()
-    grad = np.concatenate([(G.T @ X + l2 * W).ravel(), G.sum(0)])
-    return value, grad
-
-
 @pytest.mark.parametrize("kind", ["multiclass", "binary", "multilabel"])
 def test_blocked_objective_matches_naive_for_any_threads(kind, monkeypatch):
     rng = np.random.default_rng(11)
@@ -276,7 +256,7 @@ def test_blocked_objective_matches_naive_for_any_threads(kind, monkeypatch):
     else:
         y, k_out = (rng.random((n, k)) < 0.3).astype(float), k
     theta = rng.standard_normal(k_out * f + k_out)
-    ref = _naive_objective(
+    ref = penalised_objective_ref(
         X, y, sw, kind, theta, 0.01, 0.1 if kind == "multiclass" else 0
     )
     monkeypatch.setattr(objective, "BLOCK_ELEMENTS", 64)  # 44 blocks of 4 rows

@@ -35,7 +35,7 @@ from contextlib import nullcontext
 import numpy as np
 
 from ._kernels.sparse import csc_gather, csr_logits
-from ._objective import BLOCK_ELEMENTS, one_numba_thread, penalised
+from ._objective import BLOCK_ELEMENTS, Objective, one_numba_thread
 from .functional import binary_cross_entropy_with_logits, cross_entropy
 
 #: Column ranges per worker in phase 2, cut to hold equal numbers of entries
@@ -95,9 +95,10 @@ class _Tasks:
             self.failed.result()
 
 
-class SparseObjective:
+class SparseObjective(Objective):
     """``Objective`` for a SciPy sparse ``X``: the same ``theta``, the same
-    value and gradient (up to rounding), the same call."""
+    value and gradient (up to rounding), the same call (inherited: only the
+    unscaled sums, ``sums``, are its own)."""
 
     def __init__(
         self, X, target, sw, kind, n_out, fit_intercept, l2, eps, pool, n_threads
@@ -191,10 +192,3 @@ class SparseObjective:
             self._run(self._column_range, len(self.cuts) - 1)
         gb = np.add.reduce(self.gb_parts, axis=0)
         return float(np.sum(self.loss_parts)), self.gWT.T, gb
-
-    def __call__(self, theta):
-        W64 = theta[: self.n_coef].reshape(self.n_out, -1)
-        loss, gW_sum, gb_sum = self.sums(W64, theta[self.n_coef :])
-        self.n_evals += 1
-        return penalised(theta, self.n_coef, self.n_out, loss, gW_sum, gb_sum,
-                         self.S, self.l2, self.fit_intercept)  # fmt: skip

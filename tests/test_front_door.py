@@ -246,6 +246,16 @@ def test_readme_set_up_is_what_ci_runs():
     assert shown == ['pip install -e ".[dev]"', "pytest"]
 
 
+def test_the_parallel_default_run_is_pyprojects_selection():
+    """The root conftest spreads ``pytest`` over workers only for the default
+    marker selection, which it names again: the two must agree."""
+    addopts = PYPROJECT["tool"]["pytest"]["ini_options"]["addopts"]
+    (selection,) = re.findall(r"-m '([^']+)'", addopts)
+    conftest = text("conftest.py")
+    assert f'_DEFAULT_MARKERS = "{selection}"' in conftest
+    assert "pytest-xdist" in " ".join(EXTRAS["dev"])
+
+
 # -- layout and API ----------------------------------------------------------
 
 

@@ -234,13 +234,14 @@ def prepare_ce(logits, target, weight, sample_weight, ignore_index, reduction,
 
 
 def launch_ce(c: CECall, z: float = 0.0, cap: float = 0.0, zrows=NO_ROWS,
-              scratch_logits: bool = False):  # fmt: skip
+              scratch=None):  # fmt: skip
     """Run the kernel of a prepared call: ``(the mean's denominator, the loss
     total or None)``. Raises LabelIndexError (before anything is written) on
     a hard label out of range. ``z``, ``cap``, ``zrows``: z-loss and
     soft-capping (hard labels, not 16-bit; see ``_dispatch.ce_hard``);
-    ``scratch_logits``: the logits are a scratch buffer the call may
-    overwrite (soft-capped in place)."""
+    ``scratch``: a writable buffer holding the logits that the call may
+    overwrite (soft-capped in place), the logits being a read-only view of
+    it."""
     x, t, w, w_total, sw, ignore, eps, red, per_row, kgrad, fmt, hard, denom = c[:13]
     if not hard:
         if not (red == "mean" and denom == 0.0):
@@ -252,7 +253,7 @@ def launch_ce(c: CECall, z: float = 0.0, cap: float = 0.0, zrows=NO_ROWS,
             x, fmt, t, w, w_total, sw, ignore, eps, REDUCE_CODES[red], per_row, kgrad
         )
     else:
-        xk = _capped(c, cap, scratch_logits) if cap > 0.0 else x
+        xk = _capped(c, cap, scratch) if cap > 0.0 else x
         first_bad, denom, total = D.ce_hard(
             xk, t, w, w_total, sw, ignore, eps, REDUCE_CODES[red], per_row, kgrad, z,
             cap, zrows,
@@ -262,11 +263,11 @@ def launch_ce(c: CECall, z: float = 0.0, cap: float = 0.0, zrows=NO_ROWS,
     return denom, total
 
 
-def _capped(c: CECall, cap: float, scratch_logits: bool) -> np.ndarray:
-    """The logits soft-capped: into the gradient buffer (the kernel then runs
-    in place on it) or, forward-only, into a scratch array (the logits
-    themselves when they are one). The labels are scanned first, so a bad
-    label raises before anything is written."""
+def _capped(c: CECall, cap: float, scratch) -> np.ndarray:
+    """The logits soft-capped, as a read-only view (the kernels' one logits
+    type): into the gradient buffer (the kernel then runs in place on it) or,
+    forward-only, into ``scratch`` or a new array. The labels are scanned
+    first, so a bad label raises before anything is written."""
     x, n_classes = c.x, c.x.shape[1]
     first_bad, _ = K.scan_hard_labels(c.target, n_classes, c.ignore_index, c.w, c.sw)
     if first_bad >= 0:
@@ -274,9 +275,9 @@ def _capped(c: CECall, cap: float, scratch_logits: bool) -> np.ndarray:
     if c.kgrad.shape[0] > 0 or x.shape[0] == 0:
         xc = c.kgrad
     else:
-        xc = x if scratch_logits else np.empty_like(x)
+        xc = scratch if scratch is not None else np.empty_like(x)
     D.softcap(x, cap, xc)
-    return xc
+    return V.readonly(xc)
 
 
 def finish_ce(c: CECall, denom: float, total):
@@ -460,7 +461,8 @@ def prepare_bce(logits, target, weight, pos_weight, sample_weight, reduction,
     else:
         fac_pat, pw_pat, row_scale = B.weight_pattern(w2, pw2, sw2)
         if cdtype != np.float64:  # the float32 kernel reads float32 patterns
-            fac_pat, pw_pat = fac_pat.astype(cdtype), pw_pat.astype(cdtype)
+            fac_pat = V.readonly(fac_pat.astype(cdtype))
+            pw_pat = V.readonly(pw_pat.astype(cdtype))
     return _new(BCECall, (xk, tk, w2, pw2, sw2, fac_pat, pw_pat, row_scale,
                           block_sums, elem, kgrad, red, denom, dtype, shape, grad,
                           grad_k))  # fmt: skip

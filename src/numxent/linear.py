@@ -219,11 +219,11 @@ def _linear_ce(input, linear_weight, target, linear_bias, weight, sample_weight,
         if bk is not None:
             bc += bk
         chunk = whole._replace(
-            x=bc, target=y[c0:c1], sw=sw[c0:c1] if sw.shape[0] else sw,
+            x=V.readonly(bc), target=y[c0:c1], sw=sw[c0:c1] if sw.shape[0] else sw,
             per_row=per_row[c0:c1], kgrad=bc if return_grad else no_grad,
         )  # fmt: skip
         zc = zrows[c0:c1] if zrows.shape[0] else O.NO_ROWS
-        O.launch_ce(chunk, z, cap, zc, scratch_logits=True)
+        O.launch_ce(chunk, z, cap, zc, scratch=bc)
         if row_scale is not None and return_grad:
             bc *= row_scale[c0:c1]
         if return_grad and not empty_mean:

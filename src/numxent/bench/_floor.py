@@ -9,7 +9,7 @@ ordinary stores (each destination line is read before it is written), and
 stream_copy``, no read-for-ownership). The faster of the two is the report's
 "copy floor".
 
-Compiled on first use (a few seconds), cached like numxent's kernels.
+Compiled on first use (a few seconds) into numxent's on-disk kernel cache.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .._config import cached
 from .._kernels._intrinsics import JIT, nt_fence
 from .._kernels._vecmath import stream_copy
 
@@ -25,6 +26,7 @@ __all__ = ["copy_plain", "copy_stream"]
 _TASK_BYTES = 1 << 16
 
 
+@cached
 @njit(parallel=True, **JIT)
 def _copy_plain(src, dst, block):
     n = src.shape[0]
@@ -34,6 +36,7 @@ def _copy_plain(src, dst, block):
             dst[i] = src[i]
 
 
+@cached
 @njit(parallel=True, **JIT)
 def _copy_stream(src, dst, block):
     n = src.shape[0]

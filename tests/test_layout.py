@@ -594,3 +594,53 @@ def test_labels_held_in_outs_memory_are_read_before_it_is_written(lean):
     assert grad is out
     assert loss == want_loss
     np.testing.assert_array_equal(grad, want_grad)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bce_weights_read_as_patterns_share_one_kernel_signature(monkeypatch, dtype):
+    """Weights the kernel reads as periodic patterns (none, scalar, (C,),
+    per-row sample weights; C- or F-ordered) reach it as one argument type:
+    Numba compiles a kernel per type, so each layout would otherwise cost a
+    compilation of its own. Only gathered weights pass their own arrays."""
+    import numba
+
+    from numxent import _kernels as K
+
+    seen: list[tuple] = []
+    kernel = K.bce_ser
+
+    def spy(*args):
+        seen.append(tuple(numba.typeof(a) for a in args))
+        return kernel(*args)
+
+    monkeypatch.setattr(K, "bce_ser", spy)
+    rng = np.random.default_rng(0)
+
+    def call(shape, **kw):
+        x = rng.standard_normal(shape).astype(dtype)
+        t = (rng.random(shape) < 0.5).astype(dtype)
+        nx.binary_cross_entropy_with_logits(x, t, return_grad=True, **kw)
+
+    w5 = rng.random(5) + 0.5
+    calls = [
+        ((6, 5), {}),
+        ((6, 5), {"weight": 2.0}),
+        ((6, 5), {"weight": w5}),
+        ((6, 5), {"pos_weight": np.asfortranarray(w5[np.newaxis, :])}),
+        ((6, 5), {"weight": w5, "pos_weight": w5[::-1]}),
+        ((6, 5), {"sample_weight": rng.random(6) + 0.5}),
+        ((6, 5), {"sample_weight": rng.random(6) + 0.5, "weight": w5}),
+        ((5,), {"weight": w5}),  # one row: (1, 5) views, contiguous
+        ((1, 5), {"pos_weight": w5}),
+        ((6, 1), {"sample_weight": rng.random(6) + 0.5}),  # (6, 1): contiguous
+        ((2, 3, 5), {"weight": w5, "sample_weight": np.ones((2, 3))}),
+        ((), {"weight": 3.0}),
+    ]
+    for shape, kw in calls:
+        call(shape, **kw)
+    assert len(seen) == len(calls)
+    assert len(set(seen)) == 1, set(seen)
+    # (and gathered weights pass their own arrays: a (6, 5) weight is read)
+    full = np.asfortranarray(rng.random((6, 5)))
+    call((6, 5), weight=full)
+    assert seen[-1][2] == numba.typeof(full).copy(readonly=True)

@@ -26,6 +26,17 @@ def unit_weights(n_rows: int, n_cols: int) -> np.ndarray:
                               n_cols)  # fmt: skip
 
 
+@functools.lru_cache(maxsize=64)
+def unread_weights(n_cols: int) -> np.ndarray:
+    """What the kernel gets for weight, pos_weight and sample_weight when it
+    reads the patterns instead: only their row length (``shape[1]``) is
+    used. A zero-strided (2, n_cols) view, never contiguous, so that every
+    such call has one argument type (Numba compiles one kernel per layout
+    of these arrays). A call without elements reads nothing: its row length
+    is 1 here, as a (2, 0) view would be contiguous."""
+    return np.broadcast_to(unit_weights(1, 1)[0, :1], (2, max(n_cols, 1)))
+
+
 @functools.lru_cache(maxsize=4)
 def unit_patterns(cdtype: np.dtype):
     """``weight_pattern`` of unit weights, in the kernel's dtype."""

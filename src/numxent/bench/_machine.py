@@ -9,17 +9,10 @@ import sys
 
 __all__ = ["child_env", "load_average", "machine_info", "versions"]
 
-# import name -> distribution name
-_LIBRARIES = {
-    "numxent": "numxent",
-    "numpy": "numpy",
-    "numba": "numba",
-    "torch": "torch",
-    "sklearn": "scikit-learn",
-    "scipy": "scipy",
-    "jax": "jax",
-    "matplotlib": "matplotlib",
-}
+# import names, in the report's order, and distribution names that differ
+_LIBRARIES = ("numxent", "numpy", "numba", "torch", "sklearn", "scipy", "jax",
+              "matplotlib")  # fmt: skip
+_DISTRIBUTIONS = {"sklearn": "scikit-learn"}
 _SIMD = ["sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw"]
 
 
@@ -85,11 +78,11 @@ def versions() -> dict[str, str | None]:
     from importlib import metadata
 
     out: dict[str, str | None] = {"python": platform.python_version()}
-    for name, dist in _LIBRARIES.items():
+    for name in _LIBRARIES:
         version = getattr(sys.modules.get(name), "__version__", None)
         if version is None:
             try:
-                version = metadata.version(dist)
+                version = metadata.version(_DISTRIBUTIONS.get(name, name))
             except metadata.PackageNotFoundError:
                 pass
         out[name] = version

@@ -145,7 +145,6 @@ def _summary(runs: list[dict]) -> dict:
         "runs": len(runs),
         **{k: min(r[k] for r in runs) for k in _KEYS},
         "median": {k: statistics.median(r[k] for r in runs) for k in _KEYS},
-        "median_total_s": statistics.median(r["total_s"] for r in runs),
         "compiled": max(r["compiled"] for r in runs),
         "scipy_linalg": any(r["scipy_linalg"] for r in runs),
         "threading_layer": runs[-1].get("threading_layer"),

@@ -228,3 +228,29 @@ def test_compile_command_refuses_bad_arguments_and_an_off_cache(tmp_path):
     off = _compile_command(tmp_path / "cache", "--ops", "softmax", NUMXENT_CACHE="0")
     assert off.returncode == 1 and "NUMXENT_CACHE=0" in off.stderr
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+def test_a_compile_result_numba_cannot_cache_warns_instead_of_crashing():
+    """Numba declines to cache some compile results (lifted loops, dynamic
+    globals: every kernel under ``NUMBA_OPT=0``) with a warning that names
+    the kernel's source file, which it reads from the cache's locator; the
+    keyed locator used to lack it, and the first call raised
+    AttributeError."""
+    import types
+    import warnings
+
+    from numxent import _config
+    from numxent import _kernels as K
+
+    impl = _config._KeyedCacheImpl(K.softmax_ser.py_func)
+    cres = types.SimpleNamespace(
+        lifted=(),
+        library=types.SimpleNamespace(has_dynamic_globals=True),
+        fndesc=types.SimpleNamespace(qualname="softmax_ser"),
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert impl.check_cachable(cres) is False
+    (w,) = caught
+    assert "Cannot cache compiled function" in str(w.message)
+    assert w.filename == K.softmax_ser.py_func.__code__.co_filename

@@ -159,6 +159,11 @@ class _KeyedLocator(_caching._CacheLocator):
     def get_disambiguator(self):
         return self._inner.get_disambiguator()
 
+    def __getattr__(self, name):
+        # the rest (``_py_file``, read by Numba's warning about a function it
+        # cannot cache) is the inner locator's
+        return getattr(self._inner, name)
+
 
 class _KeyedCacheImpl(_caching.CompileResultCacheImpl):
     def __init__(self, py_func):

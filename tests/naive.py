@@ -16,11 +16,11 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
-    "penalised_objective_ref",
     "bce_with_logits_ref",
     "cross_entropy_ref",
     "log_softmax_ref",
     "logsumexp_ref",
+    "penalised_objective_ref",
     "softmax_ref",
 ]
 

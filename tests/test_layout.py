@@ -644,3 +644,43 @@ def test_bce_weights_read_as_patterns_share_one_kernel_signature(monkeypatch, dt
     full = np.asfortranarray(rng.random((6, 5)))
     call((6, 5), weight=full)
     assert seen[-1][2] == numba.typeof(full).copy(readonly=True)
+
+
+@pytest.mark.parametrize("n_classes", [10, 300], ids=["narrow", "wide"])
+def test_every_hard_label_path_hands_the_kernels_read_only_logits(
+    monkeypatch, n_classes
+):
+    """The hard-label kernels get the logits as a read-only array on every
+    path (the common call, the general one, ``out=`` the logits,
+    soft-capping, the linear function's chunks): Numba compiles a kernel per
+    argument type, and a writable array would compile the same kernel
+    again."""
+    import numba
+
+    from numxent import _kernels as K
+
+    name = "ce_narrow_ser" if n_classes == 10 else "ce_hard_ser"
+    kernel = getattr(K, name)
+    seen: list = []
+
+    def spy(*args):
+        seen.append(numba.typeof(args[0]))
+        return kernel(*args)
+
+    monkeypatch.setattr(K, name, spy)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, n_classes)).astype(np.float32)
+    y = rng.integers(0, n_classes, 6)
+    h = rng.standard_normal((6, 4)).astype(np.float32)
+    W = rng.standard_normal((n_classes, 4)).astype(np.float32)
+    CE(x, y, return_grad=True)
+    CE(x, y, label_smoothing=0.1, weight=np.ones(n_classes), return_grad=True)
+    xi = x.copy()
+    CE(xi, y, return_grad=True, out=xi)
+    CE(x, y, softcap=5.0, return_grad=True)
+    CE(x, y, softcap=5.0)
+    nx.linear_cross_entropy(h, W, y, return_grad=True)
+    nx.linear_cross_entropy(h, W, y, softcap=5.0)
+    nx.linear_cross_entropy(h, W, y, softcap=5.0, return_grad=True)
+    assert len(seen) == 8
+    assert all(t.dtype == numba.float32 and not t.mutable for t in seen), seen

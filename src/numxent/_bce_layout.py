@@ -20,13 +20,6 @@ EMPTY_F64 = V.readonly(np.zeros(0, dtype=np.float64))
 
 
 @functools.lru_cache(maxsize=64)
-def unit_weights(n_rows: int, n_cols: int) -> np.ndarray:
-    """Unit BCE weights as ``broadcast_weight`` lays them out: (rows, cols)."""
-    return V.broadcast_weight(np.float64(1.0), "weight", (n_rows, n_cols), n_rows,
-                              n_cols)  # fmt: skip
-
-
-@functools.lru_cache(maxsize=64)
 def unread_weights(n_cols: int) -> np.ndarray:
     """What the kernel gets for weight, pos_weight and sample_weight when it
     reads the patterns instead: only their row length (``shape[1]``) is
@@ -34,13 +27,13 @@ def unread_weights(n_cols: int) -> np.ndarray:
     such call has one argument type (Numba compiles one kernel per layout
     of these arrays). A call without elements reads nothing: its row length
     is 1 here, as a (2, 0) view would be contiguous."""
-    return np.broadcast_to(unit_weights(1, 1)[0, :1], (2, max(n_cols, 1)))
+    return np.broadcast_to(np.float64(1.0), (2, max(n_cols, 1)))
 
 
 @functools.lru_cache(maxsize=4)
 def unit_patterns(cdtype: np.dtype):
     """``weight_pattern`` of unit weights, in the kernel's dtype."""
-    one = unit_weights(1, 1)
+    one = V.broadcast_weight(np.float64(1.0), "weight", (1, 1), 1, 1)
     fac_pat, pw_pat, row_scale = weight_pattern(one, one, one)
     if cdtype != np.float64:
         fac_pat, pw_pat = (

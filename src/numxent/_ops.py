@@ -423,8 +423,8 @@ def prepare_bce(logits, target, weight, pos_weight, sample_weight, reduction,
     unweighted = weight is None and pos_weight is None and not has_sw
     if unweighted:
         # cached: the weight checks, broadcasts and patterns below are most of
-        # a small call's time
-        w2 = pw2 = sw2 = B.unit_weights(n_rows, n_cols)
+        # a small call's time (the kernel reads the unit patterns)
+        w2 = pw2 = sw2 = B.unread_weights(n_cols)
     else:
         w = V.check_nonneg_weights(1.0 if weight is None else weight, "weight", None)
         pw = V.check_nonneg_weights(
@@ -463,8 +463,8 @@ def prepare_bce(logits, target, weight, pos_weight, sample_weight, reduction,
         if cdtype != np.float64:  # the float32 kernel reads float32 patterns
             fac_pat = V.readonly(fac_pat.astype(cdtype))
             pw_pat = V.readonly(pw_pat.astype(cdtype))
-    if fac_pat.shape[0] > 0:  # the kernel reads the patterns, not w2, pw2, sw2
-        w2 = pw2 = sw2 = B.unread_weights(n_cols)
+        if fac_pat.shape[0] > 0:  # the kernel reads the patterns, not w2, ...
+            w2 = pw2 = sw2 = B.unread_weights(n_cols)
     return _new(BCECall, (xk, tk, w2, pw2, sw2, fac_pat, pw_pat, row_scale,
                           block_sums, elem, kgrad, red, denom, dtype, shape, grad,
                           grad_k))  # fmt: skip

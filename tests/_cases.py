@@ -32,11 +32,13 @@ from hypothesis import strategies as st
 from _paths import (
     BCE_BLOCK,
     GROUP_ROWS,
+    LANE_ROWS,
     NARROW_TILE,
     PREFETCH_ROW_BYTES,
     ROWS_PER_TASK,
     SERIAL_BELOW,
     WIDE_SERIAL_BELOW,
+    lane_classes,
     narrow_classes,
     sizes_around,
 )
@@ -58,8 +60,11 @@ if BFLOAT16 is not None:
 REDUCTIONS = ("none", "mean", "sum")
 FLOATS = (np.float32, np.float64)
 
-# (name, the kernel that must run)
+# (name, the kernel that must run); the lane paths take float32 and 16-bit
+# logits only (``hard_paths``)
 HARD_PATHS = {
+    "lanes-serial": "ce_lanes_ser",
+    "lanes-parallel": "ce_lanes_par",
     "narrow-serial": "ce_narrow_ser",
     "narrow-parallel": "ce_narrow_par",
     "wide-serial": "ce_hard_ser",
@@ -67,6 +72,8 @@ HARD_PATHS = {
 }
 # the same paths on float16 / bfloat16 logits (staged through float32)
 HARD_PATHS_16 = {
+    "lanes-serial": "ce_lowp_lanes_ser",
+    "lanes-parallel": "ce_lowp_lanes_par",
     "narrow-serial": "ce_lowp_narrow_ser",
     "narrow-parallel": "ce_lowp_narrow_par",
     "wide-serial": "ce_lowp_wide_ser",
@@ -76,6 +83,16 @@ SOFT_PATHS = {"soft-serial": "ce_soft_ser", "soft-parallel": "ce_soft_par"}
 BCE_PATHS = {"bce-serial": "bce_ser", "bce-parallel": "bce_par"}
 BCE_LAYOUTS = ("period-1", "period-C", "row-scale", "gathered")
 ROWWISE_PATHS = {"rowwise-serial": "softmax_ser", "rowwise-parallel": "softmax_par"}
+
+
+def hard_paths(dtype) -> list[str]:
+    """The hard-label paths that ``dtype``'s logits can take."""
+    return [p for p in HARD_PATHS if lane_classes(dtype) or not p.startswith("lanes")]
+
+
+def hard_path_cases(dtypes=FLOATS) -> list[tuple[str, type]]:
+    """(path, dtype) for every path of every dtype."""
+    return [(p, d) for p in HARD_PATHS for d in dtypes if p in hard_paths(d)]
 
 
 def assert_matches(actual, expected, dtype, scale=None):
@@ -108,12 +125,23 @@ def hard_sizes(draw, path, dtype):
     """(n_rows, n_classes) for a hard-label path."""
     nc = narrow_classes(dtype)
     itemsize = max(np.dtype(dtype).itemsize, 4)  # 16-bit: computed in float32
-    if path.startswith("narrow"):
+    lc = lane_classes(dtype)
+    if path.startswith("lanes"):
         c = draw(
             st.one_of(
                 st.integers(1, 12),
-                st.sampled_from([k for k in sizes_around(nc, 2) if k <= nc]),
-                st.integers(1, nc),
+                st.sampled_from([k for k in sizes_around(lc, 2) if k <= lc]),
+                st.integers(1, lc),
+            )
+        )
+        below = SERIAL_BELOW
+        per_task = max(NARROW_TILE // c // LANE_ROWS, 1) * LANE_ROWS
+    elif path.startswith("narrow"):
+        c = draw(
+            st.one_of(
+                st.integers(lc + 1, lc + 12),
+                st.sampled_from([k for k in sizes_around(nc, 2) if lc < k <= nc]),
+                st.integers(lc + 1, nc),
             )
         )
         below = SERIAL_BELOW

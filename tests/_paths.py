@@ -18,6 +18,12 @@ NARROW_CLASSES
     kernels (``ce_narrow_*``), wider ones the row-at-a-time kernels.
 NARROW_TILE
     Elements per tile of narrow rows and per task of wide rows.
+LANE_CLASSES
+    float32 (and 16-bit) hard-label rows of at most this many classes,
+    without soft-capping, take the lane kernels (``ce_lanes_*``,
+    ``ce_lowp_lanes_*``) instead of the tile kernels.
+LANE_ROWS
+    Rows a block of the lane kernels (a parallel task is whole blocks).
 ROWS_PER_TASK
     Rows per parallel task of the soft-label and softmax kernels (and the
     minimum of a wide hard-label task).
@@ -33,8 +39,9 @@ NT_LINE
 
 Helpers
 -------
-``narrow_classes(dtype)``, ``sizes_around(threshold)``, ``record_kernels()``
-(which kernel pair member ran, and with which BCE weight layout);
+``narrow_classes(dtype)``, ``lane_classes(dtype)``, ``sizes_around(threshold)``,
+``record_kernels()`` (which kernel pair member ran, and with which BCE weight
+layout);
 ``general_path_only()`` (``cross_entropy``'s common calls take the general
 path inside the block); ``dask_objective()`` (the dask fit's objective, to
 interrupt a fit); the non-temporal store helpers ``stream_copy`` and
@@ -57,6 +64,8 @@ __all__ = [
     "GROUP_ELEMENTS",
     "GROUP_ROWS",
     "KERNELS",
+    "LANE_CLASSES",
+    "LANE_ROWS",
     "NARROW_CLASSES",
     "NARROW_TILE",
     "NT_LINE",
@@ -67,6 +76,7 @@ __all__ = [
     "bce_layout",
     "dask_objective",
     "general_path_only",
+    "lane_classes",
     "narrow_classes",
     "nt_fence",
     "record_kernels",
@@ -79,6 +89,8 @@ SERIAL_BELOW: int = _D.SERIAL_BELOW
 WIDE_SERIAL_BELOW: int = _D.WIDE_SERIAL_BELOW
 NARROW_CLASSES: dict[int, int] = dict(_D.NARROW_CLASSES)
 NARROW_TILE: int = _K.NARROW_TILE
+LANE_CLASSES: int = _K.LANE_CLASSES
+LANE_ROWS: int = _K.LANE_ROWS
 ROWS_PER_TASK: int = _K.ROWS_PER_TASK
 BCE_BLOCK: int = _K.BCE_BLOCK
 GROUP_ROWS: int = _K.GROUP_ROWS
@@ -87,10 +99,14 @@ PREFETCH_ROW_BYTES: int = _K.PREFETCH_ROW_BYTES
 
 # Kernel pairs as functional.py launches them (attributes of _KERNEL_MODULE).
 KERNELS = (
+    "ce_lanes_ser",
+    "ce_lanes_par",
     "ce_narrow_ser",
     "ce_narrow_par",
     "ce_hard_ser",
     "ce_hard_par",
+    "ce_lowp_lanes_ser",
+    "ce_lowp_lanes_par",
     "ce_lowp_narrow_ser",
     "ce_lowp_narrow_par",
     "ce_lowp_wide_ser",
@@ -114,6 +130,12 @@ def narrow_classes(dtype) -> int:
     (float16 and bfloat16 are computed as float32)."""
     dt = np.dtype(dtype)
     return NARROW_CLASSES[4 if dt.itemsize == 2 else dt.itemsize]
+
+
+def lane_classes(dtype) -> int:
+    """The widest hard-label row (classes) the lane kernels take for
+    ``dtype`` (0 for float64: its narrow rows all take the tile kernels)."""
+    return LANE_CLASSES if np.dtype(dtype).itemsize <= 4 else 0
 
 
 def sizes_around(threshold: int, spread: int = 1) -> list[int]:

@@ -42,6 +42,7 @@ from _cases import (
     assert_matches,
     bce_shapes,
     bce_weights,
+    hard_path_cases,
     hard_sizes,
     logits,
     poison_rows,
@@ -194,7 +195,7 @@ def check_hard(data, path, dtype):
     _expect_kernel(calls, kernels[path], path.endswith("parallel") and denom == 0)
 
 
-HARD_CASES = [(p, d) for p in HARD_PATHS for d in FLOATS]
+HARD_CASES = hard_path_cases()
 test_hard_labels, test_hard_labels_slow = _fuzz_tests(
     check_hard, HARD_CASES, [f"{p}-{_name(d)}" for p, d in HARD_CASES]
 )

@@ -646,7 +646,7 @@ def test_bce_weights_read_as_patterns_share_one_kernel_signature(monkeypatch, dt
     assert seen[-1][2] == numba.typeof(full).copy(readonly=True)
 
 
-@pytest.mark.parametrize("n_classes", [10, 300], ids=["narrow", "wide"])
+@pytest.mark.parametrize("n_classes", [10, 30, 300], ids=["lanes", "narrow", "wide"])
 def test_every_hard_label_path_hands_the_kernels_read_only_logits(
     monkeypatch, n_classes
 ):
@@ -654,20 +654,23 @@ def test_every_hard_label_path_hands_the_kernels_read_only_logits(
     path (the common call, the general one, ``out=`` the logits,
     soft-capping, the linear function's chunks): Numba compiles a kernel per
     argument type, and a writable array would compile the same kernel
-    again."""
+    again. (At 10 classes the soft-capped calls take the tile kernel.)"""
     import numba
 
     from numxent import _kernels as K
 
-    name = "ce_narrow_ser" if n_classes == 10 else "ce_hard_ser"
-    kernel = getattr(K, name)
+    names = {10: ["ce_lanes_ser", "ce_narrow_ser"], 30: ["ce_narrow_ser"]}
     seen: list = []
 
-    def spy(*args):
-        seen.append(numba.typeof(args[0]))
-        return kernel(*args)
+    def spy_on(kernel):
+        def spy(*args):
+            seen.append(numba.typeof(args[0]))
+            return kernel(*args)
 
-    monkeypatch.setattr(K, name, spy)
+        return spy
+
+    for name in names.get(n_classes, ["ce_hard_ser"]):
+        monkeypatch.setattr(K, name, spy_on(getattr(K, name)))
     rng = np.random.default_rng(0)
     x = rng.standard_normal((6, n_classes)).astype(np.float32)
     y = rng.integers(0, n_classes, 6)

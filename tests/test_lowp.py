@@ -18,10 +18,12 @@ import pytest
 
 import numxent as nx
 from _paths import (
+    LANE_ROWS,
     NARROW_TILE,
     ROWS_PER_TASK,
     SERIAL_BELOW,
     WIDE_SERIAL_BELOW,
+    lane_classes,
     narrow_classes,
     record_kernels,
 )
@@ -63,6 +65,8 @@ def _assert_within_ulp(actual, expected, dt, scale):
 
 
 PATHS = {
+    "lanes-serial": "ce_lowp_lanes_ser",
+    "lanes-parallel": "ce_lowp_lanes_par",
     "narrow-serial": "ce_lowp_narrow_ser",
     "narrow-parallel": "ce_lowp_narrow_par",
     "wide-serial": "ce_lowp_wide_ser",
@@ -72,12 +76,16 @@ PATHS = {
 
 
 def _geometry(path):
-    nc = narrow_classes(np.float32)
+    nc, lc = narrow_classes(np.float32), lane_classes(np.float32)
+    if path == "lanes-serial":  # two blocks and a part
+        return 2 * LANE_ROWS + 5, lc
+    if path == "lanes-parallel":
+        return math.ceil(SERIAL_BELOW / 10) + 7, 10
     if path == "narrow-serial":  # a tile and a part
         c = nc // 5
         return NARROW_TILE // c + 3, c
     if path == "narrow-parallel":
-        return math.ceil(SERIAL_BELOW / 10) + 7, 10
+        return math.ceil(SERIAL_BELOW / (lc + 1)) + 7, lc + 1
     if path == "wide-serial":  # one staging block, short of the parallel switch
         c = nc + 1
         return min(WIDE_SERIAL_BELOW // c - 1, 3 * (NARROW_TILE // c) + 1), c

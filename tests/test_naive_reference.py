@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 import numxent as nx
-from _cases import HARD_PATHS
+from _cases import HARD_PATHS, hard_path_cases
 from _checks import (
     BCE_SHAPES,
     assert_close,
@@ -36,7 +36,13 @@ from _checks import (
 )
 from _checks import hard_target as _hard_target
 from _checks import soft_target as _soft_target
-from _paths import SERIAL_BELOW, WIDE_SERIAL_BELOW, narrow_classes, record_kernels
+from _paths import (
+    SERIAL_BELOW,
+    WIDE_SERIAL_BELOW,
+    lane_classes,
+    narrow_classes,
+    record_kernels,
+)
 from naive import (
     bce_with_logits_ref,
     cross_entropy_ref,
@@ -150,23 +156,29 @@ def test_cross_entropy_hard_matches_naive(dtype, lead, reduction, extras):
 def _path_shapes(dtype):
     """(rows, classes) that land on each hard-label kernel path (from the
     dispatch constants): tile or row-at-a-time, serial or parallel."""
-    nc = narrow_classes(dtype)
+    nc, lc = narrow_classes(dtype), lane_classes(dtype)
     wide = nc + 44
     return {
-        "narrow-serial": (50, 7),
+        "lanes-serial": (50, 7),
+        "lanes-parallel": (math.ceil(SERIAL_BELOW / max(lc, 1)) + 5, lc),
+        "narrow-serial": (50, lc + 7),
         "narrow-parallel": (math.ceil(SERIAL_BELOW / nc) + 5, nc),
         "wide-serial": (min(50, (WIDE_SERIAL_BELOW - 1) // wide), wide),
         "wide-parallel": (math.ceil(WIDE_SERIAL_BELOW / 1000) + 23, 1000),
     }
 
 
-@pytest.mark.parametrize("path", list(HARD_PATHS))
-@pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: d.__name__)
+HARD_CASES = hard_path_cases()
+
+
+@pytest.mark.parametrize(("path", "dtype"), HARD_CASES,
+                         ids=[f"{p}-{d.__name__}" for p, d in HARD_CASES])  # fmt: skip
 def test_extras_every_kernel_path_match_naive(dtype, path):
     """z-loss and soft-capping on each hard-label kernel (the kernel that
     ran is recorded), with and without weights, smoothing and an ignored
     row; the gradient into a separate array and in place (``out=logits``:
-    the capped logits are written there first) give the same bits."""
+    the capped logits are written there first) give the same bits.
+    (Soft-capped rows of the lane paths' widths take the tile kernels.)"""
     n, c = _path_shapes(dtype)[path]
     rng = np.random.default_rng(c)
     x = (rng.standard_normal((n, c)) * 4).astype(dtype)
@@ -184,7 +196,10 @@ def test_extras_every_kernel_path_match_naive(dtype, path):
             loss, z_loss, grad = nx.cross_entropy(
                 x, y, return_z_loss=True, return_grad=True, **kw
             )
-        assert {name for name, _ in calls} == {HARD_PATHS[path]}, what
+        expected = HARD_PATHS[path]
+        if "softcap" in extras and path.startswith("lanes"):
+            expected = HARD_PATHS[path.replace("lanes", "narrow")]
+        assert {name for name, _ in calls} == {expected}, what
         r_loss, r_z, r_grad = ref_ce(x, y, return_z_loss=True, **kw)
         assert_close(loss, r_loss, dtype, err_msg=what)
         assert_close(z_loss, r_z, dtype, err_msg=what)
@@ -219,11 +234,13 @@ def test_cross_entropy_label_dtypes_match_naive(int_dtype):
         assert_close(grad, r_grad, np.float64, err_msg=what)
 
 
-# Widths on both sides of the tile / row-at-a-time switch (NARROW_CLASSES by
-# dtype), and of the wide rows' prefetch and group sizes.
+# Widths on both sides of the lane / tile / row-at-a-time switches
+# (LANE_CLASSES, NARROW_CLASSES by dtype), and of the wide rows' prefetch and
+# group sizes.
 def _widths(dtype):
-    nc = narrow_classes(dtype)
-    return sorted({1, 2, 10, 64, nc - 1, nc, nc + 1, 1000, 4097})
+    nc, lc = narrow_classes(dtype), lane_classes(dtype)
+    lanes = {lc, lc + 1} if lc else set()
+    return sorted({1, 2, 10, 64, nc - 1, nc, nc + 1, 1000, 4097} | lanes)
 
 
 WIDTH_CASES = [(d, c) for d in FLOATS for c in _widths(d)]

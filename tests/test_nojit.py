@@ -27,12 +27,14 @@ from _cases import assert_matches
 from _paths import (
     BCE_BLOCK,
     GROUP_ROWS,
+    LANE_ROWS,
     NARROW_TILE,
     NT_LINE,
     PREFETCH_ROW_BYTES,
     ROWS_PER_TASK,
     SERIAL_BELOW,
     WIDE_SERIAL_BELOW,
+    lane_classes,
     narrow_classes,
     nt_fence,
     record_kernels,
@@ -104,7 +106,11 @@ def _ids(cases):
 
 def _hard_geometry(path, dtype):
     """(rows, classes) just past the switch of ``path``."""
-    nc = narrow_classes(dtype)
+    nc, lc = narrow_classes(dtype), lane_classes(np.float32)
+    if path == "lanes-serial":  # two blocks and a part
+        return 2 * LANE_ROWS + 3, lc
+    if path == "lanes-parallel":
+        return math.ceil(SERIAL_BELOW / (lc - 1)) + 1, lc - 1
     if path == "narrow-serial":  # two tiles
         return NARROW_TILE // nc + 3, nc
     if path == "narrow-parallel":
@@ -118,13 +124,20 @@ def _hard_geometry(path, dtype):
 
 
 HARD_KERNEL = {
+    "lanes-serial": "ce_lanes_ser",  # float32 only
+    "lanes-parallel": "ce_lanes_par",
     "narrow-serial": "ce_narrow_ser",
     "narrow-parallel": "ce_narrow_par",
     "wide-serial": "ce_hard_ser",
     "wide-unprefetched": None,  # serial or parallel by dtype: see below
     "wide-parallel": "ce_hard_par",
 }
-HARD_CASES = [(p, d) for p in HARD_KERNEL for d in FLOATS]
+HARD_CASES = [
+    (p, d)
+    for p in HARD_KERNEL
+    for d in FLOATS
+    if not (p.startswith("lanes") and d == np.float64)
+]
 # option sets: every branch of the row functions (smoothing or not, class
 # and sample weights with zeros, ignored / NaN / +inf / -inf rows, gradient
 # rows, scratch rows for forward-only and in-place calls)
@@ -201,10 +214,12 @@ def test_hard_label_paths_match_naive(path, dtype):
 
 
 # float16 / bfloat16 logits: the staging kernels (ce_lowp_*), the float32
-# tile or wide rows inside, the conversions both ways (NaN, +-inf, zero
+# lane, tile or wide rows inside, the conversions both ways (NaN, +-inf, zero
 # weights), forward-only, out= and in place; the kernels skip the rows of a
 # "mean" over nothing.
 LOWP_KERNEL = {
+    "lanes-serial": "ce_lowp_lanes_ser",
+    "lanes-parallel": "ce_lowp_lanes_par",
     "narrow-serial": "ce_lowp_narrow_ser",
     "narrow-parallel": "ce_lowp_narrow_par",
     "wide-serial": "ce_lowp_wide_ser",

@@ -24,6 +24,7 @@ from _cases import (
     assert_matches,
     bce_shapes,
     bce_weights,
+    hard_path_cases,
     hard_sizes,
     rows_sizes,
 )
@@ -341,9 +342,9 @@ def test_softmax_family_identities(x, data):
 # constants, see _cases.py): tile and row-at-a-time hard-label kernels,
 # soft labels, BCE weight layouts, softmax family; serial and parallel
 # ==========================================================================
-CE_PATH_CASES = [(p, d) for p in [*HARD_PATHS, *SOFT_PATHS] for d in FLOATS]
+CE_PATH_CASES = hard_path_cases() + [(p, d) for p in SOFT_PATHS for d in FLOATS]
 CE_PATH_IDS = [f"{p}-{np.dtype(d).name}" for p, d in CE_PATH_CASES]
-HARD_PATH_CASES = [(p, d) for p in HARD_PATHS for d in FLOATS]
+HARD_PATH_CASES = hard_path_cases()
 HARD_PATH_IDS = [f"{p}-{np.dtype(d).name}" for p, d in HARD_PATH_CASES]
 
 

@@ -56,7 +56,9 @@ WIDE_SERIAL_BELOW = 16384
 # Hard-label rows of at most this many classes, by the logits' itemsize
 # (float32, float64), go to the tile kernel (``ce_narrow_*``), wider rows to
 # the row-at-a-time one (``ce_hard_*``): the crossovers measured on one
-# thread, one kernel against the other.
+# thread, one kernel against the other. float32 rows of at most
+# ``K.LANE_CLASSES`` classes without soft-capping take the lane kernel
+# (``ce_lanes_*``; 16-bit logits its staged twin).
 NARROW_CLASSES = {4: 256, 8: 100}
 
 
@@ -128,6 +130,8 @@ def ce_hard(x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows, grad,
         par, ser, below = K.ce_narrow_par, K.ce_narrow_ser, SERIAL_BELOW
     else:
         par, ser, below = K.ce_hard_par, K.ce_hard_ser, WIDE_SERIAL_BELOW
+    if co is None and n_classes <= K.LANE_CLASSES and x.dtype.itemsize == 4:
+        par, ser = K.ce_lanes_par, K.ce_lanes_ser
     variant = (zo is None, co is None)
     return _run(par, ser, x.shape[0] * n_classes, below, args, variant)
 
@@ -139,7 +143,9 @@ def ce_hard_16bit(xb, fmt, y, w, w_total, sw, ignore_index, eps, reduction,
     (``ce_lowp``); tile or wide rows and the thresholds as for float32."""
     n_classes = xb.shape[1]
     args = (xb, fmt, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows, gb)
-    if n_classes <= NARROW_CLASSES[4]:
+    if n_classes <= K.LANE_CLASSES:
+        par, ser, below = K.ce_lowp_lanes_par, K.ce_lowp_lanes_ser, SERIAL_BELOW
+    elif n_classes <= NARROW_CLASSES[4]:
         par, ser, below = K.ce_lowp_narrow_par, K.ce_lowp_narrow_ser, SERIAL_BELOW
     else:
         par, ser, below = K.ce_lowp_wide_par, K.ce_lowp_wide_ser, WIDE_SERIAL_BELOW

@@ -25,7 +25,10 @@ serially still pays the parallel launch. ``numxent._dispatch`` picks the
 variant. Hard-label rows of at most ``_dispatch.NARROW_CLASSES`` classes (256
 float32, 100 float64) are processed a tile of rows at a time
 (``_ce_hard_tile``, the ``ce_narrow_*`` pair) so that the exp loop stays long
-enough to vectorise; a first call compiles one loop shape.
+enough to vectorise; float32 rows of at most ``LANE_CLASSES`` (24) classes
+without soft-capping a block of rows at a time, one row a vector lane
+(``ce_lanes``, the ``ce_lanes_*`` pair); a first call compiles one loop
+shape.
 
 Precision: float32 rows are exponentiated in float32 (the vectorised exp of
 ``_vecmath``, <= 1 ulp); row sums, logs, losses and gradient scales are
@@ -105,9 +108,12 @@ from .ce_hard import (
     softcap_par,
     softcap_ser,
 )
+from .ce_lanes import LANE_CLASSES, LANE_ROWS, ce_lanes_par, ce_lanes_ser
 from .ce_lowp import (
     FMT_BFLOAT16,
     FMT_FLOAT16,
+    ce_lowp_lanes_par,
+    ce_lowp_lanes_ser,
     ce_lowp_narrow_par,
     ce_lowp_narrow_ser,
     ce_lowp_wide_par,
@@ -128,6 +134,8 @@ __all__ = [
     "FMT_FLOAT16",
     "GROUP_ELEMENTS",
     "GROUP_ROWS",
+    "LANE_CLASSES",
+    "LANE_ROWS",
     "MODE_LOGSUMEXP",
     "MODE_LOG_SOFTMAX",
     "MODE_SOFTMAX",
@@ -141,6 +149,10 @@ __all__ = [
     "bce_ser",
     "ce_hard_par",
     "ce_hard_ser",
+    "ce_lanes_par",
+    "ce_lanes_ser",
+    "ce_lowp_lanes_par",
+    "ce_lowp_lanes_ser",
     "ce_lowp_narrow_par",
     "ce_lowp_narrow_ser",
     "ce_lowp_wide_par",

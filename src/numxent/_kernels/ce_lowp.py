@@ -47,6 +47,7 @@ from .ce_hard import (
     _rows_per_task,
     _rows_per_tile,
 )
+from .ce_lanes import _ce_hard_lanes, rows_per_lane_task
 
 # The ``fmt`` argument: the 16-bit format of the logits and the gradient.
 FMT_BFLOAT16, FMT_FLOAT16 = 0, 1
@@ -155,7 +156,8 @@ def _unstage(sg, fmt, b0, n, gb):
 
 def _make_task(rows_fn):
     """The task body over rows r0..r1: staged blocks of ``block`` rows, each
-    run by ``rows_fn`` (``_ce_hard_tile`` or ``_ce_hard_rows``: the one
+    run by ``rows_fn`` (``_ce_hard_tile``, ``_ce_hard_lanes`` or
+    ``_ce_hard_rows``: the one
     place the float32 row functions are called from). The staged block goes
     to them typed read-only, as float32 logits from the NumPy API do, and
     its first row as an int64 (a constant 0 is typed as the literal 0), so
@@ -186,6 +188,7 @@ def _make_task(rows_fn):
 
 
 _narrow_task = _make_task(_ce_hard_tile)
+_lanes_task = _make_task(_ce_hard_lanes)
 _wide_task = _make_task(_ce_hard_rows)
 
 
@@ -231,6 +234,37 @@ def ce_lowp_narrow_ser(xb, fmt, y, w, w_total, sw, ignore_index, eps, reduction,
     for r0 in range(0, n_rows, per_task):
         _narrow_task(xb, fmt, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows,
                      gb, r0, imin(n_rows, r0 + per_task), per_task)  # fmt: skip
+    return _epilogue(first_bad, denom, loss_rows, reduction)
+
+
+@cached
+@njit(parallel=True, **JIT)
+def ce_lowp_lanes_par(xb, fmt, y, w, w_total, sw, ignore_index, eps, reduction,
+                      loss_rows, gb):  # fmt: skip
+    first_bad, denom, run, gscale = _prologue(xb, y, w, sw, ignore_index, reduction)
+    if not run:
+        return first_bad, denom, 0.0
+    n_rows = xb.shape[0]
+    per_task = rows_per_lane_task(xb.shape[1])
+    for b in prange((n_rows + per_task - 1) // per_task):
+        r0 = b * per_task
+        _lanes_task(xb, fmt, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows,
+                    gb, r0, imin(n_rows, r0 + per_task), per_task)  # fmt: skip
+    return _epilogue(first_bad, denom, loss_rows, reduction)
+
+
+@cached
+@njit(**JIT)
+def ce_lowp_lanes_ser(xb, fmt, y, w, w_total, sw, ignore_index, eps, reduction,
+                      loss_rows, gb):  # fmt: skip
+    first_bad, denom, run, gscale = _prologue(xb, y, w, sw, ignore_index, reduction)
+    if not run:
+        return first_bad, denom, 0.0
+    n_rows = xb.shape[0]
+    per_task = rows_per_lane_task(xb.shape[1])
+    for r0 in range(0, n_rows, per_task):
+        _lanes_task(xb, fmt, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows,
+                    gb, r0, imin(n_rows, r0 + per_task), per_task)  # fmt: skip
     return _epilogue(first_bad, denom, loss_rows, reduction)
 
 

@@ -5,8 +5,8 @@ disk, so a process's first call of each kind pays seconds of compilation
 unless an earlier process left the kernel in the cache. This command makes
 those first calls ahead of time -- after an install or an upgrade, in a
 container image's build, before a job starts many processes at once -- for
-every kernel numxent serves to the given logits dtypes: hard labels (tiles
-of narrow rows and wide rows, soft-capped logits, ``out=logits``, forward
+every kernel numxent serves to the given logits dtypes: hard labels (rows a
+lane, tiles of narrow rows and wide rows, soft-capped logits, ``out=logits``, forward
 only), soft labels, binary cross-entropy, the softmax family and the linear
 cross-entropy, each in its serial and its parallel variant.
 
@@ -49,17 +49,28 @@ def _shapes(n_classes: int, serial_below: int) -> list[tuple[str, int, int]]:
     ]
 
 
+def _row_shapes(dt: np.dtype) -> list[tuple[str, int, int]]:
+    """(name, classes, serial threshold) of each hard-label kernel shape:
+    rows a lane (float32 and 16-bit), tiles of narrow rows, wide rows."""
+    from . import _dispatch as D
+    from . import _kernels as K
+
+    # 16-bit logits are staged through float32: float32's crossovers
+    narrow = D.NARROW_CLASSES[max(dt.itemsize, 4)]
+    shapes = [("wide rows", narrow + 1, D.WIDE_SERIAL_BELOW)]
+    if dt.itemsize == 8:
+        return [("narrow rows", 10, D.SERIAL_BELOW), *shapes]
+    return [
+        ("rows a lane", min(10, K.LANE_CLASSES), D.SERIAL_BELOW),
+        ("narrow rows", K.LANE_CLASSES + 8, D.SERIAL_BELOW),
+        *shapes,
+    ]
+
+
 def _hard_calls(dt: np.dtype, rng) -> Iterator[tuple[str, Call]]:
     import numxent as nx
 
-    from . import _dispatch as D
-
-    # 16-bit logits are staged through float32: float32's crossover
-    narrow = D.NARROW_CLASSES[max(dt.itemsize, 4)]
-    for shape, n_classes, below in (
-        ("narrow rows", min(10, narrow), D.SERIAL_BELOW),
-        ("wide rows", narrow + 1, D.WIDE_SERIAL_BELOW),
-    ):
+    for shape, n_classes, below in _row_shapes(dt):
         for variant, n, c in _shapes(n_classes, below):
             x = rng.standard_normal((n, c)).astype(dt)
             y = rng.integers(0, c, n)
@@ -150,14 +161,9 @@ def _softmax_calls(dt: np.dtype, rng) -> Iterator[tuple[str, Call]]:
 
 
 def _linear_calls(dt: np.dtype, rng) -> Iterator[tuple[str, Call]]:
-    from . import _dispatch as D
     from .linear import linear_cross_entropy
 
-    narrow = D.NARROW_CLASSES[dt.itemsize]
-    for shape, n_classes, below in (
-        ("narrow rows", min(10, narrow), D.SERIAL_BELOW),
-        ("wide rows", narrow + 1, D.WIDE_SERIAL_BELOW),
-    ):
+    for shape, n_classes, below in _row_shapes(dt):
         for variant, n, c in _shapes(n_classes, below):
             h = rng.standard_normal((n, 4)).astype(dt)
             w = rng.standard_normal((c, 4)).astype(dt)

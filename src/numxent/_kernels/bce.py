@@ -148,8 +148,9 @@ def _bce_block(x, t, w, pw, sw, fac_pat, pw_pat, row_scale, gscale, block_sums,
                     loss, g[g0 : g0 + n], gscale)  # fmt: skip
         total = ordered_sum(loss, n)
         if elem_loss.shape[0] > 0:
+            el = elem_loss[start:stop]
             for c in range(n):
-                elem_loss[start + c] = loss[c]
+                el[c] = loss[c]
     else:
         fac = np.empty(BCE_BLOCK, x.dtype)
         pwv = np.empty(BCE_BLOCK, x.dtype)
@@ -158,22 +159,27 @@ def _bce_block(x, t, w, pw, sw, fac_pat, pw_pat, row_scale, gscale, block_sums,
             r = j // n_cols
             c0 = j - r * n_cols
             n = imin(stop - j, n_cols - c0)
+            # (views indexed from 0: Numba wraps a computed index such as
+            # c0 + c around at run time, and the loop then stays scalar)
             if row_scale.shape[0] > 0:
                 scale_r = row_scale[r]
+                fp, pp = fac_pat[c0 : c0 + n], pw_pat[c0 : c0 + n]
                 for c in range(n):
-                    fac[c] = fac_pat[c0 + c] * scale_r
-                    pwv[c] = pw_pat[c0 + c]
+                    fac[c] = fp[c] * scale_r
+                    pwv[c] = pp[c]
             else:
+                wr, swr, pwr = w[r, c0 : c0 + n], sw[r, c0 : c0 + n], pw[r, c0 : c0 + n]
                 for c in range(n):
-                    fac[c] = w[r, c0 + c] * sw[r, c0 + c]
-                    pwv[c] = pw[r, c0 + c]
+                    fac[c] = wr[c] * swr[c]
+                    pwv[c] = pwr[c]
             gj = g0 + j - start
             bce_segment(x[j : j + n], t[j : j + n], as_readonly(fac), as_readonly(pwv),
                         loss, g[gj : gj + n], gscale)  # fmt: skip
             total += ordered_sum(loss, n)
             if elem_loss.shape[0] > 0:
+                el = elem_loss[j : j + n]
                 for c in range(n):
-                    elem_loss[j + c] = loss[c]
+                    el[c] = loss[c]
             j += n
     block_sums[b] = total
 

@@ -415,7 +415,6 @@ def _ce_hard_tile(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
     wds[:] = 0.0
     for r in range(n):
         i = r0 + r
-        o = r * n_classes
         m = ms[r]
         if y[i] == ignore_index or n_exact > 0 and not row_max(xi, i)[1]:
             if y[i] != ignore_index:
@@ -423,13 +422,15 @@ def _ce_hard_tile(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, gr
                 _ce_hard_row_exact(x, y, w, w_total, sw, eps, gscale, loss_rows,
                                    want_grad, exact, r, i, z, zrows)  # fmt: skip
             for k in range(n_classes):
-                d[o + k] = 0.0
+                d2[r, k] = 0.0
             continue
         d_ys[r] = np.float64(x[i, y[i]]) - np.float64(m)
         if eps > 0.0:
             wds[r] = shifted_dot(w, x, i, np.float64(m))
+        # (d2[r, k], not d[r * C + k]: Numba wraps a computed index that may
+        # be negative around at run time, and the loop then stays scalar)
         for k in range(n_classes):
-            d[o + k] = x[i, k] - m
+            d2[r, k] = x[i, k] - m
     # e: the tile's gradient rows (row ei = i), or a scratch tile (ei = r).
     if want_grad:
         e = grad

@@ -30,7 +30,16 @@ import numpy as np
 from numba import njit, prange
 
 from .._config import cached
-from ._intrinsics import HELPER, JIT, imax, imin, int_view, unmanaged, wide_vectors
+from ._intrinsics import (
+    HELPER,
+    JIT,
+    imax,
+    imin,
+    int_view,
+    transpose8,
+    unmanaged,
+    wide_vectors,
+)
 from ._vecmath import exp_nonpos, log_f64
 from .ce_hard import NARROW_TILE, _ce_hard_row_exact, _epilogue, _prologue, _z_row
 
@@ -50,6 +59,25 @@ _KEY_HI = np.int32(2**31 - 1)
 _NEG_INF_KEY = np.int32(_KEY_LO ^ _ABS ^ _INF_BITS)
 # flag[r]: the row's kind
 _KEPT, _IGNORED, _EXACT = 0, 1, 2
+
+
+@njit(inline="always")
+def _transpose(src, n_rows, n_cols, dst, src_stride, dst_stride):
+    """dst[k, r] = src[r, k] for r < n_rows, k < n_cols (both float32,
+    C-contiguous rows of src_stride / dst_stride elements): 8 x 8 blocks by
+    ``transpose8``, the ragged edges element by element."""
+    r8 = n_rows - n_rows % 8
+    k8 = n_cols - n_cols % 8
+    for k0 in range(0, k8, 8):
+        for r0 in range(0, r8, 8):
+            transpose8(src, r0 * src_stride + k0, src_stride, dst, k0 * dst_stride + r0,
+                       dst_stride)  # fmt: skip
+    for k in range(k8, n_cols):
+        for r in range(n_rows):
+            dst[k, r] = src[r, k]
+    for k in range(k8):
+        for r in range(r8, n_rows):
+            dst[k, r] = src[r, k]
 
 
 @njit(**HELPER)
@@ -81,9 +109,7 @@ def _ce_hard_lanes(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, g
         yb = unmanaged(y[b0 : b0 + n])
         lb = unmanaged(loss_rows[b0 : b0 + n])
         swb = unmanaged(sw[b0 : b0 + n]) if has_sw else sw
-        for k in range(n_classes):
-            for r in range(n):
-                xt[k, r] = xb[r, k]
+        _transpose(xb, n, n_classes, xt, n_classes, LANE_ROWS)
         # the row max as the max of order-preserving int keys, and whether
         # the row is finite (see _vecmath.row_max)
         for r in range(n):
@@ -180,28 +206,30 @@ def _ce_hard_lanes(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, g
                                np.float64(ms[r]) + logs[r])  # fmt: skip
         if not want_grad:
             continue
-        gb = unmanaged(grad[b0 : b0 + n])
+        # the gradient in place of the exponentials, then written back
         if eps > 0.0:
             for k in range(n_classes):
                 wk = w[k]
                 for r in range(n):
-                    gb[r, k] = cs[r] * xt[k, r] - bs[r] * wk
+                    xt[k, r] = cs[r] * xt[k, r] - bs[r] * wk
         else:
             # (c in float32, as ce_hard's finish: one vector width)
             for k in range(n_classes):
                 for r in range(n):
-                    gb[r, k] = c_e[r] * xt[k, r]
+                    xt[k, r] = c_e[r] * xt[k, r]
         j = 0
         for r in range(n):
             if flag[r] == _KEPT:
-                gb[r, yb[r]] -= d_ys[r]
+                xt[yb[r], r] -= d_ys[r]
             elif flag[r] == _IGNORED:
                 for k in range(n_classes):
-                    gb[r, k] = 0.0
+                    xt[k, r] = 0.0
             else:
                 for k in range(n_classes):
-                    gb[r, k] = exact[j, k]
+                    xt[k, r] = exact[j, k]
                 j += 1
+        gb = unmanaged(grad[b0 : b0 + n])
+        _transpose(xt, n_classes, n, gb, LANE_ROWS, n_classes)
 
 
 @njit(inline="always")

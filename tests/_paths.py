@@ -45,7 +45,8 @@ layout);
 ``general_path_only()`` (``cross_entropy``'s common calls take the general
 path inside the block); ``dask_objective()`` (the dask fit's objective, to
 interrupt a fit); the non-temporal store helpers ``stream_copy`` and
-``nt_fence`` (kernel building blocks, tested on their own).
+``nt_fence`` and the 8 x 8 block transpose ``transpose8`` (kernel building
+blocks, tested on their own).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ import numpy as np
 
 from numxent import _dispatch as _D
 from numxent import _kernels as _K
-from numxent._kernels._intrinsics import NT_LINE, nt_fence
+from numxent._kernels._intrinsics import NT_LINE, nt_fence, transpose8
 from numxent._kernels._vecmath import stream_copy
 
 __all__ = [
@@ -82,6 +83,7 @@ __all__ = [
     "record_kernels",
     "sizes_around",
     "stream_copy",
+    "transpose8",
 ]
 
 SERIAL_BELOW: int = _D.SERIAL_BELOW

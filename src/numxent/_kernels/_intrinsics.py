@@ -271,11 +271,6 @@ def nt_fence(typingctx):
     return types.none(), codegen
 
 
-def _shuffle8(builder, a, b, mask):
-    mask_type = ir.VectorType(ir.IntType(32), 8)
-    return builder.shuffle_vector(a, b, ir.Constant(mask_type, mask))
-
-
 @intrinsic
 def transpose8(typingctx, src, s0, s_stride, dst, d0, d_stride):
     """Copy an 8 x 8 block of float32 transposed: ``dst.flat[d0 + j *
@@ -305,6 +300,10 @@ def transpose8(typingctx, src, s0, s_stride, dst, d0, d_stride):
         s0, ss, d0, ds = args[1], args[2], args[4], args[5]
         vty = ir.VectorType(ir.FloatType(), 8)
 
+        def shuffle(a, b, mask):
+            mask_type = ir.VectorType(ir.IntType(32), 8)
+            return builder.shuffle_vector(a, b, ir.Constant(mask_type, mask))
+
         def at(base, start, stride, i):
             off = builder.add(start, builder.mul(stride, ir.Constant(start.type, i)))
             return builder.bitcast(builder.gep(base, [off]), vty.as_pointer())
@@ -314,15 +313,15 @@ def transpose8(typingctx, src, s0, s_stride, dst, d0, d_stride):
         a = []
         for i in range(4):
             r0, r1 = rows[2 * i], rows[2 * i + 1]
-            a.append(_shuffle8(builder, r0, r1, [0, 8, 1, 9, 2, 10, 3, 11]))
-            a.append(_shuffle8(builder, r0, r1, [4, 12, 5, 13, 6, 14, 7, 15]))
+            a.append(shuffle(r0, r1, [0, 8, 1, 9, 2, 10, 3, 11]))
+            a.append(shuffle(r0, r1, [4, 12, 5, 13, 6, 14, 7, 15]))
         # rows 0-3 (and 4-7), two columns a vector: b[half, group, pair]
         b = {}
         for half, (p, q) in enumerate([(0, 2), (4, 6)]):
             for g in range(2):
                 lo, hi = a[p + g], a[q + g]
-                b[half, g, 0] = _shuffle8(builder, lo, hi, [0, 1, 8, 9, 2, 3, 10, 11])
-                b[half, g, 1] = _shuffle8(builder, lo, hi, [4, 5, 12, 13, 6, 7, 14, 15])
+                b[half, g, 0] = shuffle(lo, hi, [0, 1, 8, 9, 2, 3, 10, 11])
+                b[half, g, 1] = shuffle(lo, hi, [4, 5, 12, 13, 6, 7, 14, 15])
         # halves joined: column j = 4 g + 2 pair + sub
         for g in range(2):
             for pair in range(2):
@@ -330,7 +329,7 @@ def transpose8(typingctx, src, s0, s_stride, dst, d0, d_stride):
                 for sub, mask in enumerate(
                     ([0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15])
                 ):
-                    col = _shuffle8(builder, lo, hi, mask)
+                    col = shuffle(lo, hi, mask)
                     builder.store(col, at(d, d0, ds, 4 * g + 2 * pair + sub), align=4)
         return context.get_dummy_value()
 

@@ -7,7 +7,10 @@ scalar remainder and loop overhead. Here a block of ``LANE_ROWS`` rows is
 copied transposed into scratch, class-major (``xt[k, r]`` = ``x[r, k]``),
 and every pass runs down the rows: the max, the exp, the row sums, the logs
 and the per-row loss and gradient scale are loops over rows, one row a
-vector lane, and the gradient is written back transposed.
+vector lane; the gradient is finished in the block and written back
+transposed. Both copies go 8 x 8 blocks at a time through vector shuffles
+(``transpose8``): a scalar loop cannot vectorise either way round (a
+strided load or a strided store).
 
 Arithmetic: the tile kernel's, element for element (the max, the float32
 exp, the finish in float64, the float32 gradient), except the row sum: the

@@ -199,6 +199,45 @@ def test_thread_count_does_not_change_bits(big_problem, dtype, reduction):
         _assert_bitwise(g, r)
 
 
+def test_lane_kernel_rows_do_not_depend_on_threads_or_batch():
+    """float32 rows of a few classes take the lane kernel (64-row blocks,
+    tasks of whole blocks): the same bits for any thread count, and each row
+    the same in a batch of any size (serial, parallel, a ragged last
+    block)."""
+    rng = _rng(7)
+    n, c = 20_000, 10
+    x = (rng.standard_normal((n, c)) * 4).astype(np.float32)
+    x[11, 3], x[12, 0], x[13] = np.nan, np.inf, -np.inf
+    y = rng.integers(0, c, n)
+    y[::17] = -100
+    w = rng.random(c) + 0.5
+    sw = rng.random(n)
+    calls = {
+        "plain": dict(),
+        "weighted": dict(weight=w, sample_weight=sw, label_smoothing=0.1),
+        "z-loss": dict(lse_square_scale=1e-3),
+    }
+    counts = _thread_counts()
+    default = numba.get_num_threads()
+    results = {}
+    try:
+        for k in counts:
+            numba.set_num_threads(k)
+            for name, kw in calls.items():
+                results[k, name] = CE(x, y, reduction="sum", return_grad=True, **kw)
+    finally:
+        numba.set_num_threads(default)
+    for (_, name), res in results.items():
+        _assert_bitwise(res, results[counts[0], name])
+    for kw in calls.values():
+        big = CE(x, y, reduction="none", return_grad=True, **kw)
+        for m in (3, 64, 65, 5000):
+            part = {**kw, "sample_weight": sw[:m]} if "sample_weight" in kw else kw
+            loss, grad = CE(x[:m], y[:m], reduction="none", return_grad=True, **part)
+            _assert_bitwise(loss, big[0][:m])
+            _assert_bitwise(grad, big[1][:m])
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 def test_small_and_large_batches_give_same_rows(big_problem, dtype):
     """Per-row values do not depend on batch size (serial vs parallel path)."""

@@ -132,7 +132,7 @@ def _ce_hard_lanes(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, g
             f = _IGNORED if yb[r] == ignore_index else (_KEPT if finite else _EXACT)
             flag[r] = f
             n_flagged += f != _KEPT
-        n_exact = 0
+        n_exact = np.int64(0)  # (not Literal[int](0): one compile of the callee)
         if n_flagged > 0:
             # Rows holding NaN/inf take the exact scalar path now, while the
             # logits are unwritten (out=logits); ignored rows are neither

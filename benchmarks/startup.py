@@ -30,6 +30,25 @@ FAMILIES = {
     "log_softmax": ("log_softmax", 512, 100, "float32"),
 }
 
+#: The families' data and calls, run in the child (``rng``, ``nx``, ``np``
+#: are the child's).
+MAKE = """
+def make(op, n, c, dtype):
+    x = rng.standard_normal((n, c)).astype(dtype)
+    if op == "ce":
+        y = rng.integers(0, c, size=n)
+        return lambda: nx.cross_entropy(x, y, return_grad=True)
+    if op == "ce_soft":
+        t = rng.dirichlet(np.ones(c), size=n).astype(dtype)
+        return lambda: nx.cross_entropy(x, t, return_grad=True)
+    if op == "bce":
+        t = (rng.random((n, c)) < 0.5).astype(dtype)
+        return lambda: nx.binary_cross_entropy_with_logits(x, t, return_grad=True)
+    if op == "log_softmax":
+        return lambda: nx.log_softmax(x)
+    raise ValueError(op)
+"""
+
 
 def measure_families(repeat: int = 1, threads: int | None = None, on_step=None) -> dict:
     """The first call of each of :data:`FAMILIES`, one after another in one
@@ -45,7 +64,7 @@ def measure_families(repeat: int = 1, threads: int | None = None, on_step=None) 
     for i in range(max(1, repeat)):
         cache = tempfile.mkdtemp(prefix="numxent-bench-cache-")
         try:
-            runs.append(run_child(cache, threads, timeout=1800, calls=calls))
+            runs.append(run_child(cache, threads, timeout=1800, calls=calls, make=MAKE))
         finally:
             shutil.rmtree(cache, ignore_errors=True)
         step(f"families {i + 1}/{max(1, repeat)}", 1.0)

@@ -136,6 +136,12 @@ def _command(prog: str | None, argv: list[str]) -> str:
     return " ".join([prog, *map(shlex.quote, argv)])
 
 
+def _check_choices(option: str, values: list[str], known: list[str]) -> None:
+    for v in values:
+        if v not in known:
+            raise ValueError(f"{option}: unknown {v!r}; choose from {', '.join(known)}")
+
+
 def settings(args: argparse.Namespace) -> dict:
     """The run's settings from the parsed options (``--quick`` fills what is
     not given); raises ValueError on a bad value."""
@@ -151,25 +157,15 @@ def settings(args: argparse.Namespace) -> dict:
         s[key] = [f"{n}x{c}" for n, c in shapes]
     if isinstance(s["dtypes"], str):
         s["dtypes"] = _csv(s["dtypes"])
-    for dt in s["dtypes"]:
-        if dt not in ("float32", "float64"):
-            raise ValueError(f"--dtypes: {dt!r} is not float32 or float64")
+    _check_choices("--dtypes", s["dtypes"], ["float32", "float64"])
     if s["repeat"] < 1:
         raise ValueError("--repeat must be at least 1")
     s["ops"] = [] if args.ops.strip() == "none" else _csv(args.ops)
-    for op in s["ops"]:
-        if op not in ALL_OPS:
-            raise ValueError(
-                f"--ops: unknown op {op!r}; choose from {', '.join(ALL_OPS)}"
-            )
+    _check_choices("--ops", s["ops"], ALL_OPS)
     peers = _csv(args.peers or "") or [
         p for p in PEERS if not (PEERS[p].slow_setup and args.quick)
     ]
-    for pid in peers:
-        if pid not in PEERS:
-            raise ValueError(
-                f"--peers: unknown peer {pid!r}; choose from {', '.join(PEERS)}"
-            )
+    _check_choices("--peers", peers, list(PEERS))
     if "copyto" not in peers:
         peers.insert(0, "copyto")
     if args.no_thp:

@@ -308,6 +308,26 @@ _ORDER = {
 }
 
 
+def _md_ratio_sections(results: dict) -> list[tuple[str, str, str]]:
+    """(ratio key, title, intro) of the report's three ratio views."""
+    return [
+        ("ratio_to_copy", "Time ÷ `np.copyto` time",
+         "1.00× is the memory roofline; lower is faster. The `np.copyto` "
+         "column is its time per call, and the bandwidth that is."),
+        ("ratio_to_floor", f"Time ÷ {_floor_name(results)} time",
+         "`np.copyto` is one thread. The copy floor is the same copy "
+         "on every thread the kernels use, the faster of the ordinary-"
+         "store and the non-temporal-store parallel copy: what the cores "
+         "together can move, the bound a fused pass can at best reach. "
+         "The `np.copyto` column is its ratio to the floor."),
+        ("ratio_to_numxent", "Time ÷ numxent time",
+         "How many times longer each peer takes than numxent (`out=` for "
+         "the loss+gradient ops, the forward call for the forward ops): "
+         "above 1× numxent is faster. The `np.copyto` column is the "
+         "fraction of the roofline numxent reaches."),
+    ]  # fmt: skip
+
+
 def markdown_report(results: dict, plot_file: str | None) -> str:
     """The full report.md."""
     s = results["settings"]
@@ -332,45 +352,19 @@ def markdown_report(results: dict, plot_file: str | None) -> str:
         "",
     ]
     groups = _groups(results)
-    if groups:
-        out += [
-            "## Time ÷ `np.copyto` time",
-            "",
-            "1.00× is the memory roofline; lower is faster. The `np.copyto` "
-            "column is its time per call, and the bandwidth that is.",
-            "",
-        ]
-        for op, dtype, entries in groups:
-            out += [f"### {op} — {_OP_TITLES.get(op, op)}, {dtype}", ""]
-            out += [_ratio_table(entries, "ratio_to_copy", markdown=True), ""]
-        floor_groups = [g for g in groups if _has_floor(g[2])]
-        if floor_groups:
-            out += [
-                f"## Time ÷ {_floor_name(results)} time",
-                "",
-                "`np.copyto` is one thread. The copy floor is the same copy "
-                "on every thread the kernels use, the faster of the ordinary-"
-                "store and the non-temporal-store parallel copy: what the cores "
-                "together can move, the bound a fused pass can at best reach. "
-                "The `np.copyto` column is its ratio to the floor.",
-                "",
-            ]
-            for op, dtype, entries in floor_groups:
-                out += [f"### {op}, {dtype} (÷ copy floor)", ""]
-                out += [_ratio_table(entries, "ratio_to_floor", markdown=True), ""]
-        out += [
-            "## Time ÷ numxent time",
-            "",
-            "How many times longer each peer takes than numxent (`out=` for "
-            "the loss+gradient ops, the forward call for the forward ops): "
-            "above 1× numxent is faster. The `np.copyto` column is the "
-            "fraction of the roofline numxent reaches.",
-            "",
-        ]
-        for op, dtype, entries in groups:
+    for key, title, intro in _md_ratio_sections(results):
+        chosen = [g for g in groups if key != "ratio_to_floor" or _has_floor(g[2])]
+        if chosen:
+            out += [f"## {title}", "", intro, ""]
+        for op, dtype, entries in chosen:
             ref = PEERS[entries[0]["reference"]].label
-            out += [f"### {op}, {dtype} (÷ {ref})", ""]
-            out += [_ratio_table(entries, "ratio_to_numxent", markdown=True), ""]
+            heading = {
+                "ratio_to_copy": f"{op} — {_OP_TITLES.get(op, op)}, {dtype}",
+                "ratio_to_floor": f"{op}, {dtype} (÷ copy floor)",
+                "ratio_to_numxent": f"{op}, {dtype} (÷ {ref})",
+            }[key]
+            out += [f"### {heading}", "", _ratio_table(entries, key, True), ""]
+    if groups:
         out += [f"## Time per call ({stat})", ""]
         for op, dtype, entries in groups:
             out += [f"### {op}, {dtype}", "", _time_table(entries), ""]
@@ -529,10 +523,7 @@ def plot(results: dict, path: str) -> str | None:
     )
     for ax, (op, dtype, entries) in zip(axes.flat, groups, strict=False):
         # one point per C: the workload with the most elements (least overhead)
-        by_c: dict[int, dict] = {}
-        for e in entries:
-            if e["c"] not in by_c or e["elements"] > by_c[e["c"]]["elements"]:
-                by_c[e["c"]] = e
+        by_c = {e["c"]: e for e in sorted(entries, key=lambda e: e["elements"])}
         pts = [by_c[c] for c in sorted(by_c)]
         for pid in ["copyto", *_columns(entries)]:
             xy = [(e["c"], e["seconds"][pid] / e["elements"] * 1e9)
@@ -547,10 +538,7 @@ def plot(results: dict, path: str) -> str | None:
                         label=PEERS[pid].label, zorder=4)  # fmt: skip
             else:
                 colour, marker = _COLOURS.get(PEERS[pid].library, ("gray", "."))
-                if pid == "numxent_alloc":
-                    ls, marker = "--", "s"
-                else:
-                    ls = "-"
+                ls, marker = ("--", "s") if pid == "numxent_alloc" else ("-", marker)
                 ax.plot(xs, ys, color=colour, ls=ls, marker=marker,
                         label=PEERS[pid].label)  # fmt: skip
         ax.set_xscale("log")

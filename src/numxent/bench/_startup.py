@@ -11,9 +11,9 @@ seconds of its own process (``time.process_time``: steadier than the wall
 clock on a machine that others share), whether the import brought
 ``scipy.linalg`` and how many kernel signatures it compiled.
 
-A child can also time a list of first calls one after another (``calls`` of
-:func:`run_child`): ``benchmarks/startup.py`` in the repository uses it for
-the first call of each common family.
+A child can also time a list of first calls one after another (``calls`` and
+``make`` of :func:`run_child`): ``benchmarks/startup.py`` in the repository
+uses it for the first call of each common family.
 """
 
 from __future__ import annotations
@@ -29,18 +29,15 @@ import time
 
 from ._machine import child_env
 
-__all__ = [
-    "FIRST_CALL",
-    "error_summary",
-    "measure_startup",
-    "run_child",
-]
+__all__ = ["FIRST_CALL", "MAKE_CE", "error_summary", "measure_startup", "run_child"]
 
 #: The first call a training script makes: float32 hard labels, loss + gradient.
 FIRST_CALL = {"op": "ce", "n": 4096, "c": 100, "dtype": "float32"}
 
 # Times itself from before ``import numxent`` (which imports numpy and Numba)
-# onwards. argv[1]: JSON list of (name, op, n, c, dtype) calls to time.
+# onwards. argv[1]: JSON list of (name, op, n, c, dtype) calls to time;
+# argv[2]: the source of make(op, n, c, dtype), which makes the data and
+# returns the call (MAKE_CE by default).
 _CHILD = """
 import time
 t0, c0 = time.perf_counter(), time.process_time()
@@ -51,21 +48,7 @@ import numpy as np
 scipy_linalg = "scipy.linalg" in sys.modules
 rng = np.random.default_rng(0)
 
-def make(op, n, c, dtype):
-    x = rng.standard_normal((n, c)).astype(dtype)
-    if op == "ce":
-        y = rng.integers(0, c, size=n)
-        return lambda: nx.cross_entropy(x, y, return_grad=True)
-    if op == "ce_soft":
-        t = rng.dirichlet(np.ones(c), size=n).astype(dtype)
-        return lambda: nx.cross_entropy(x, t, return_grad=True)
-    if op == "bce":
-        t = (rng.random((n, c)) < 0.5).astype(dtype)
-        return lambda: nx.binary_cross_entropy_with_logits(x, t, return_grad=True)
-    if op == "log_softmax":
-        return lambda: nx.log_softmax(x)
-    raise ValueError(op)
-
+exec(sys.argv[2])  # defines make(op, n, c, dtype): the call to time
 calls = {}
 for name, op, n, c, dtype in json.loads(sys.argv[1]):
     fn = make(op, n, c, dtype)
@@ -82,6 +65,13 @@ print(json.dumps({"import_s": t1 - t0, "import_cpu_s": c1 - c0,
                   "calls": calls, "compiled": compiled,
                   "scipy_linalg": scipy_linalg,
                   "threading_layer": nx.threading_layer()}))
+"""
+
+MAKE_CE = """
+def make(op, n, c, dtype):
+    x = rng.standard_normal((n, c)).astype(dtype)
+    y = rng.integers(0, c, size=n)
+    return lambda: nx.cross_entropy(x, y, return_grad=True)
 """
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -109,9 +99,11 @@ def run_child(
     threads: int | None = None,
     timeout: float = 300,
     calls: list | None = None,
+    make: str = MAKE_CE,
 ) -> dict:
     """One fresh process: import numxent, make the data, make the first call
-    (or ``calls``: ``[(name, op, n, c, dtype), ...]``, timed one by one)."""
+    (or ``calls``: ``[(name, op, n, c, dtype), ...]``, timed one by one, their
+    data and call made by the function ``make``'s source defines)."""
     env = {"NUMBA_CACHE_DIR": cache_dir}
     if threads is not None:
         env["NUMBA_NUM_THREADS"] = str(threads)
@@ -119,7 +111,7 @@ def run_child(
         calls = [("first", *(FIRST_CALL[k] for k in ("op", "n", "c", "dtype")))]
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, json.dumps(calls)],
+        [sys.executable, "-c", _CHILD, json.dumps(calls), make],
         env=child_env(**env),
         capture_output=True,
         text=True,

@@ -41,9 +41,11 @@ warm-up model, that the tied weight's gradient is the sum of its two uses'
 
 Each path runs in a fresh child process: the time is the median of the
 steps (after one warm-up step), and the memory is the child's peak RSS
-(``ru_maxrss``) minus its RSS once the inputs exist and one step on a small
-head has run (imports, compiled kernels and BLAS buffers in place): the
-memory the step itself needs, its gradients included; the table also gives
+(``ru_maxrss``) minus its RSS once the inputs exist, one step on a small
+head has run (imports, compiled kernels) and PyTorch's and SciPy's BLAS
+have made products of the step's shapes (their work buffers, kept for the
+process, in place): the memory the step itself needs, its gradients
+included; the table also gives
 it less the two gradients' size (``(N + V) * H`` floats), the memory beyond
 the inputs, the weight and their gradients::
 
@@ -241,6 +243,29 @@ def child(cfg: dict) -> dict:
         return _child(cfg)
 
 
+def _blas_buffers(h, W) -> None:
+    """Products of the step's shapes, a 64 MiB block of tokens at a time, by
+    PyTorch's BLAS and by SciPy's: each library's work buffers (allocated on
+    its first products of a size and kept for the process, shared by every
+    product a model makes) are then in place before the baseline, as in a
+    model after its first step. The small warm-up head does not reach the
+    sizes here (4096 x 512 -> 32000: PyTorch's BLAS took 32 MiB more on its
+    first large product)."""
+    import numpy as np
+
+    from numxent.linear import _gemm
+
+    rows = max(1, min(len(h), (64 << 20) // (4 * W.shape[0])))
+    hb, Wd = h.detach()[:rows], W.detach()
+    g = hb @ Wd.T  # (rows, V), like a chunk's logits
+    g @ Wd, g.T @ hb  # noqa: B018 - the two gradient products
+    hn, Wn, gn = hb.numpy(), Wd.numpy(), g.numpy()
+    _gemm(1.0, hn, Wn.T, gn, 0.0)
+    _gemm(1.0, gn, Wn, np.empty_like(hn), 0.0)
+    _gemm(1.0, gn.T, hn, np.empty_like(Wn), 0.0)
+    del g, gn
+
+
 def _child(cfg: dict) -> dict:
     import resource
 
@@ -261,6 +286,7 @@ def _child(cfg: dict) -> dict:
     out = {}
     if path in TIED_PATHS:
         out.update(_tied_grad_check(path, *small[1:], chunk))
+    _blas_buffers(h, W)
     step = _make_step(path, h, W, y, chunk)
     base = _rss_mib()
     times, losses = [], []

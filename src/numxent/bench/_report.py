@@ -11,16 +11,8 @@ import math
 
 from ._peers import FLOOR, PEERS, REFERENCE
 
-__all__ = [
-    "add_ratios",
-    "format_ratio",
-    "format_seconds",
-    "markdown_report",
-    "plot",
-    "readme_table",
-    "table",
-    "text_tables",
-]
+__all__ = ["add_ratios", "format_ratio", "format_seconds", "markdown_report", "plot",
+           "readme_table", "table", "text_tables"]  # fmt: skip
 
 _OP_TITLES = {
     "ce": "cross_entropy, loss + gradient",

@@ -173,48 +173,55 @@ def time_workload(
     ``s``; ``(stats, unavailable, errors)`` by peer id, the last two reasons.
     A peer whose factory made a compiling first call has its seconds in its
     stats as ``compile_s`` (never in the samples)."""
-    data = make_data(w, seed=s["seed"])
-    unavailable: dict[str, str] = {}
-    kw = dict(repeat=s["repeat"], min_time=s["min_time"], budget=s["budget"],
-              order=s["order"])  # fmt: skip
-
-    def build(pid: str, data: dict):
-        try:
-            return make_peer(pid, w, data, threads)
-        except PeerUnavailable as exc:
-            unavailable[pid] = str(exc)
-            return None
-
-    if s["order"] == "block":
-        # One peer at a time: each peer's buffers (its gradient, a device copy
-        # of the logits, a compiled call's outputs) are freed before the next
-        # one is built, so the peak memory is the largest peer's, not the sum
-        # of all (at 8192 x 32000 float64: 24 GiB, against 12.6 GiB for JAX
-        # alone). Each peer's samples were back to back anyway.
-        stats, errors = {}, {}
-        n = max(len(peer_ids), 1)
-        sub = None if on_step is None else (lambda m, a: on_step(m, a / n))
-        for pid in peer_ids:
-            fn = build(pid, data)
-            if fn is None:
-                if on_step is not None:
-                    on_step(f"{pid} unavailable", 1.0 / n)
-                continue
-            st, er = measure({pid: fn}, on_step=sub, **kw)
-            _compile_time(st, pid, fn)
-            stats.update(st)
-            errors.update(er)
-            del fn, st
-            gc.collect()
-    else:  # round-robin: every peer alive at once
-        fns = {pid: fn for pid in peer_ids if (fn := build(pid, data)) is not None}
-        stats, errors = measure(fns, on_step=on_step, **kw)
-        for pid, fn in fns.items():
-            _compile_time(stats, pid, fn)
-        del fns
-    del data
+    # Frozen, what lives now (libraries, earlier results) is skipped by the
+    # collections between peers (a full one took 0.28 s with torch and JAX)
     gc.collect()
-    return stats, unavailable, errors
+    gc.freeze()
+    try:
+        data = make_data(w, seed=s["seed"])
+        unavailable: dict[str, str] = {}
+        kw = dict(repeat=s["repeat"], min_time=s["min_time"], budget=s["budget"],
+                  order=s["order"])  # fmt: skip
+
+        def build(pid: str, data: dict):
+            try:
+                return make_peer(pid, w, data, threads)
+            except PeerUnavailable as exc:
+                unavailable[pid] = str(exc)
+                return None
+
+        if s["order"] == "block":
+            # One peer at a time: each peer's buffers (its gradient, a device copy
+            # of the logits, a compiled call's outputs) are freed before the next
+            # one is built, so the peak memory is the largest peer's, not the sum
+            # of all (at 8192 x 32000 float64: 24 GiB, against 12.6 GiB for JAX
+            # alone). Each peer's samples were back to back anyway.
+            stats, errors = {}, {}
+            n = max(len(peer_ids), 1)
+            sub = None if on_step is None else (lambda m, a: on_step(m, a / n))
+            for pid in peer_ids:
+                fn = build(pid, data)
+                if fn is None:
+                    if on_step is not None:
+                        on_step(f"{pid} unavailable", 1.0 / n)
+                    continue
+                st, er = measure({pid: fn}, on_step=sub, **kw)
+                _compile_time(st, pid, fn)
+                stats.update(st)
+                errors.update(er)
+                del fn, st
+                gc.collect()
+        else:  # round-robin: every peer alive at once
+            fns = {pid: fn for pid in peer_ids if (fn := build(pid, data)) is not None}
+            stats, errors = measure(fns, on_step=on_step, **kw)
+            for pid, fn in fns.items():
+                _compile_time(stats, pid, fn)
+            del fns
+        del data
+        gc.collect()
+        return stats, unavailable, errors
+    finally:
+        gc.unfreeze()
 
 
 def _compile_time(stats: dict, pid: str, fn) -> None:

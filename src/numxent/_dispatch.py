@@ -119,11 +119,13 @@ def ce_hard(x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows, grad,
     The kernels take z-loss and soft-capping as ``None`` when off: Numba then
     compiles them without that code, so a plain call compiles neither the
     soft-capped finish nor the z-loss (a call with them compiles its own
-    variant, one of four).
+    variant, one of three: soft-capped calls share one, given ``z = 0.0``
+    without z-loss, whose every use is behind ``z > 0`` or a non-empty
+    ``zrows``: the same bits as a variant without it).
     """
     n_classes = x.shape[1]
-    zo = z if z > 0.0 or zrows.shape[0] > 0 else None
     co = cap if cap > 0.0 else None
+    zo = z if z > 0.0 or zrows.shape[0] > 0 or co is not None else None
     args = (x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows, grad, zo,
             co, zrows)  # fmt: skip
     if narrow_rows(n_classes, x.dtype):

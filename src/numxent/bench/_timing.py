@@ -173,10 +173,11 @@ def time_workload(
     ``s``; ``(stats, unavailable, errors)`` by peer id, the last two reasons.
     A peer whose factory made a compiling first call has its seconds in its
     stats as ``compile_s`` (never in the samples)."""
-    # Frozen, what lives now (libraries, earlier results) is skipped by the
+    # Frozen (unless a caller froze), what lives now is skipped by the
     # collections between peers (a full one took 0.28 s with torch and JAX)
-    gc.collect()
-    gc.freeze()
+    if ours := gc.get_freeze_count() == 0:
+        gc.collect()
+        gc.freeze()
     try:
         data = make_data(w, seed=s["seed"])
         unavailable: dict[str, str] = {}
@@ -221,7 +222,8 @@ def time_workload(
         gc.collect()
         return stats, unavailable, errors
     finally:
-        gc.unfreeze()
+        if ours:
+            gc.unfreeze()
 
 
 def _compile_time(stats: dict, pid: str, fn) -> None:

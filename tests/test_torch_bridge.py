@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -20,6 +21,7 @@ import pytest
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 nt = pytest.importorskip("numxent.torch")
+FallbackWarning = nt.FallbackWarning
 serve = pytest.importorskip("numxent._torch_serve")
 
 REDUCTIONS = ["mean", "sum", "none"]
@@ -135,7 +137,10 @@ def test_soft_labels_with_nonnegative_ignore_index_refused_like_torch(shape):
         kw = dict(ignore_index=2, reduction=reduction)
         with pytest.raises(RuntimeError) as ref:
             F.cross_entropy(x, t, **kw)
-        with pytest.raises(RuntimeError, match=re.escape(str(ref.value))):
+        with (
+            pytest.warns(FallbackWarning, match="ignore_index=2"),
+            pytest.raises(RuntimeError, match=re.escape(str(ref.value))),
+        ):
             nt.cross_entropy(x, t, **kw)
 
 
@@ -259,13 +264,19 @@ def test_double_backward_falls_back_to_torch():
         res = []
         for fn in (ours, ref):
             x = x0.clone().requires_grad_(True)
-            (g,) = torch.autograd.grad(fn(x, tt), x, create_graph=True)
-            (gg,) = torch.autograd.grad((g * g).sum(), x)
+            with warnings.catch_warnings(record=True) as rec:
+                warnings.simplefilter("always", FallbackWarning)
+                (g,) = torch.autograd.grad(fn(x, tt), x, create_graph=True)
+                (gg,) = torch.autograd.grad((g * g).sum(), x)
+            said = [str(w.message) for w in rec if w.category is FallbackWarning]
+            assert len(said) == (fn is ours), said
+            assert all("double backward" in m for m in said), said
             res.append((g.detach(), gg))
         torch.testing.assert_close(res[0], res[1], rtol=1e-12, atol=1e-14)
-        assert torch.autograd.gradgradcheck(
-            lambda x, f=ours, tt=tt: f(x, tt), (x0.clone().requires_grad_(True),)
-        )
+        with pytest.warns(FallbackWarning, match="double backward"):
+            assert torch.autograd.gradgradcheck(
+                lambda x, f=ours, tt=tt: f(x, tt), (x0.clone().requires_grad_(True),)
+            )
 
 
 def test_retain_graph_second_backward():
@@ -344,7 +355,8 @@ def test_low_precision_soft_targets_fall_back(dtype):
     x = torch.randn(8, 5, generator=gen).to(dtype)
     t = torch.rand(8, 5, generator=gen).softmax(1).to(dtype)
     ref = _run(F.cross_entropy, x, t, label_smoothing=0.1)
-    got = _run(nt.cross_entropy, x, t, label_smoothing=0.1)
+    with pytest.warns(FallbackWarning, match="with probability targets"):
+        got = _run(nt.cross_entropy, x, t, label_smoothing=0.1)
     assert got[2] != CE_NODE
     assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1])
 
@@ -357,7 +369,8 @@ def test_other_devices_fall_back():
         (nt.cross_entropy, t),
         (nt.binary_cross_entropy_with_logits, torch.empty_like(x)),
     ]:
-        loss = fn(x, tt, reduction="none")
+        with pytest.warns(FallbackWarning, match="input is on meta"):
+            loss = fn(x, tt, reduction="none")
         assert loss.device.type == "meta"
         assert type(loss.grad_fn).__name__ not in (CE_NODE, BCE_NODE)
 
@@ -373,7 +386,11 @@ def test_target_requires_grad_falls_back():
         res = []
         for fn in (ours, ref):
             x, t = x0.clone().requires_grad_(True), t0.clone().requires_grad_(True)
-            loss = fn(x, t)
+            if fn is ours:
+                with pytest.warns(FallbackWarning, match="target requires grad"):
+                    loss = fn(x, t)
+            else:
+                loss = fn(x, t)
             loss.backward()
             res.append((loss.detach(), x.grad, t.grad))
         assert res[0][2] is not None
@@ -386,14 +403,20 @@ def test_weight_requires_grad_falls_back():
     w = torch.ones(4, dtype=torch.float64, requires_grad=True)
     with pytest.raises(RuntimeError) as ref:  # PyTorch's own refusal
         F.cross_entropy(x, t, weight=w)
-    with pytest.raises(RuntimeError, match="not differentiable"):
+    with (
+        pytest.warns(FallbackWarning, match="weight of another dtype"),
+        pytest.raises(RuntimeError, match="not differentiable"),
+    ):
         nt.cross_entropy(x, t, weight=w)
     assert "not differentiable" in str(ref.value)
     bt = torch.rand(5, 4, dtype=torch.float64)
     pw = torch.ones(4, dtype=torch.float64, requires_grad=True)
     with pytest.raises(RuntimeError) as ref:
         F.binary_cross_entropy_with_logits(x, bt, pos_weight=pw)
-    with pytest.raises(RuntimeError) as got:
+    with (
+        pytest.warns(FallbackWarning, match="pos_weight of another dtype"),
+        pytest.raises(RuntimeError) as got,
+    ):
         nt.binary_cross_entropy_with_logits(x, bt, pos_weight=pw)
     assert str(got.value) == str(ref.value)
 
@@ -424,7 +447,10 @@ def test_errors_are_torchs(case):
     }
     with pytest.raises(Exception) as ref:
         calls[case](F)
-    with pytest.raises(type(ref.value)) as got:
+    with (
+        pytest.warns(FallbackWarning, match="handed to PyTorch"),
+        pytest.raises(type(ref.value)) as got,
+    ):
         calls[case](nt)
     assert str(got.value) == str(ref.value)
 
@@ -434,7 +460,9 @@ def test_negative_weight_is_torchs_value():
     t = torch.tensor([0, 1, 2, 1])
     w = torch.tensor([1.0, -0.5, 2.0], dtype=torch.float64)
     ref = F.cross_entropy(x, t, weight=w, reduction="sum")
-    assert torch.equal(nt.cross_entropy(x, t, weight=w, reduction="sum"), ref)
+    with pytest.warns(FallbackWarning, match="weight must be non"):
+        got = nt.cross_entropy(x, t, weight=w, reduction="sum")
+    assert torch.equal(got, ref)
 
 
 def test_numxent_values_where_torch_gives_nan():

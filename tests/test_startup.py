@@ -16,6 +16,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 import numxent as nx
 
 SRC = pathlib.Path(nx.__file__).parent
@@ -51,6 +53,8 @@ def _copy_package(tmp_path: pathlib.Path) -> pathlib.Path:
 _CALL = """
 import json
 import numpy as np
+import pytest
+
 import numxent as nx
 from numxent import _config
 from numxent import _kernels as K
@@ -92,6 +96,33 @@ def test_import_leaves_scipy_linalg_and_the_extras_out(tmp_path):
     assert got == {"at_import": [], "listed": True, "same": True, "after": True}
 
 
+def test_torch_bridge_import_leaves_dynamo_and_ml_dtypes_out(tmp_path):
+    """``import numxent.torch`` costs about torch's own import: torch._dynamo
+    (2 s, for ``torch.compile``) and ml_dtypes (1 s, for bfloat16 tensors)
+    are imported when first needed."""
+    pytest.importorskip("torch")
+    pytest.importorskip("ml_dtypes")
+    got = _python(
+        """
+        import json, sys
+        import torch
+        import numxent.torch as nt
+        heavy = ["torch._dynamo", "ml_dtypes"]
+        at_import = sorted(m for m in heavy if m in sys.modules)
+        y = torch.tensor([0, 2])
+        nt.cross_entropy(torch.randn(2, 3), y)
+        plain = sorted(m for m in heavy if m in sys.modules)
+        nt.cross_entropy(torch.randn(2, 3, dtype=torch.bfloat16), y)
+        print(json.dumps({"at_import": at_import, "plain": plain,
+                          "bf16": "ml_dtypes" in sys.modules}))
+        """,
+        SRC.parent,
+        tmp_path / "cache",
+        NUMBA_DISABLE_JIT="1",  # (this is about imports, not kernels)
+    )
+    assert got == {"at_import": [], "plain": [], "bf16": True}
+
+
 def test_editing_a_helper_file_recompiles_the_kernels(tmp_path):
     site = _copy_package(tmp_path)
     cache = tmp_path / "cache"
@@ -122,6 +153,8 @@ _PARALLEL_SIZED = """
 import hashlib
 import json
 import numpy as np
+import pytest
+
 import numxent as nx
 from numxent import _dispatch as D
 from numxent import _kernels as K
@@ -192,6 +225,8 @@ def _compile_command(cache: pathlib.Path, *args: str, **env: str):
 _LOG_SOFTMAX_CALLS = """
 import json
 import numpy as np
+import pytest
+
 import numxent as nx
 from numxent import _config, _dispatch as D
 

@@ -9,6 +9,7 @@ PyTorch's own loss on an identical model.
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 
@@ -284,9 +285,13 @@ def test_default_filter_shows_each_reason_once():
         "    nt.cross_entropy(x, torch.rand(4, 3, requires_grad=True))\n"
         "    nt.cross_entropy(x, torch.tensor([0, 1, 2, 2]))\n"
     )
+    # (the kernels uncompiled: this is about the warning filter, and a cold
+    # cache would make the child compile one for seconds)
+    env = {**os.environ, "NUMBA_DISABLE_JIT": "1"}
     err = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stderr
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        env=env,
+    ).stderr  # fmt: skip
     assert err.count("FallbackWarning") == 1, err
 
 

@@ -14,6 +14,7 @@ so a hang fails the test instead of stalling it.
 from __future__ import annotations
 
 import datetime
+import os
 
 import numpy as np
 import pytest
@@ -262,13 +263,23 @@ def _worker(rank, port, prefix):
         dist.destroy_process_group()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def spawned(tmp_path_factory):
-    """Every rank's results, by world size (one spawn of 3 processes)."""
+    """Every rank's results, by world size: one spawn of 3 processes in the
+    whole test run, whichever pytest-xdist worker asks first (the others wait
+    for it and read its files)."""
+    import filelock  # a dependency of torch
     import torch.multiprocessing as mp
 
-    prefix = str(tmp_path_factory.mktemp("vocab") / "rank")
-    mp.spawn(_worker, args=(_free_port(), prefix), nprocs=3, join=True)
+    if "PYTEST_XDIST_WORKER" in os.environ:  # the workers' shared folder
+        folder = tmp_path_factory.getbasetemp().parent / "vocab-parallel"
+    else:
+        folder = tmp_path_factory.mktemp("vocab-parallel")
+    folder.mkdir(exist_ok=True)
+    prefix = str(folder / "rank")
+    with filelock.FileLock(str(folder / "lock")):
+        if not all(os.path.exists(f"{prefix}.{r}") for r in range(3)):
+            mp.spawn(_worker, args=(_free_port(), prefix), nprocs=3, join=True)
     return [torch.load(f"{prefix}.{r}") for r in range(3)]
 
 

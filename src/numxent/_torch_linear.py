@@ -277,7 +277,17 @@ def _served_or_reference(args, chunk_bytes):
     return _reference(*args)
 
 
-_linear_ce_eager = torch.compiler.disable(_served_or_reference)
+_EAGER: dict = {}
+
+
+def _linear_ce_eager(args, chunk_bytes):
+    """``_served_or_reference`` behind ``torch.compiler.disable``, made at the
+    first compiled call: made at import, it would import torch._dynamo (2 s)
+    with numxent.torch in every process."""
+    fn = _EAGER.get("fn")
+    if fn is None:
+        fn = _EAGER["fn"] = torch.compiler.disable(_served_or_reference)
+    return fn(args, chunk_bytes)
 
 
 class LinearCrossEntropyLoss(torch.nn.Module):

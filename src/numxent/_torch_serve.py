@@ -7,13 +7,13 @@ the tensors' memory) and PyTorch's own reference computations.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import sys
 import threading
 import warnings
 from collections import OrderedDict
-from typing import Any
 
 import numpy as np
 import torch
@@ -136,14 +136,25 @@ def with_c_apply(cls):
 
 
 _SERVED_DTYPES = (torch.float32, torch.float64)
-try:  # bfloat16 tensors reach numxent as ml_dtypes.bfloat16 arrays
-    import ml_dtypes as _ml_dtypes
+#: Served with class-index targets only, read in place (no float32 copy).
+#: bfloat16 tensors reach numxent as ml_dtypes.bfloat16 arrays; ml_dtypes
+#: (about 1 s to import) is imported at the first bfloat16 tensor.
+_CE_16BIT: tuple = (
+    (torch.bfloat16, torch.float16)
+    if importlib.util.find_spec("ml_dtypes") is not None
+    else (torch.float16,)  # pragma: no cover - ml_dtypes comes with the torch extra
+)
+_BF16_NP: list = []  # [ml_dtypes.bfloat16 as a NumPy dtype] once imported
 
-    _BF16_NP: Any = np.dtype(_ml_dtypes.bfloat16)
-    #: Served with class-index targets only, read in place (no float32 copy).
-    _CE_16BIT: tuple = (torch.bfloat16, torch.float16)
-except ImportError:  # pragma: no cover - ml_dtypes comes with the torch extra
-    _BF16_NP, _CE_16BIT = None, (torch.float16,)
+
+def _bf16_np() -> np.dtype:
+    if not _BF16_NP:
+        import ml_dtypes
+
+        _BF16_NP.append(np.dtype(ml_dtypes.bfloat16))
+    return _BF16_NP[0]
+
+
 _LABEL_DTYPES = (torch.int64, torch.uint8)
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -288,7 +299,7 @@ def _fresh(like: torch.Tensor) -> torch.Tensor:
 def _to_np(t: torch.Tensor) -> np.ndarray:
     """A NumPy view of a CPU tensor; bfloat16 as ``ml_dtypes.bfloat16``."""
     if t.dtype is torch.bfloat16:
-        return t.view(torch.int16).numpy().view(_BF16_NP)
+        return t.view(torch.int16).numpy().view(_bf16_np())
     return t.numpy()
 
 
@@ -303,7 +314,7 @@ def _np(t: torch.Tensor | None):
 def _loss_tensor(loss) -> torch.Tensor:
     """numxent's loss (a NumPy scalar or array) as a tensor, without a copy."""
     a = np.asarray(loss)
-    if a.dtype == _BF16_NP:
+    if _BF16_NP and a.dtype == _BF16_NP[0]:  # (no bfloat16 array before it)
         return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
     return torch.from_numpy(a)
 

@@ -52,6 +52,7 @@ blocks, tested on their own).
 from __future__ import annotations
 
 import contextlib
+import inspect
 
 import numpy as np
 
@@ -124,7 +125,13 @@ KERNELS = (
 # call time (_dispatch.py: ``K.ce_narrow_par``).
 _KERNEL_MODULE = _K
 # Positions of (fac_pat, row_scale) in the bce_* kernels' arguments.
-_BCE_FAC_PAT, _BCE_ROW_SCALE = 5, 7
+_BCE_PARAMS = list(
+    inspect.signature(getattr(_K.bce_ser, "py_func", _K.bce_ser)).parameters
+)
+_BCE_FAC_PAT, _BCE_ROW_SCALE = (
+    _BCE_PARAMS.index("fac_pat"),
+    _BCE_PARAMS.index("row_scale"),
+)
 
 
 def narrow_classes(dtype) -> int:

@@ -597,11 +597,12 @@ def test_labels_held_in_outs_memory_are_read_before_it_is_written(lean):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_bce_weights_read_as_patterns_share_one_kernel_signature(monkeypatch, dtype):
+def test_bce_weights_of_any_layout_share_one_kernel_signature(monkeypatch, dtype):
     """Weights the kernel reads as periodic patterns (none, scalar, (C,),
-    per-row sample weights; C- or F-ordered) reach it as one argument type:
-    Numba compiles a kernel per type, so each layout would otherwise cost a
-    compilation of its own. Only gathered weights pass their own arrays."""
+    per-row sample weights; C- or F-ordered) and weights it gathers (varying
+    along rows: C- or F-ordered, strided, reversed, broadcast) reach it as
+    one argument type: Numba compiles a kernel per type, so each layout would
+    otherwise cost a compilation of its own."""
     import numba
 
     from numxent import _kernels as K
@@ -619,7 +620,7 @@ def test_bce_weights_read_as_patterns_share_one_kernel_signature(monkeypatch, dt
     def call(shape, **kw):
         x = rng.standard_normal(shape).astype(dtype)
         t = (rng.random(shape) < 0.5).astype(dtype)
-        nx.binary_cross_entropy_with_logits(x, t, return_grad=True, **kw)
+        return x, t, nx.binary_cross_entropy_with_logits(x, t, return_grad=True, **kw)
 
     w5 = rng.random(5) + 0.5
     calls = [
@@ -636,14 +637,32 @@ def test_bce_weights_read_as_patterns_share_one_kernel_signature(monkeypatch, dt
         ((2, 3, 5), {"weight": w5, "sample_weight": np.ones((2, 3))}),
         ((), {"weight": 3.0}),
     ]
+    full = rng.random((12, 10))
+    gathered = [
+        ((6, 5), {"weight": full[:6, :5].copy()}),
+        ((6, 5), {"weight": np.asfortranarray(full[:6, :5])}),
+        ((6, 5), {"pos_weight": full[::2, 1::2]}),
+        ((6, 5), {"sample_weight": full[:6, 0], "pos_weight": full[6:, :5]}),
+        ((6, 5), {"weight": full[:6, :5][::-1, ::-1], "pos_weight": w5}),
+        ((6, 5), {"weight": full[:6, :1]}),  # (6, 1): broadcast along rows
+        ((2, 3, 5), {"pos_weight": full[:6, :5].reshape(2, 3, 5)}),
+    ]
     for shape, kw in calls:
         call(shape, **kw)
-    assert len(seen) == len(calls)
+    for shape, kw in gathered:
+        x, t, (loss, grad) = call(shape, **kw)
+        # the same bits as with the weights in new C-ordered arrays
+        dense = {
+            k: np.ascontiguousarray(
+                np.broadcast_to(v, shape[: x.ndim - 1 + (k != "sample_weight")])
+            )
+            for k, v in kw.items()
+        }
+        want = nx.binary_cross_entropy_with_logits(x, t, return_grad=True, **dense)
+        assert loss == want[0]
+        np.testing.assert_array_equal(grad, want[1])
+    assert len(seen) == len(calls) + 2 * len(gathered)
     assert len(set(seen)) == 1, set(seen)
-    # (and gathered weights pass their own arrays: a (6, 5) weight is read)
-    full = np.asfortranarray(rng.random((6, 5)))
-    call((6, 5), weight=full)
-    assert seen[-1][2] == numba.typeof(full).copy(readonly=True)
 
 
 @pytest.mark.parametrize("n_classes", [10, 30, 300], ids=["lanes", "narrow", "wide"])

@@ -320,7 +320,10 @@ def _bce_case(layout, shape, rng):
     if layout == "row-scale":
         return dict(pos_weight=rng.uniform(0, 3, n_cols),
                     sample_weight=rng.uniform(0, 2, shape[:-1]))  # fmt: skip
+    # gathered: a row-contiguous weight, a strided pos_weight (every other
+    # element of a wider array), a per-row sample weight (constant along rows)
     return dict(weight=rng.uniform(0, 2, shape),
+                pos_weight=rng.uniform(0, 3, (*shape[:-1], 2 * n_cols))[..., ::2],
                 sample_weight=rng.uniform(0, 2, shape[:-1]))  # fmt: skip
 
 

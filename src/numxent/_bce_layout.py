@@ -3,8 +3,9 @@
 ``weight``, ``pos_weight`` and ``sample_weight`` are broadcast to the logits'
 shape as (rows, cols) views; when they do not vary along rows they are laid
 out once as short periodic patterns, so that each kernel block reads
-contiguous slices and stays one vector loop. Unit weights (no weights given)
-are cached: the common call pays for no broadcast or pattern.
+contiguous slices and stays one vector loop; otherwise the kernel gathers
+them through flat views and element steps (``gathered``). Unit weights (no
+weights given) are cached: the common call pays for no broadcast or pattern.
 """
 
 from __future__ import annotations
@@ -20,14 +21,47 @@ EMPTY_F64 = V.readonly(np.zeros(0, dtype=np.float64))
 
 
 @functools.lru_cache(maxsize=64)
-def unread_weights(n_cols: int) -> np.ndarray:
-    """What the kernel gets for weight, pos_weight and sample_weight when it
-    reads the patterns instead: only their row length (``shape[1]``) is
-    used. A zero-strided (2, n_cols) view, never contiguous, so that every
-    such call has one argument type (Numba compiles one kernel per layout
-    of these arrays). A call without elements reads nothing: its row length
-    is 1 here, as a (2, 0) view would be contiguous."""
-    return np.broadcast_to(np.float64(1.0), (2, max(n_cols, 1)))
+def pattern_steps(n_cols: int) -> np.ndarray:
+    """The kernel's ``steps`` when it reads the patterns, not the weights:
+    only the row length is used. (A call without elements reads nothing.)"""
+    return V.readonly(np.array([max(n_cols, 1), 0, 0, 0, 0, 0, 0], dtype=np.int64))
+
+
+def _steps(a: np.ndarray) -> tuple[int, int]:
+    # (the stride of a length-1 axis is never used: 0)
+    (rs, cs), (rows, cols) = a.strides, a.shape
+    return rs if rows > 1 else 0, cs if cols > 1 else 0
+
+
+def gathered(w2, pw2, sw2):
+    """The weights as the kernel gathers them: ``(w, pw, sw, steps)``, each a
+    1-D read-only float64 array over a (rows, cols) view's memory, with
+    element (r, c) at ``r * row_step + c * col_step``; ``steps`` holds the
+    row length and the three pairs of steps. Whatever the views' layouts
+    (contiguous, Fortran-ordered, broadcast, strided), the kernel gets one
+    argument type: Numba compiles a kernel per array layout. A view with
+    negative strides is copied first."""
+    n_rows, n_cols = w2.shape
+    flat: list[np.ndarray] = []
+    steps = [n_cols]
+    for a in (w2, pw2, sw2):
+        if a.size == 0:
+            flat.append(EMPTY_F64)
+            steps += [0, 0]
+            continue
+        rs, cs = _steps(a)
+        if rs < 0 or cs < 0 or rs % a.itemsize or cs % a.itemsize:
+            a = np.ascontiguousarray(a)
+            rs, cs = _steps(a)
+        rs, cs = rs // a.itemsize, cs // a.itemsize
+        span = (n_rows - 1) * rs + (n_cols - 1) * cs + 1
+        flat.append(
+            np.lib.stride_tricks.as_strided(
+                a, shape=(span,), strides=(a.itemsize,), writeable=False
+            )
+        )
+        steps += [rs, cs]
+    return (*flat, V.readonly(np.array(steps, dtype=np.int64)))
 
 
 @functools.lru_cache(maxsize=4)

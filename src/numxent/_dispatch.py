@@ -166,10 +166,10 @@ def ce_soft(x, t, w, sw, eps, gscale, loss_rows, grad) -> None:
     _run(K.ce_soft_par, K.ce_soft_ser, x.shape[0] * x.shape[1], SERIAL_BELOW, args)
 
 
-def bce(x, t, w, pw, sw, fac_pat, pw_pat, row_scale, gscale, block_sums, elem_loss,
-        grad) -> None:  # fmt: skip
+def bce(x, t, w, pw, sw, steps, fac_pat, pw_pat, row_scale, gscale, block_sums,
+        elem_loss, grad) -> None:  # fmt: skip
     """Binary cross-entropy into ``block_sums``, ``elem_loss`` and ``grad``."""
-    args = (x, t, w, pw, sw, fac_pat, pw_pat, row_scale, gscale, block_sums,
+    args = (x, t, w, pw, sw, steps, fac_pat, pw_pat, row_scale, gscale, block_sums,
             elem_loss, grad)  # fmt: skip
     _run(K.bce_par, K.bce_ser, x.shape[0], SERIAL_BELOW, args)
 

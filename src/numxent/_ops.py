@@ -389,9 +389,10 @@ class BCECall(NamedTuple):
 
     x: np.ndarray  # the logits, flat, as the kernel reads them
     target: np.ndarray  # flat
-    w: np.ndarray  # weight, pos_weight, sample_weight as (rows, cols) views
-    pw: np.ndarray
+    w: np.ndarray  # weight, pos_weight, sample_weight as the kernel gathers
+    pw: np.ndarray  # them (flat, see _bce_layout.gathered), or empty
     sw: np.ndarray
+    steps: np.ndarray  # the row length and the gathered weights' steps
     fac_pat: np.ndarray  # their periodic patterns (see _bce_layout)
     pw_pat: np.ndarray
     row_scale: np.ndarray
@@ -424,7 +425,7 @@ def prepare_bce(logits, target, weight, pos_weight, sample_weight, reduction,
     if unweighted:
         # cached: the weight checks, broadcasts and patterns below are most of
         # a small call's time (the kernel reads the unit patterns)
-        w2 = pw2 = sw2 = B.unread_weights(n_cols)
+        w2 = pw2 = sw2 = B.EMPTY_F64
     else:
         w = V.check_nonneg_weights(1.0 if weight is None else weight, "weight", None)
         pw = V.check_nonneg_weights(
@@ -456,6 +457,7 @@ def prepare_bce(logits, target, weight, pos_weight, sample_weight, reduction,
     xk = logits_for_kernel(x, out, cdtype).reshape(-1)
     elem = np.empty(n_el if red == "none" else 0, dtype=np.float64)
     block_sums = np.empty(-(-n_el // K.BCE_BLOCK), dtype=np.float64)
+    steps = B.pattern_steps(n_cols)
     if unweighted:
         fac_pat, pw_pat, row_scale = B.unit_patterns(cdtype)
     else:
@@ -464,20 +466,22 @@ def prepare_bce(logits, target, weight, pos_weight, sample_weight, reduction,
             fac_pat = V.readonly(fac_pat.astype(cdtype))
             pw_pat = V.readonly(pw_pat.astype(cdtype))
         if fac_pat.shape[0] > 0:  # the kernel reads the patterns, not w2, ...
-            w2 = pw2 = sw2 = B.unread_weights(n_cols)
-    return _new(BCECall, (xk, tk, w2, pw2, sw2, fac_pat, pw_pat, row_scale,
+            w2 = pw2 = sw2 = B.EMPTY_F64
+        else:
+            w2, pw2, sw2, steps = B.gathered(w2, pw2, sw2)
+    return _new(BCECall, (xk, tk, w2, pw2, sw2, steps, fac_pat, pw_pat, row_scale,
                           block_sums, elem, kgrad, red, denom, dtype, shape, grad,
                           grad_k))  # fmt: skip
 
 
 def launch_bce(c: BCECall) -> None:
     """Run the kernel of a prepared call (not for an empty "mean")."""
-    x, t, w, pw, sw, fac_pat, pw_pat, row_scale, block_sums, elem, kgrad, red = c[:12]
+    x, t, w, pw, sw, steps, fac_pat, pw_pat, row_scale, block_sums, elem, kgrad = c[:12]
     denom = c.denom
-    if red == "mean" and denom == 0.0:
+    if c.reduction == "mean" and denom == 0.0:
         return
-    gscale = 1.0 / denom if red == "mean" else 1.0
-    D.bce(x, t, w, pw, sw, fac_pat, pw_pat, row_scale, gscale, block_sums, elem,
+    gscale = 1.0 / denom if c.reduction == "mean" else 1.0
+    D.bce(x, t, w, pw, sw, steps, fac_pat, pw_pat, row_scale, gscale, block_sums, elem,
           kgrad)  # fmt: skip
 
 

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 from numba import njit, prange
+from numpy.lib.stride_tricks import as_strided
 
 from .._config import cached
 from ._intrinsics import HELPER, JIT, as_readonly, by_width, fma, imin, wide_vectors
@@ -114,15 +115,38 @@ def bce_segment(bits):
     return bce_segment
 
 
+@njit(inline="always")
+def _gather(out, a, start, step, n):
+    # out[:n] = n elements of flat ``a`` from ``start``, ``step`` apart: one
+    # vector loop for a row's contiguous or constant stretch. (Views indexed
+    # from 0: Numba wraps a computed index such as start + c * step around at
+    # run time, and the loop then stays scalar.)
+    if step == 1:
+        src = a[start : start + n]
+        for c in range(n):
+            out[c] = src[c]
+    elif step == 0:
+        v = a[start]
+        for c in range(n):
+            out[c] = v
+    else:
+        strided = as_strided(a[start:], shape=(n,), strides=(step * a.itemsize,))
+        for c in range(n):
+            out[c] = strided[c]
+
+
 @njit(**HELPER)
-def _bce_block(x, t, w, pw, sw, fac_pat, pw_pat, row_scale, gscale, block_sums,
-               elem_loss, grad, b):  # fmt: skip
-    # x, t, grad, elem_loss are flat; w, pw, sw are (rows, cols) broadcast
-    # views. When the weights do not vary along rows (no weight, a (C,)
-    # pos_weight, ...), the caller passes them periodically laid out
-    # (fac_pat, pw_pat, period = len - BCE_BLOCK) and the block is one
-    # vector loop; with a per-row sample weight (row_scale) a loop per row
-    # stretch; otherwise they are gathered a row stretch at a time.
+def _bce_block(x, t, w, pw, sw, steps, fac_pat, pw_pat, row_scale, gscale,
+               block_sums, elem_loss, grad, b):  # fmt: skip
+    # x, t, grad, elem_loss are flat; steps[0] is the row length. When the
+    # weights do not vary along rows (no weight, a (C,) pos_weight, ...), the
+    # caller passes them periodically laid out (fac_pat, pw_pat, period =
+    # len - BCE_BLOCK) and the block is one vector loop; with a per-row
+    # sample weight (row_scale) a loop per row stretch; otherwise they are
+    # gathered a row stretch at a time from w, pw, sw: flat read-only arrays
+    # over the (rows, cols) weights' memory, element (r, c) of w at
+    # r * steps[1] + c * steps[2] (pw: steps[3], steps[4]; sw: steps[5],
+    # steps[6]), so any layout of the weights is one argument type.
     # (The weights go to bce_segment as read-only arrays, patterns and gathered
     # ones alike: one compilation of it, not one per array type. The losses
     # are copied out by loops: a slice assignment compiled Numba's shape
@@ -130,7 +154,7 @@ def _bce_block(x, t, w, pw, sw, fac_pat, pw_pat, row_scale, gscale, block_sums,
     # compile time.)
     wide_vectors()
     n_el = x.shape[0]
-    n_cols = w.shape[1]
+    n_cols = steps[0]
     start = b * BCE_BLOCK
     stop = imin(start + BCE_BLOCK, n_el)
     want_grad = grad.shape[0] > 0
@@ -154,6 +178,8 @@ def _bce_block(x, t, w, pw, sw, fac_pat, pw_pat, row_scale, gscale, block_sums,
     else:
         fac = np.empty(BCE_BLOCK, x.dtype)
         pwv = np.empty(BCE_BLOCK, x.dtype)
+        wg = np.empty(BCE_BLOCK if row_scale.shape[0] == 0 else 0)  # (float64)
+        swg = np.empty(BCE_BLOCK if row_scale.shape[0] == 0 else 0)
         j = start
         while j < stop:
             r = j // n_cols
@@ -168,10 +194,11 @@ def _bce_block(x, t, w, pw, sw, fac_pat, pw_pat, row_scale, gscale, block_sums,
                     fac[c] = fp[c] * scale_r
                     pwv[c] = pp[c]
             else:
-                wr, swr, pwr = w[r, c0 : c0 + n], sw[r, c0 : c0 + n], pw[r, c0 : c0 + n]
+                _gather(wg, w, r * steps[1] + c0 * steps[2], steps[2], n)
+                _gather(swg, sw, r * steps[5] + c0 * steps[6], steps[6], n)
+                _gather(pwv, pw, r * steps[3] + c0 * steps[4], steps[4], n)
                 for c in range(n):
-                    fac[c] = wr[c] * swr[c]
-                    pwv[c] = pwr[c]
+                    fac[c] = wg[c] * swg[c]
             gj = g0 + j - start
             bce_segment(x[j : j + n], t[j : j + n], as_readonly(fac), as_readonly(pwv),
                         loss, g[gj : gj + n], gscale)  # fmt: skip
@@ -186,17 +213,17 @@ def _bce_block(x, t, w, pw, sw, fac_pat, pw_pat, row_scale, gscale, block_sums,
 
 @cached
 @njit(parallel=True, **JIT)
-def bce_par(x, t, w, pw, sw, fac_pat, pw_pat, row_scale, gscale, block_sums,
+def bce_par(x, t, w, pw, sw, steps, fac_pat, pw_pat, row_scale, gscale, block_sums,
             elem_loss, grad):  # fmt: skip
     for b in prange(block_sums.shape[0]):
-        _bce_block(x, t, w, pw, sw, fac_pat, pw_pat, row_scale, gscale, block_sums,
-                   elem_loss, grad, np.int64(b))  # fmt: skip
+        _bce_block(x, t, w, pw, sw, steps, fac_pat, pw_pat, row_scale, gscale,
+                   block_sums, elem_loss, grad, np.int64(b))  # fmt: skip
 
 
 @cached
 @njit(**JIT)
-def bce_ser(x, t, w, pw, sw, fac_pat, pw_pat, row_scale, gscale, block_sums,
+def bce_ser(x, t, w, pw, sw, steps, fac_pat, pw_pat, row_scale, gscale, block_sums,
             elem_loss, grad):  # fmt: skip
     for b in range(block_sums.shape[0]):
-        _bce_block(x, t, w, pw, sw, fac_pat, pw_pat, row_scale, gscale, block_sums,
-                   elem_loss, grad, b)  # fmt: skip
+        _bce_block(x, t, w, pw, sw, steps, fac_pat, pw_pat, row_scale, gscale,
+                   block_sums, elem_loss, grad, b)  # fmt: skip

@@ -206,6 +206,39 @@ def test_numxent_defer_parallel_0_compiles_the_parallel_kernel_at_once(tmp_path)
     assert got["first"]["ser"] == {"compiled": 0, "loaded": 0}
 
 
+_HELPER_STATS = """
+import json
+import numpy as np
+import numxent as nx
+from numxent import _dispatch as D
+from numxent._kernels import rowwise
+
+rows = D.SERIAL_BELOW // 8 + 1 if PARALLEL else 3
+nx.log_softmax(np.random.default_rng(0).standard_normal((rows, 8)))
+stats = rowwise._softmax_task.stats
+print(json.dumps({
+    "compiled": sum(stats.cache_misses.values()),
+    "loaded": sum(stats.cache_hits.values()),
+}))
+"""
+
+
+def test_a_later_process_loads_the_kernels_helper_from_the_cache(tmp_path):
+    """The serial and parallel kernels of a family call one row helper; the
+    parallel kernel compiled in a later process loads the helper's machine
+    code that the serial kernel's compilation cached."""
+    cache = tmp_path / "cache"
+    serial = _python("PARALLEL = False" + _HELPER_STATS, SRC.parent, cache)
+    assert serial == {"compiled": 1, "loaded": 0}
+    parallel = _python(
+        "PARALLEL = True" + _HELPER_STATS,
+        SRC.parent,
+        cache,
+        NUMXENT_DEFER_PARALLEL="0",
+    )
+    assert parallel == {"compiled": 0, "loaded": 1}
+
+
 # --------------------------------------------------------------------------
 # python -m numxent compile
 # --------------------------------------------------------------------------

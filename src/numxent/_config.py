@@ -278,6 +278,18 @@ def cached(dispatcher):
     return dispatcher
 
 
+def cached_helper(dispatcher):
+    """Decorator, over ``@njit``: the on-disk cache of :func:`cached` for a
+    helper that kernels call (not inlined): a kernel compiled in a later
+    process, or in another process at the same time, loads the helper's
+    machine code instead of compiling it again (the serial and parallel
+    kernels of a family share their row helpers). Not one of
+    :func:`cached_kernels`: nothing calls a helper from Python."""
+    if hasattr(dispatcher, "_cache"):
+        dispatcher._cache = _LazyCache(dispatcher.py_func)
+    return dispatcher
+
+
 def is_cached(kernel) -> bool:
     """Whether ``kernel`` is a dispatcher decorated with :func:`cached`."""
     return isinstance(getattr(kernel, "_cache", None), _LazyCache)

@@ -8,7 +8,7 @@ import numpy as np
 from numba import njit, prange
 from numpy.lib.stride_tricks import as_strided
 
-from .._config import cached
+from .._config import cached, cached_helper
 from ._intrinsics import HELPER, JIT, as_readonly, by_width, fma, imin, wide_vectors
 from ._vecmath import _F32_LO, exp_f32, exp_f64, make_horner, ordered_sum
 
@@ -135,6 +135,7 @@ def _gather(out, a, start, step, n):
             out[c] = strided[c]
 
 
+@cached_helper
 @njit(**HELPER)
 def _bce_block(x, t, w, pw, sw, steps, fac_pat, pw_pat, row_scale, gscale,
                block_sums, elem_loss, grad, b):  # fmt: skip

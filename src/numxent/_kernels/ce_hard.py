@@ -8,7 +8,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .._config import cached
+from .._config import cached, cached_helper
 from ._intrinsics import (
     HELPER,
     JIT,
@@ -188,6 +188,7 @@ _finish_in_place_capped = _make_finish(True, True)
 _finish_to_grad_capped = _make_finish(False, True)
 
 
+@cached_helper
 @njit(**HELPER)
 def _ce_hard_row_exact(x, y, w, w_total, sw, eps, gscale, loss_rows, want_grad, e,
                        ei, i, z, zrows):  # fmt: skip
@@ -266,6 +267,7 @@ _group_finish = _make_group_finish(False)
 _group_finish_capped = _make_group_finish(True)
 
 
+@cached_helper
 @njit(**HELPER)
 def _ce_hard_rows(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, grad,
                   r0, r1, z, cap, zrows):  # fmt: skip
@@ -365,6 +367,7 @@ _tile_finish = _make_tile_finish(False)
 _tile_finish_capped = _make_tile_finish(True)
 
 
+@cached_helper
 @njit(**HELPER)
 def _ce_hard_tile(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, grad,
                   r0, r1, z, cap, zrows):  # fmt: skip

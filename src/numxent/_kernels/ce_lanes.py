@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .._config import cached
+from .._config import cached, cached_helper
 from ._intrinsics import (
     HELPER,
     JIT,
@@ -83,6 +83,7 @@ def _transpose(src, n_rows, n_cols, dst, src_stride, dst_stride):
             dst[k, r] = src[r, k]
 
 
+@cached_helper
 @njit(**HELPER)
 def _ce_hard_lanes(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, grad,
                    r0, r1, z, cap, zrows):  # fmt: skip

@@ -8,7 +8,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .._config import cached
+from .._config import cached, cached_helper
 from ._intrinsics import HELPER, JIT, imin, int_view, unmanaged, wide_vectors
 from ._vecmath import (
     ROWS_PER_TASK,
@@ -84,6 +84,7 @@ def _ce_soft_row(x, xi, t, w, sw, eps, gscale, loss_rows, grad, e, ei, fix, i):
             grad[i, k] = c * e[ei, k] - scale * (w[k] * ((1.0 - eps) * t[i, k] + u))
 
 
+@cached_helper
 @njit(**HELPER)
 def _ce_soft_task(x, t, w, sw, eps, gscale, loss_rows, grad, b):
     wide_vectors()

@@ -7,7 +7,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .._config import cached
+from .._config import cached, cached_helper
 from ._intrinsics import HELPER, JIT, imin, int_view, unmanaged, wide_vectors
 from ._vecmath import (
     ROWS_PER_TASK,
@@ -67,6 +67,7 @@ def _softmax_row(x, xi, mode, lse, out, e, ei, fix, i):
             e[ei, k] = e[ei, k] * c
 
 
+@cached_helper
 @njit(**HELPER)
 def _softmax_task(x, mode, lse, out, b):
     wide_vectors()

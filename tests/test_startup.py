@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -237,6 +238,56 @@ def test_a_later_process_loads_the_kernels_helper_from_the_cache(tmp_path):
         NUMXENT_DEFER_PARALLEL="0",
     )
     assert parallel == {"compiled": 0, "loaded": 1}
+
+
+_AT_ONCE = """
+import json, os, pathlib, sys, time
+import numpy as np
+import numxent as nx
+from numxent import _kernels as K
+
+me, go = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+me.touch()  # imported: ready
+while not go.exists():
+    time.sleep(0.005)
+nx.logsumexp(np.arange(6.0).reshape(2, 3))
+stats = K.softmax_ser.stats
+print(json.dumps({
+    "compiled": sum(stats.cache_misses.values()),
+    "loaded": sum(stats.cache_hits.values()),
+}))
+"""
+
+
+def test_processes_missing_a_kernel_at_once_compile_it_once(tmp_path):
+    """Two processes call the same kernel at the same moment on an empty
+    cache: one compiles it, the other waits for its lock and loads it."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("NUMXENT_CACHE", None)
+    env["PYTHONPATH"] = str(SRC.parent)
+    go = tmp_path / "go"
+    ready = [tmp_path / f"ready{i}" for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(_AT_ONCE), str(r), str(go)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for r in ready
+    ]
+    while not all(r.exists() for r in ready):
+        assert all(p.poll() is None for p in procs), procs[0].communicate()
+        time.sleep(0.01)
+    go.touch()
+    got = []
+    for p in procs:
+        out, err = p.communicate()
+        assert p.returncode == 0, err
+        got.append(json.loads(out.strip().splitlines()[-1]))
+    assert sorted(g["compiled"] for g in got) == [0, 1], got
+    assert sorted(g["loaded"] for g in got) == [0, 1], got
 
 
 # --------------------------------------------------------------------------

@@ -44,6 +44,10 @@ The cache is numxent's own use of Numba's (:func:`cached`), in three ways:
   warm first call. Loading machine code needs none of it: only Numba's
   runtime (NRT) must be up. A compilation still refreshes, as Numba does.
 * Lazy: a kernel's cache is set up on its first call, not at import.
+* Locked: a process that misses a kernel takes a lock file for it in the
+  cache directory until it has saved the compiled kernel; another process
+  missing the same kernel meanwhile waits (at most :data:`COMPILE_WAIT_S`)
+  and loads it instead of compiling it too.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ import site
 import sys
 import tempfile
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 
@@ -65,6 +70,11 @@ from numba.core import caching as _caching
 from numba.np.ufunc import parallel as _numba_parallel
 
 from ._version import __version__
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: compile locks are off
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "CACHE_KEY",
@@ -218,12 +228,60 @@ def load_only():
         _load_only.active = False
 
 
+#: Seconds a process waits for another one compiling the same kernel (then
+#: it compiles the kernel itself).
+COMPILE_WAIT_S = 60.0
+
+
+class _CompileLocks:
+    """Exclusive lock files, one per kernel signature, in the cache
+    directory: held from a cache miss to the save of the compiled result, so
+    that processes missing the same kernel at once (test workers, ranks,
+    data-loader workers on an empty cache) compile it once and the others
+    load it. Without ``fcntl`` (not POSIX) nothing is locked."""
+
+    def __init__(self):
+        self._held: dict[str, int] = {}  # signature -> open lock file
+
+    def acquire(self, path: str | None, name: str, sig) -> bool:
+        """Hold the lock of ``name`` with ``sig``; whether it is held."""
+        key = str(sig)
+        if key in self._held:  # (a compilation of it that raised)
+            return True
+        if path is None or fcntl is None:
+            return False
+        digest = hashlib.sha1(key.encode()).hexdigest()[:16]
+        try:
+            fd = os.open(os.path.join(path, f"{name}-{digest}.lock"),
+                         os.O_CREAT | os.O_RDWR, 0o666)  # fmt: skip
+        except OSError:
+            return False
+        deadline = time.monotonic() + COMPILE_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    return False
+                time.sleep(0.02)
+            else:
+                self._held[key] = fd
+                return True
+
+    def release(self, sig) -> None:
+        fd = self._held.pop(str(sig), None)
+        if fd is not None:
+            os.close(fd)  # (closing the file releases its lock)
+
+
 class _LazyCache:
     """A kernel's on-disk cache, set up on the kernel's first call."""
 
     def __init__(self, py_func):
         self._py_func = py_func
         self._cache = None
+        self._locks = _CompileLocks()
 
     def _get(self):
         global _uncached_warned
@@ -246,13 +304,24 @@ class _LazyCache:
 
     def load_overload(self, sig, target_context):
         # (Numba calls this under its compiler lock, before compiling)
-        cres = self._get().load_overload(sig, target_context)
+        cache = self._get()
+        cres = cache.load_overload(sig, target_context)
         if cres is None and getattr(_load_only, "active", False):
             raise CompileDeferred(self._py_func.__qualname__)
+        if cres is None:
+            name = self._py_func.__qualname__
+            if self._locks.acquire(cache.cache_path, name, sig):
+                # another process may have saved it while this one waited
+                cres = cache.load_overload(sig, target_context)
+                if cres is not None:
+                    self._locks.release(sig)
         return cres
 
     def save_overload(self, sig, data):
-        return self._get().save_overload(sig, data)
+        try:
+            return self._get().save_overload(sig, data)
+        finally:
+            self._locks.release(sig)
 
     def enable(self):
         self._get().enable()

@@ -272,7 +272,9 @@ class _CompileLocks:
     def release(self, sig) -> None:
         fd = self._held.pop(str(sig), None)
         if fd is not None:
-            os.close(fd)  # (closing the file releases its lock)
+            # (unlocked first: a child forked meanwhile shares the open file)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
 
 
 class _LazyCache:

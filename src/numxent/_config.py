@@ -345,8 +345,7 @@ def cached(dispatcher):
     (``NUMBA_DISABLE_JIT=1``)."""
     if hasattr(dispatcher, "_cache"):
         _CACHED.append(dispatcher)
-        dispatcher._cache = _LazyCache(dispatcher.py_func)
-    return dispatcher
+    return cached_helper(dispatcher)
 
 
 def cached_helper(dispatcher):

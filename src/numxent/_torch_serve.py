@@ -7,6 +7,7 @@ the tensors' memory) and PyTorch's own reference computations.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 import os
@@ -144,15 +145,13 @@ _CE_16BIT: tuple = (
     if importlib.util.find_spec("ml_dtypes") is not None
     else (torch.float16,)  # pragma: no cover - ml_dtypes comes with the torch extra
 )
-_BF16_NP: list = []  # [ml_dtypes.bfloat16 as a NumPy dtype] once imported
 
 
+@functools.cache
 def _bf16_np() -> np.dtype:
-    if not _BF16_NP:
-        import ml_dtypes
+    import ml_dtypes
 
-        _BF16_NP.append(np.dtype(ml_dtypes.bfloat16))
-    return _BF16_NP[0]
+    return np.dtype(ml_dtypes.bfloat16)
 
 
 _LABEL_DTYPES = (torch.int64, torch.uint8)
@@ -314,7 +313,7 @@ def _np(t: torch.Tensor | None):
 def _loss_tensor(loss) -> torch.Tensor:
     """numxent's loss (a NumPy scalar or array) as a tensor, without a copy."""
     a = np.asarray(loss)
-    if _BF16_NP and a.dtype == _BF16_NP[0]:  # (no bfloat16 array before it)
+    if _V.is_bfloat16(a.dtype):
         return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
     return torch.from_numpy(a)
 

@@ -9,15 +9,7 @@ import numpy as np
 from numba import njit, prange
 
 from .._config import cached, cached_helper
-from ._intrinsics import (
-    HELPER,
-    JIT,
-    imax,
-    imin,
-    int_view,
-    unmanaged,
-    wide_vectors,
-)
+from ._intrinsics import HELPER, JIT, imax, imin, int_view, unmanaged, wide_vectors
 from ._vecmath import (
     ROWS_PER_TASK,
     exp_nonpos,
@@ -535,8 +527,9 @@ def ce_hard_ser(x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows, g
     first_bad, denom, run, gscale = _prologue(x, y, w, sw, ignore_index, reduction)
     if not run:
         return first_bad, denom, 0.0
+    # (np.int64(0): a literal 0 would compile the helper apart from ce_hard_par's)
     _ce_hard_rows(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, grad,
-                  0, x.shape[0], z, cap, zrows)  # fmt: skip
+                  np.int64(0), x.shape[0], z, cap, zrows)  # fmt: skip
     return _epilogue(first_bad, denom, loss_rows, reduction)
 
 

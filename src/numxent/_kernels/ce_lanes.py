@@ -270,6 +270,7 @@ def ce_lanes_ser(x, y, w, w_total, sw, ignore_index, eps, reduction, loss_rows,
     first_bad, denom, run, gscale = _prologue(x, y, w, sw, ignore_index, reduction)
     if not run:
         return first_bad, denom, 0.0
+    # (np.int64(0): a literal 0 would compile the helper apart from ce_lanes_par's)
     _ce_hard_lanes(x, y, w, w_total, sw, ignore_index, eps, gscale, loss_rows, grad,
-                   0, x.shape[0], z, cap, zrows)  # fmt: skip
+                   np.int64(0), x.shape[0], z, cap, zrows)  # fmt: skip
     return _epilogue(first_bad, denom, loss_rows, reduction)

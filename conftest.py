@@ -36,6 +36,7 @@ collect_ignore = [
         ("src/numxent/_torch_serve.py", "torch"),
         ("src/numxent/_torch_vocab.py", "torch"),
         ("src/numxent/sklearn.py", "sklearn"),
+        ("src/numxent/_lbfgs.py", "scipy"),
         ("src/numxent/bench/_torch_worker.py", "torch"),
         ("docs/torch.md", "torch"),
         ("docs/precision.md", "ml_dtypes"),

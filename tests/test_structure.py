@@ -18,6 +18,7 @@ RAISE_ALLOWED = {
     "numxent": {"AttributeError"},
     "_config": {"RuntimeError", "CompileDeferred"},  # (control flow)
     "_torch_serve": {"_Unserved"},  # control flow: the call goes to PyTorch
+    "_lbfgs": {"_TooManySteps"},  # control flow: ends a line search
 }
 
 

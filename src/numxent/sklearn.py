@@ -11,7 +11,7 @@ import warnings
 
 import numba
 import numpy as np
-from scipy import optimize, sparse
+from scipy import sparse
 from scipy.special import expit, log_expit
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
@@ -20,6 +20,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _validation as V
+from ._lbfgs import minimize_lbfgs
 from ._objective import Objective, fit_threads, smoothed, target_kind
 from ._sparse_objective import SparseObjective
 from .functional import log_softmax
@@ -80,7 +81,9 @@ class CrossEntropyClassifier(ClassifierMixin, BaseEstimator):
         issued when the solver stops before converging.
     tol : float >= 0, default 1e-4
         L-BFGS stops when the largest absolute gradient entry is below ``tol``
-        (scipy's ``gtol``, as in ``LogisticRegression``).
+        (scipy's ``gtol``, as in ``LogisticRegression``). The solver takes
+        SciPy's L-BFGS-B steps, stopping rules and line search (unbounded,
+        10 pairs) with fewer passes over its memory (``numxent._lbfgs``).
     class_weight : dict, "balanced" or None, default None
         Class weights, folded into the sample weights (as in
         ``LogisticRegression``). Not available for multi-label targets.
@@ -296,18 +299,14 @@ class CrossEntropyClassifier(ClassifierMixin, BaseEstimator):
             if every and n_calls[0] % every == 0:
                 print(f"iter {n_calls[0]:5d}  objective {intermediate_result.fun:.8g}")
 
-        res = optimize.minimize(
+        res = minimize_lbfgs(
             objective,
             theta0,
-            method="L-BFGS-B",
-            jac=True,
+            maxiter=int(self.max_iter),
+            gtol=float(self.tol),
+            ftol=64 * np.finfo(float).eps,
+            maxls=50,
             callback=callback,
-            options={
-                "maxiter": int(self.max_iter),
-                "maxls": 50,
-                "gtol": float(self.tol),
-                "ftol": 64 * np.finfo(float).eps,
-            },
         )
         n_iter = min(int(res.nit), int(self.max_iter))
         if res.status != 0:

@@ -109,3 +109,29 @@ def test_the_evaluation_limit_stops_the_search():
     ours = minimize_lbfgs(_rosenbrock, np.zeros(10), maxfun=12)
     assert ours.status == 1 and ours.nfev <= 12
     assert "EVALUATIONS" in ours.message
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_multinomial_logistic_regression_as_scipy(seed):
+    """The estimator's kind of problem, float64: the same iterations and
+    evaluations as SciPy's L-BFGS-B (here 80-90), the same minimum."""
+    rng = np.random.default_rng(seed)
+    n, p, k = 1000, 40, 5
+    X = rng.standard_normal((n, p)) * rng.uniform(0.1, 3, p)
+    y = np.argmax(X @ rng.standard_normal((k, p)).T + rng.gumbel(size=(n, k)), axis=1)
+    onehot = np.eye(k)[y]
+
+    def fun(theta):
+        z = X @ theta.reshape(k, p).T
+        z -= z.max(axis=1, keepdims=True)
+        lse = np.log(np.exp(z).sum(axis=1))
+        prob = np.exp(z - lse[:, None])
+        value = np.mean(lse - (onehot * z).sum(axis=1)) + 5e-4 * theta @ theta
+        return value, ((prob - onehot).T @ X / n).ravel() + 1e-3 * theta
+
+    x0 = np.zeros(k * p)
+    ours = minimize_lbfgs(fun, x0, gtol=1e-6, maxls=50)
+    ref = _scipy(fun, x0, gtol=1e-6, maxls=50)
+    assert ours.status == ref.status == 0
+    assert abs(ours.nit - ref.nit) <= 2 and abs(ours.nfev - ref.nfev) <= 2
+    assert ours.fun == pytest.approx(ref.fun, rel=1e-9)

@@ -29,6 +29,11 @@ import numpy as np
 from scipy.linalg import solve_triangular
 from scipy.optimize._linesearch import scalar_search_wolfe1
 
+try:  # MINPACK's search with its exit task (SciPy >= 1.13)
+    from scipy.optimize._dcsrch import DCSRCH
+except ImportError:  # pragma: no cover - older SciPy: a warning is a failure
+    DCSRCH = None
+
 # L-BFGS-B's line-search constants (lnsrlb): sufficient decrease, curvature,
 # relative interval width; the largest step when nothing bounds it.
 _FTOL, _GTOL, _XTOL, _STPMAX = 1e-3, 0.9, 0.1, 1e10
@@ -48,6 +53,7 @@ class _Line:
         self.limit = min(maxls, left)
         self.trials: dict = {}
         self.nfev = 0
+        self.last = None
 
     def evaluate(self, step):
         if step not in self.trials:
@@ -56,18 +62,33 @@ class _Line:
             value, grad = self.fun(self.x + step * self.d)
             self.nfev += 1
             self.trials[step] = (float(value), np.asarray(grad, dtype=np.float64))
+        self.last = step
         return self.trials[step]
 
     def search(self, f, gd):
-        """A step from ``x`` (value ``f``, slope ``gd`` < 0), or None."""
+        """A step from ``x`` (value ``f``, slope ``gd`` < 0), or None.
+
+        Where MINPACK's search ends with a warning (the interval shrank below
+        ``xtol``, rounding prevents progress) L-BFGS-B takes the step it
+        stopped at; so does this, when that step lowered ``f``."""
+        phi = lambda a: self.evaluate(a)[0]  # noqa: E731
+        derphi = lambda a: float(self.evaluate(a)[1] @ self.d)  # noqa: E731
+        self.last = None
         try:
-            step, _, _ = scalar_search_wolfe1(
-                lambda a: self.evaluate(a)[0],
-                lambda a: float(self.evaluate(a)[1] @ self.d),
-                f, None, gd, c1=_FTOL, c2=_GTOL, amax=_STPMAX, amin=0.0, xtol=_XTOL,
-            )  # fmt: skip
+            if DCSRCH is None:
+                step, _, _ = scalar_search_wolfe1(
+                    phi, derphi, f, None, gd, c1=_FTOL, c2=_GTOL, amax=_STPMAX,
+                    amin=0.0, xtol=_XTOL,
+                )  # fmt: skip
+                return step
+            search = DCSRCH(phi, derphi, _FTOL, _GTOL, _XTOL, 0.0, _STPMAX)
+            step, _, _, task = search(1.0, phi0=f, derphi0=gd, maxiter=100)
         except _TooManySteps:
             return None
+        if step is None and task[:4] == b"WARN" and self.last is not None:
+            value = self.trials[self.last][0]
+            if np.isfinite(value) and value < f:
+                return self.last
         return step
 
 

@@ -135,3 +135,34 @@ def test_multinomial_logistic_regression_as_scipy(seed):
     assert ours.status == ref.status == 0
     assert abs(ours.nit - ref.nit) <= 2 and abs(ours.nfev - ref.nfev) <= 2
     assert ours.fun == pytest.approx(ref.fun, rel=1e-9)
+
+
+def test_many_blocks_the_same_on_any_number_of_threads():
+    """A problem of several of the pair products' column blocks: the same
+    iterates on 1 and 2 threads (every sum in a fixed order), SciPy's
+    minimum."""
+    import numba
+
+    from numxent._kernels.lbfgs import BLOCK
+
+    rng = np.random.default_rng(3)
+    n = 3 * BLOCK + 17
+    diag = np.logspace(-1, 1, n)
+    u = rng.standard_normal((n, 3)) / np.sqrt(n)
+    c = rng.standard_normal(n)
+
+    def fun(x):
+        r = x - c
+        g = diag * r + u @ (u.T @ r)
+        return 0.5 * float(r @ g), g
+
+    x0 = np.zeros(n)
+    one = minimize_lbfgs(fun, x0, gtol=1e-8, n_threads=1)
+    two = minimize_lbfgs(fun, x0, gtol=1e-8,
+                         n_threads=min(2, numba.config.NUMBA_NUM_THREADS))  # fmt: skip
+    assert one.status == two.status == 0
+    assert (one.nit, one.nfev) == (two.nit, two.nfev)
+    np.testing.assert_array_equal(one.x, two.x)
+    ref = _scipy(fun, x0, gtol=1e-8)
+    assert abs(one.nit - ref.nit) <= 0.1 * ref.nit + 2, (one.nit, ref.nit)
+    np.testing.assert_allclose(one.x, ref.x, rtol=0, atol=1e-6)

@@ -518,3 +518,66 @@ def test_sparse_product_kernels(dtype, index):
     assert np.isnan(out[:4]).all() and np.isnan(out[27:]).all()
     np.testing.assert_allclose(out[4:27], (x.T @ g.astype(np.float64))[4:27],
                                rtol=1e-13, atol=1e-12)  # fmt: skip
+
+
+def _dot_in_order(p, v, lanes=32):
+    """``p . v`` in the order ``_intrinsics.dot`` documents, restated with
+    NumPy: ``lanes`` interleaved partial sums (rows added one after another),
+    the vectors of eight as a pairwise tree, the lanes pairwise, the tail."""
+    n_vec = p.size - p.size % lanes
+    part = np.zeros(lanes)
+    for row in (p[:n_vec] * v[:n_vec]).reshape(-1, lanes):
+        part = part + row
+    vec = list(part.reshape(-1, 8))
+    while len(vec) > 1:
+        vec = [vec[k] + vec[k + 1] for k in range(0, len(vec), 2)]
+    lane = list(vec[0])
+    while len(lane) > 1:
+        lane = [lane[k] + lane[k + 1] for k in range(0, len(lane), 2)]
+    total = lane[0]
+    for a, b in zip(p[n_vec:], v[n_vec:], strict=True):
+        total += a * b
+    return total
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_lbfgs_memory_kernels(threads):
+    """The solver's products over its pairs (numxent._kernels.lbfgs): the
+    documented order of every sum, bit for bit (so the same bits on any
+    number of threads), against a NumPy restatement; the combination skips
+    rows whose coefficient is zero (an inf there changes nothing)."""
+    from numxent._kernels._intrinsics import DOT_VECTORS
+    from numxent._kernels.lbfgs import BLOCK, memory_combination, memory_products
+
+    rng = np.random.default_rng(11)
+    n = 2 * BLOCK + 8 * DOT_VECTORS + 5  # three blocks, a ragged tail
+    P = rng.standard_normal((5, n))
+    V = rng.standard_normal((3, n))
+    n_blocks = -(-n // BLOCK)
+    parts, out = np.empty((n_blocks, 5, 3)), np.empty((5, 3))
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        memory_products(P, V, parts, out)
+        coef = np.array([0.5, -2.0, 0.0, 1.5, 0.25])
+        P[2, 7] = np.inf  # its coefficient is 0: never read
+        d = np.empty(n)
+        memory_combination(P, coef, V[0], 0.75, d)
+    finally:
+        numba.set_num_threads(before)
+    for i in range(5):
+        for k in range(3):
+            blocks = [
+                _dot_in_order(P[i, lo : lo + BLOCK], V[k, lo : lo + BLOCK])
+                for lo in range(0, n, BLOCK)
+            ]
+            total = 0.0
+            for b in blocks:
+                total += b
+            if i != 2:
+                assert out[i, k] == total, (i, k)
+                np.testing.assert_allclose(out[i, k], P[i] @ V[k], rtol=1e-12)
+    acc = np.zeros(n)
+    for i in (0, 1, 3, 4):
+        acc = acc + coef[i] * P[i]
+    np.testing.assert_array_equal(d, -(acc + 0.75 * V[0]))

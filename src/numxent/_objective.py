@@ -176,14 +176,19 @@ def penalised(theta, n_coef, n_out, loss, gW_sum, gb_sum, S, l2, fit_intercept):
 
 
 @contextmanager
-def one_numba_thread():
-    """Numba's kernels on one thread inside the block (thread-local)."""
+def numba_threads(n: int):
+    """Numba's kernels on ``n`` threads inside the block (thread-local)."""
     before = numba.get_num_threads()
-    numba.set_num_threads(1)
+    numba.set_num_threads(n)
     try:
         yield
     finally:
         numba.set_num_threads(before)
+
+
+def one_numba_thread():
+    """Numba's kernels on one thread inside the block (thread-local)."""
+    return numba_threads(1)
 
 
 def target_kind(y_type: str, classes, class_weight, estimator: str, n_labels: int):

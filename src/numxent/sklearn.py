@@ -285,11 +285,13 @@ class CrossEntropyClassifier(ClassifierMixin, BaseEstimator):
                 X, target, sw, kind, n_out, bool(self.fit_intercept), l2, eps,
                 pool, int(n_threads),
             )  # fmt: skip
-            self._solve(objective, n_out, n_features, dtype)
+            self._solve(objective, n_out, n_features, dtype, int(n_threads))
         return self
 
-    def _solve(self, objective, n_out, n_features, dtype) -> None:
-        """Run L-BFGS on ``objective(theta) -> (value, grad)``; store the fit."""
+    def _solve(self, objective, n_out, n_features, dtype, n_threads=None) -> None:
+        """Run L-BFGS on ``objective(theta) -> (value, grad)``, its products
+        over the pairs on ``n_threads`` of Numba's threads (None: the calling
+        thread's count); store the fit."""
         theta0 = self._initial_theta(n_out, n_features)
         every = max(1, 10 // int(self.verbose)) if self.verbose else 0
         n_calls = [0]
@@ -307,6 +309,7 @@ class CrossEntropyClassifier(ClassifierMixin, BaseEstimator):
             ftol=64 * np.finfo(float).eps,
             maxls=50,
             callback=callback,
+            n_threads=n_threads,
         )
         n_iter = min(int(res.nit), int(self.max_iter))
         if res.status != 0:

@@ -336,6 +336,76 @@ def transpose8(typingctx, src, s0, s_stride, dst, d0, d_stride):
     return types.none(src, s0, s_stride, dst, d0, d_stride), codegen
 
 
+#: dot's vectors of eight float64 lanes (its interleaved partial sums:
+#: 8 * DOT_VECTORS): independent chains of additions (on cache-resident
+#: data, one thread, AVX-512: 0.11-0.15 ns a term with four, 0.15 with one).
+DOT_VECTORS = 4
+
+
+@intrinsic
+def dot(typingctx, p, p0, v, v0, n):
+    """``sum_j p.flat[p0 + j] * v.flat[v0 + j]`` for j < n (float64) in a
+    fixed order: ``L = 8 * DOT_VECTORS`` interleaved partial sums (sum ``l``
+    adds the terms ``j % L == l``) over the first ``n - n % L`` terms; sums
+    ``l`` and ``l + 8``, ... added as a pairwise tree of vectors (``(v0 + v1)
+    + (v2 + v3)``), the eight lanes of the result as ``((l0 + l1) + (l2 +
+    l3)) + ((l4 + l5) + (l6 + l7))``; then the remaining terms in order. No
+    bounds checks (the memory must be contiguous from both offsets).
+
+    The partial sums are vectors of eight doubles: the operations of as many
+    scalar accumulators, in the same order, which LLVM keeps scalar (it does
+    not vectorise a floating-point reduction without reassociation)."""
+    if not (
+        isinstance(p, types.Array)
+        and isinstance(v, types.Array)
+        and p.dtype == v.dtype == types.float64
+    ):
+        return None
+
+    def codegen(context, builder, sig, args):
+        from numba.core import cgutils
+        from numba.np.arrayobj import make_array
+
+        pd = make_array(sig.args[0])(context, builder, value=args[0]).data
+        vd = make_array(sig.args[2])(context, builder, value=args[2]).data
+        p0, v0, n = args[1], args[3], args[4]
+        vty = ir.VectorType(ir.DoubleType(), 8)
+        lanes = ir.Constant(n.type, 8 * DOT_VECTORS)
+        n_vec = builder.sub(n, builder.srem(n, lanes))
+        zero = ir.Constant(vty, [0.0] * 8)
+        acc = [cgutils.alloca_once_value(builder, zero) for _ in range(DOT_VECTORS)]
+
+        def load(base, start, j, width):
+            at = builder.gep(base, [builder.add(start, j)])
+            if width == 1:
+                return builder.load(at)
+            return builder.load(builder.bitcast(at, vty.as_pointer()), align=8)
+
+        start = ir.Constant(n.type, 0)
+        with cgutils.for_range_slice(builder, start, n_vec, lanes) as (j, _):
+            for u in range(DOT_VECTORS):
+                ju = builder.add(j, ir.Constant(n.type, 8 * u))
+                prod = builder.fmul(load(pd, p0, ju, 8), load(vd, v0, ju, 8))
+                builder.store(builder.fadd(builder.load(acc[u]), prod), acc[u])
+        vec = [builder.load(a) for a in acc]
+        while len(vec) > 1:
+            vec = [builder.fadd(vec[k], vec[k + 1]) for k in range(0, len(vec), 2)]
+        lane = [
+            builder.extract_element(vec[0], ir.Constant(ir.IntType(32), i))
+            for i in range(8)
+        ]
+        while len(lane) > 1:
+            lane = [builder.fadd(lane[k], lane[k + 1]) for k in range(0, len(lane), 2)]
+        total = cgutils.alloca_once_value(builder, lane[0])
+        one = ir.Constant(n.type, 1)
+        with cgutils.for_range_slice(builder, n_vec, n, one) as (j, _):
+            prod = builder.fmul(load(pd, p0, j, 1), load(vd, v0, j, 1))
+            builder.store(builder.fadd(builder.load(total), prod), total)
+        return builder.load(total)
+
+    return types.float64(p, p0, v, v0, n), codegen
+
+
 @intrinsic
 def wide_vectors(typingctx):
     """Let LLVM's vectorisers use the CPU's widest vectors in the calling
@@ -393,6 +463,27 @@ if numba.config.DISABLE_JIT:  # plain-Python stand-ins for the intrinsics
         return np.asarray(bits).view(
             np.float32 if np.asarray(bits).dtype == np.int32 else np.float64
         )[()]
+
+    def dot(p, p0, v, v0, n):  # noqa: F811
+        a, b = p.reshape(-1)[p0 : p0 + n], v.reshape(-1)[v0 : v0 + n]
+        width = 8 * DOT_VECTORS
+        n_vec = n - n % width
+        part = [0.0] * width
+        for j in range(n_vec):
+            part[j % width] += float(a[j]) * float(b[j])
+        vec = [part[8 * u : 8 * u + 8] for u in range(DOT_VECTORS)]
+        while len(vec) > 1:
+            vec = [
+                [x + y for x, y in zip(vec[k], vec[k + 1], strict=True)]
+                for k in range(0, len(vec), 2)
+            ]
+        lane = vec[0]
+        while len(lane) > 1:
+            lane = [lane[k] + lane[k + 1] for k in range(0, len(lane), 2)]
+        total = lane[0]
+        for j in range(n_vec, n):
+            total += float(a[j]) * float(b[j])
+        return total
 
     def fma(a, b, c):  # noqa: F811  (two roundings: fine for coverage)
         return a * b + c

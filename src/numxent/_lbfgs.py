@@ -157,11 +157,11 @@ def minimize_lbfgs(fun, x0, *, m=10, maxiter=15000, gtol=1e-5, ftol=64 * _EPS,
             status, message = 2, "ABNORMAL_TERMINATION_IN_LNSRCH"
             break
         f_new, g_new = line.trials[step]
-        s = step * d
-        y = g_new - g
+        s = np.multiply(d, step, out=memory.new[0])
+        y = np.subtract(g_new, g, out=memory.new[1])
         sy = float(s @ y)
         if sy > _EPS * (-gd * step):
-            gamma = memory.keep(s, y, sy, g_new)
+            gamma = memory.keep(sy, g_new)
         f_old = f
         x, f, g = x + s, f_new, g_new
         nit += 1
@@ -196,7 +196,8 @@ class _Memory:
         # alone, and against the new pair with the new gradient (s, y, g)
         self.parts1, self.proj = np.empty((n_blocks, 2 * m, 1)), np.empty((2 * m, 1))
         self.parts3, self.prods = np.empty((n_blocks, 2 * m, 3)), np.empty((2 * m, 3))
-        self.new = np.empty((3, n))  # rows: the new s, y, g
+        self.new = np.empty((3, n))  # rows: the new s, y (written by the
+        # caller) and g
         self.proj_of = None  # the gradient whose products are in prods[:, 2]
 
     def _threads(self):
@@ -228,15 +229,17 @@ class _Memory:
             memory_combination(self.pairs, coef, g, float(gamma), d)
         return d
 
-    def keep(self, s, y, sy, g) -> float:
-        """Store the pair ``s, y`` in the oldest slot (or a free one); update
-        ``S'Y`` and ``Y'Y``; return the new ``gamma = s'y / y'y``. The same
-        pass over the pairs makes their products with the new gradient ``g``
-        (which the next :meth:`direction` wants)."""
+    def keep(self, sy, g) -> float:
+        """Store the pair ``s, y`` (``new[0]``, ``new[1]``; ``sy = s'y``) in the
+        oldest slot (or a free one); update ``S'Y`` and ``Y'Y``; return the new
+        ``gamma = s'y / y'y``. The same pass over the pairs makes their
+        products with the new gradient ``g`` (which the next
+        :meth:`direction` wants)."""
         m, order = self.m, self.order
         slot = order.pop(0) if len(order) == m else len(order)
         new = self.new
-        new[0], new[1], new[2] = s, y, g
+        s, y = new[0], new[1]
+        new[2] = g
         self.pairs[slot] = s
         self.pairs[m + slot] = y
         order.append(slot)

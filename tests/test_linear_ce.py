@@ -162,3 +162,20 @@ def test_linear_errors_name_arguments():
         nx.linear_cross_entropy(h, W, y, chunk_size=0)
     with pytest.raises(nx.InvalidValueError, match="weight"):
         nx.linear_cross_entropy(h, W, y, weight=np.ones(4))
+
+
+def test_chunks_from_chunk_bytes_are_as_few_and_as_even_as_will_do():
+    """``chunk_bytes`` bounds the rows a chunk; the rows are cut into as few
+    chunks as that allows, all of one size but a shorter last one."""
+    from numxent.linear import even_chunks
+
+    for n_rows in range(1, 70):
+        for most in range(1, 25):
+            rows = even_chunks(n_rows, most)
+            n_chunks = -(-n_rows // rows)
+            assert rows <= most
+            assert n_chunks == -(-n_rows // most)
+            last = n_rows - (n_chunks - 1) * rows
+            assert 0 < last <= rows and rows - last < n_chunks
+    assert even_chunks(4096, 524) == 512  # 32,000 float32 classes in 64 MiB
+    assert even_chunks(5, 0) == 1

@@ -49,6 +49,7 @@ from torch.autograd.function import once_differentiable
 
 from . import _validation as V
 from .errors import NumxentError
+from .linear import even_chunks
 
 __all__ = ["vocab_cross_entropy", "vocab_linear_cross_entropy"]
 
@@ -209,7 +210,8 @@ def _plan(group, everyone, opts, y, lead) -> _Plan:
         V.raise_bad_label(y.numpy(), pos, n_classes, lead)
     has_w = everyone[0]["has_weight"]
     return _Plan(
-        group, sum(sizes[:rank]), n_classes, min(f["chunk"] for f in everyone),
+        group, sum(sizes[:rank]), n_classes,
+        even_chunks(int(y.numel()), min(f["chunk"] for f in everyone)),
         any(f["grad"] for f in everyone), ignore, reduction, eps, z, cap,
         sum(f["w_sum"] for f in everyone) if has_w else float(n_classes),
     )  # fmt: skip

@@ -7,6 +7,7 @@ import pytest
 from numba import njit
 
 from _paths import transpose8
+from numxent._kernels.ce_lanes import _transpose
 
 
 @njit
@@ -37,3 +38,23 @@ def test_two_dimensional_views_count_from_their_first_element():
     np.testing.assert_array_equal(out[3:11, 4:12], x[7:15, 3:11].T)
     out[3:11, 4:12] = 0.0
     assert not out.any()
+
+
+@njit
+def _whole(src, n_rows, n_cols, dst, src_stride, dst_stride):
+    _transpose(src, n_rows, n_cols, dst, src_stride, dst_stride)
+
+
+def test_the_lane_kernels_transpose_covers_every_shape():
+    """The lane kernel's copy of an n_rows x n_cols corner, transposed (blocks
+    of eight, the ragged edges element by element): every element lands and
+    nothing else is written."""
+    rng = np.random.default_rng(5)
+    src = rng.standard_normal((21, 23)).astype(np.float32)
+    for n_rows in range(1, 22):
+        for n_cols in range(1, 24):
+            dst = np.full((25, 24), -7.0, np.float32)
+            _whole(src, n_rows, n_cols, dst, 23, 24)
+            expected = np.full_like(dst, -7.0)
+            expected[:n_cols, :n_rows] = src[:n_rows, :n_cols].T
+            np.testing.assert_array_equal(dst, expected, err_msg=f"{n_rows}x{n_cols}")

@@ -271,6 +271,20 @@ def nt_fence(typingctx):
     return types.none(), codegen
 
 
+def _arrays_of(dtype, *arys) -> bool:
+    """Whether every one of ``arys`` (Numba types) is an array of ``dtype``."""
+    return all(isinstance(a, types.Array) and a.dtype == dtype for a in arys)
+
+
+def _data(context, builder, sig, args, *which: int) -> list:
+    """The data pointers of the intrinsic's array arguments ``which``."""
+    from numba.np.arrayobj import make_array
+
+    return [
+        make_array(sig.args[i])(context, builder, value=args[i]).data for i in which
+    ]
+
+
 @intrinsic
 def transpose8(typingctx, src, s0, s_stride, dst, d0, d_stride):
     """Copy an 8 x 8 block of float32 transposed: ``dst.flat[d0 + j *
@@ -285,18 +299,11 @@ def transpose8(typingctx, src, s0, s_stride, dst, d0, d_stride):
     about a third of the time of the scalar loop, which LLVM cannot
     vectorise (a strided store on each side).
     """
-    if not (
-        isinstance(src, types.Array)
-        and isinstance(dst, types.Array)
-        and src.dtype == dst.dtype == types.float32
-    ):
+    if not _arrays_of(types.float32, src, dst):
         return None
 
     def codegen(context, builder, sig, args):
-        from numba.np.arrayobj import make_array
-
-        s = make_array(sig.args[0])(context, builder, value=args[0]).data
-        d = make_array(sig.args[3])(context, builder, value=args[3]).data
+        s, d = _data(context, builder, sig, args, 0, 3)
         s0, ss, d0, ds = args[1], args[2], args[4], args[5]
         vty = ir.VectorType(ir.FloatType(), 8)
 
@@ -355,19 +362,13 @@ def dot(typingctx, p, p0, v, v0, n):
     The partial sums are vectors of eight doubles: the operations of as many
     scalar accumulators, in the same order, which LLVM keeps scalar (it does
     not vectorise a floating-point reduction without reassociation)."""
-    if not (
-        isinstance(p, types.Array)
-        and isinstance(v, types.Array)
-        and p.dtype == v.dtype == types.float64
-    ):
+    if not _arrays_of(types.float64, p, v):
         return None
 
     def codegen(context, builder, sig, args):
         from numba.core import cgutils
-        from numba.np.arrayobj import make_array
 
-        pd = make_array(sig.args[0])(context, builder, value=args[0]).data
-        vd = make_array(sig.args[2])(context, builder, value=args[2]).data
+        pd, vd = _data(context, builder, sig, args, 0, 2)
         p0, v0, n = args[1], args[3], args[4]
         vty = ir.VectorType(ir.DoubleType(), 8)
         lanes = ir.Constant(n.type, 8 * DOT_VECTORS)

@@ -1,9 +1,11 @@
 """The estimator's L-BFGS memory products, on Numba's threads.
 
 L-BFGS holds its ``m`` pairs as one ``2m x n`` float64 matrix ``P`` (rows:
-the ``s`` then the ``y`` vectors). Each iteration reads it three times: its
-rows' dot products with the gradient, the direction as a combination of its
-rows, and the dot products of its rows with the new pair. On problems of
+the ``s`` then the ``y`` vectors). Each iteration needs three products over
+it: its rows' dot products with the gradient, the direction as a
+combination of its rows, and the dot products of its rows with the new pair
+(the solver, ``numxent._lbfgs``, makes the first and the last in one pass,
+three vectors at once). On problems of
 10^5 to 10^6 parameters ``P`` (16-160 MB for ``m = 10``) is far larger than
 the caches, so the three are memory-bound, and on one thread (BLAS is held
 to one thread during a fit, see ``_objective.fit_threads``) they were most
@@ -20,7 +22,7 @@ number of threads:
 On 600,020 parameters (``m = 10``; Intel Xeon, 2 threads, best of 30):
 the products with one vector 2.3 ms (BLAS's matrix-vector product on one
 thread: 4.0 ms), with three 3.7-5.5 ms (BLAS's product with two: 12.9 ms),
-the combination 3.1 ms (4.0 ms). On one thread they are 1-2x BLAS's time.
+the combination 3.1 ms (4.0 ms). On one thread: 0.8-2x BLAS's time.
 """
 
 from __future__ import annotations

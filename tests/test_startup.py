@@ -343,6 +343,47 @@ def test_compile_command_fills_the_cache_a_fresh_process_loads(tmp_path):
     assert again.stdout.strip().startswith("0 kernel signatures compiled")
 
 
+_ESTIMATOR_KERNELS = """
+import json
+import numpy as np
+from scipy import sparse
+
+from numxent._kernels import lbfgs, sparse as sp
+from numxent._lbfgs import minimize_lbfgs
+from numxent._sparse_objective import SparseObjective
+
+# L-BFGS as the fit runs it, on a quadratic (its pairs' products)
+c = np.arange(6.0)
+minimize_lbfgs(lambda x: (float((x - c) @ (x - c)), 2 * (x - c)), np.zeros(6))
+# the sparse objective's products on its own arrays, as _block and
+# _column_range call them (the loss left out)
+X = sparse.random(8, 5, density=0.5, format="csr", random_state=0)
+obj = SparseObjective(X, np.zeros(8, np.int64), None, "multiclass", 3, True, 0.0,
+                      0.0, None, 1)
+indptr, indices, data = obj.csr
+sp.csr_logits(indptr, indices, data, obj.WT, obj.b, 0, 8, obj.G, obj.acc[0])
+obj._column_range(0, 0)
+kernels = [lbfgs.memory_products, lbfgs.memory_combination, sp.csr_logits,
+           sp.csc_gather]
+print(json.dumps({
+    "compiled": sum(sum(k.stats.cache_misses.values()) for k in kernels),
+    "loaded": sum(sum(k.stats.cache_hits.values()) for k in kernels),
+}))
+"""
+
+
+def test_compile_command_fills_the_cache_with_the_estimators_kernels(tmp_path):
+    """What a float64 fit on dense or sparse data compiles of its own (L-BFGS's
+    products, the sparse products) comes from the cache after ``compile
+    --ops estimator``: the same signatures as the fit's calls."""
+    pytest.importorskip("scipy")
+    cache = tmp_path / "cache"
+    proc = _compile_command(cache, "--dtypes", "float64", "--ops", "estimator", "-q")
+    assert proc.returncode == 0, proc.stderr
+    got = _python(_ESTIMATOR_KERNELS, SRC.parent, cache)
+    assert got == {"compiled": 0, "loaded": 4}
+
+
 def test_compile_command_refuses_bad_arguments_and_an_off_cache(tmp_path):
     bad = _compile_command(tmp_path / "cache", "--dtypes", "float8")
     assert bad.returncode == 2 and "float8" in bad.stderr

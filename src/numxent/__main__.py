@@ -8,7 +8,8 @@ container image's build, before a job starts many processes at once -- for
 every kernel numxent serves to the given logits dtypes: hard labels (rows a
 lane, tiles of narrow rows and wide rows, soft-capped logits, ``out=logits``, forward
 only), soft labels, binary cross-entropy, the softmax family and the linear
-cross-entropy, each in its serial and its parallel variant.
+cross-entropy, each in its serial and its parallel variant, and the
+estimator's sparse products and L-BFGS kernels.
 
 The cache is the one later processes use: ``NUMBA_CACHE_DIR`` when set, else
 Numba's own place (``__pycache__`` beside numxent's sources, or the user's
@@ -35,7 +36,7 @@ __all__ = ["DTYPES", "OPS", "compile_kernels", "main"]
 #: hard-label kernels of 16-bit logits; their other ops run in float32).
 DTYPES = ("float32", "float64", "float16", "bfloat16")
 #: The op families, in the order they are compiled.
-OPS = ("hard", "soft", "bce", "softmax", "linear")
+OPS = ("hard", "soft", "bce", "softmax", "linear", "estimator")
 
 Call = Callable[[], object]
 
@@ -176,12 +177,43 @@ def _linear_calls(dt: np.dtype, rng) -> Iterator[tuple[str, Call]]:
             yield f"linear cross-entropy, {shape}, {variant}", linear
 
 
+def _estimator_calls(dt: np.dtype, rng) -> Iterator[tuple[str, Call]]:
+    """The estimator's own kernels (its objective's losses are the "hard" and
+    "bce" families): the sparse products for ``dt`` data with int32 indices
+    (SciPy's), and L-BFGS's products over its pairs (float64 whatever the
+    data)."""
+    from ._kernels.lbfgs import BLOCK, memory_combination, memory_products
+    from ._kernels.sparse import csc_gather, csr_logits
+
+    ip, ix = np.array([0, 1, 2], np.int32), np.array([0, 1], np.int32)
+    data, w = np.ones(2, dt), np.ones((2, 3), dt)
+
+    def sparse():
+        z, acc = np.empty((2, 3), dt), np.empty(3, dt)
+        csr_logits(ip, ix, data, w, np.zeros(3, dt), 0, 2, z, acc)
+        csc_gather(ip, ix, data, w, np.int64(0), np.int64(2), np.empty((2, 3)),
+                   np.empty(3))  # fmt: skip
+
+    yield "estimator: sparse products", sparse
+    if dt == np.float64:
+        P, new, coef = np.zeros((4, 5)), np.zeros((3, 5)), np.zeros(4)
+
+        def pairs():
+            memory_products(P, new[:1], np.empty((1, 4, 1)), np.empty((4, 1)))
+            memory_products(P, new, np.empty((1, 4, 3)), np.empty((4, 3)))
+            memory_combination(P, coef, new[0], 1.0, np.empty(5))
+
+        assert P.shape[1] <= BLOCK
+        yield "estimator: L-BFGS products", pairs
+
+
 _FAMILIES = {
     "hard": _hard_calls,
     "soft": _soft_calls,
     "bce": _bce_calls,
     "softmax": _softmax_calls,
     "linear": _linear_calls,
+    "estimator": _estimator_calls,
 }
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from numba import njit, prange
 
+from .._config import cached
 from ._intrinsics import JIT, dot, imin, unmanaged
 
 #: Columns a task: a row's block (32 KiB in float64) stays in L1 while it is
@@ -36,6 +37,7 @@ from ._intrinsics import JIT, dot, imin, unmanaged
 BLOCK = 4096
 
 
+@cached
 @njit(parallel=True, **JIT)
 def memory_products(P, V, parts, out):
     """``out[i, k] = P[i] . V[k]`` for every row ``i`` of ``P`` (R x n) and
@@ -57,6 +59,7 @@ def memory_products(P, V, parts, out):
             out[i, k] = t
 
 
+@cached
 @njit(parallel=True, **JIT)
 def memory_combination(P, coef, g, gamma, d):
     """``d = -(gamma * g + sum_i coef[i] * P[i])``, the rows in order, those

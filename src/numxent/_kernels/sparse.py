@@ -34,6 +34,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .._config import cached
 from ._intrinsics import JIT, prefetch
 
 #: Stored entries between the entry whose dense row is prefetched and the
@@ -51,6 +52,7 @@ def _prefetch_row(a, i, k, step):
     prefetch(a, start + k - 1)
 
 
+@cached
 @njit(**JIT)
 def csr_logits(indptr, indices, data, wt, b, lo, hi, z, acc):
     """``z[i - lo] = b + sum_p data[p] * wt[indices[p]]`` over the stored
@@ -73,6 +75,7 @@ def csr_logits(indptr, indices, data, wt, b, lo, hi, z, acc):
             z[r, c] = acc[c] + b[c]
 
 
+@cached
 @njit(**JIT)
 def csc_gather(indptr, indices, data, g, lo, hi, out, acc):
     """``out[j] = sum_p data[p] * g[indices[p]]`` in float64 over the stored

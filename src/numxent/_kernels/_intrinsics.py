@@ -47,7 +47,7 @@ def by_width(arg: int = 0):
         def helper(*args):
             return impls[np.asarray(args[arg]).dtype.itemsize * 8](*args)
 
-        def typer(*args):
+        def typer(*args):  # at compile time
             t = args[arg]
             return impls[getattr(t, "dtype", t).bitwidth]
 
@@ -271,12 +271,12 @@ def nt_fence(typingctx):
     return types.none(), codegen
 
 
-def _arrays_of(dtype, *arys) -> bool:
+def _arrays_of(dtype, *arys) -> bool:  # at compile time
     """Whether every one of ``arys`` (Numba types) is an array of ``dtype``."""
     return all(isinstance(a, types.Array) and a.dtype == dtype for a in arys)
 
 
-def _data(context, builder, sig, args, *which: int) -> list:
+def _data(context, builder, sig, args, *which: int) -> list:  # at compile time
     """The data pointers of the intrinsic's array arguments ``which``."""
     from numba.np.arrayobj import make_array
 

